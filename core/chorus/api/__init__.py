@@ -1,0 +1,1 @@
+"""HTTP controllers for the OpenAI-compatible API."""

@@ -1,0 +1,172 @@
+"""Configuration: TOML typed with msgspec, strict (unknown keys are errors naming the key).
+
+``${VAR}`` in any string value is replaced from the environment at load time (``$${`` writes a
+literal ``${``); a missing variable is a :class:`~chorus.errors.ConfigError` naming the key that
+referenced it. Provider tables are validated later by their driver's settings type (see
+:mod:`chorus.providers`), so a driver owns its own keys.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from chorus.errors import ConfigError
+from chorus.secrets import dec_hook
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Strict(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Base for our own configuration: unknown keys are rejected."""
+
+
+class ServerConfig(Strict):
+    """``[server]``: how ``chorus serve`` listens and request limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_tool_steps: int = 8
+
+
+class WorkspaceConfig(Strict):
+    """``[[workspaces]]``: a tenant. Its keys select it; everything it owns is invisible to others."""
+
+    id: str
+    name: str = ""
+    api_keys: list[str] = []
+
+
+class BotParams(Strict, omit_defaults=True):
+    """``params`` on a bot: request defaults. Any value the request sets wins."""
+
+    temperature: float | msgspec.UnsetType = msgspec.UNSET
+    top_p: float | msgspec.UnsetType = msgspec.UNSET
+    max_tokens: int | msgspec.UnsetType = msgspec.UNSET
+    max_completion_tokens: int | msgspec.UnsetType = msgspec.UNSET
+    stop: str | list[str] | msgspec.UnsetType = msgspec.UNSET
+    n: int | msgspec.UnsetType = msgspec.UNSET
+    seed: int | msgspec.UnsetType = msgspec.UNSET
+    presence_penalty: float | msgspec.UnsetType = msgspec.UNSET
+    frequency_penalty: float | msgspec.UnsetType = msgspec.UNSET
+    logit_bias: dict[str, float] | msgspec.UnsetType = msgspec.UNSET
+    logprobs: bool | msgspec.UnsetType = msgspec.UNSET
+    top_logprobs: int | msgspec.UnsetType = msgspec.UNSET
+    response_format: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    reasoning_effort: str | msgspec.UnsetType = msgspec.UNSET
+    parallel_tool_calls: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class BotConfig(Strict):
+    """``[[bots]]``: an agent that looks like a model (``bot/id=<id>``)."""
+
+    id: str
+    workspace: str
+    model: str
+    name: str = ""
+    description: str = ""
+    backstory: str = ""
+    params: BotParams = BotParams()
+
+
+class Config(Strict):
+    """The whole configuration file."""
+
+    data_dir: str | None = None
+    server: ServerConfig = ServerConfig()
+    providers: list[dict[str, Any]] = []
+    workspaces: list[WorkspaceConfig] = []
+    bots: list[BotConfig] = []
+
+
+def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Replace ``${VAR}`` in every string of ``value`` (recursively) from ``env``."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(
+                    f"{path or 'config'}: environment variable {name} is not set "
+                    f"(referenced as ${{{name}}})"
+                )
+            return env[name]
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def convert(raw: Any, type_: type, where: str) -> Any:
+    """``msgspec.convert`` with a :class:`ConfigError` that names the location and key."""
+    try:
+        return msgspec.convert(raw, type_, dec_hook=dec_hook)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("`$.", "`").replace("`$`", "the top level")
+        if "`$[" in message:
+            message = message.replace("`$[", "`[")
+        raise ConfigError(f"{where}: {message}") from None
+
+
+def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "config") -> Config:
+    """Validate an already-parsed TOML mapping into a :class:`Config`."""
+    expanded = expand_env(dict(data), os.environ if env is None else env)
+    config: Config = convert(expanded, Config, source)
+    _check_references(config, source)
+    return config
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML configuration file."""
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    return parse_config(data, env=env, source=str(file))
+
+
+def _check_references(config: Config, source: str) -> None:
+    """Cross-object checks: unique ids, known workspaces, well-formed key digests."""
+    _unique(source, "providers", [str(p.get("id", "")) for p in config.providers])
+    _unique(source, "workspaces", [w.id for w in config.workspaces])
+    _unique(source, "bots", [b.id for b in config.bots])
+    for i, provider in enumerate(config.providers):
+        for key in ("id", "driver"):
+            if not isinstance(provider.get(key), str) or not provider.get(key):
+                raise ConfigError(f"{source}: providers[{i}].{key} is required")
+    workspaces = {w.id for w in config.workspaces}
+    for i, bot in enumerate(config.bots):
+        if bot.workspace not in workspaces:
+            raise ConfigError(f"{source}: bots[{i}].workspace names unknown workspace {bot.workspace!r}")
+    for i, ws in enumerate(config.workspaces):
+        for j, key in enumerate(ws.api_keys):
+            if key.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-f]{64}", key):
+                raise ConfigError(
+                    f"{source}: workspaces[{i}].api_keys[{j}] must be 'sha256:' and 64 lowercase hex digits"
+                )
+            if not key:
+                raise ConfigError(f"{source}: workspaces[{i}].api_keys[{j}] is empty")
+
+
+def _unique(source: str, table: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i, ident in enumerate(ids):
+        if ident in seen:
+            raise ConfigError(f"{source}: {table}[{i}].id {ident!r} is used twice")
+        seen.add(ident)

@@ -1,0 +1,1 @@
+"""Plugin loading: the only package that touches pluggy and stevedore."""

@@ -1,0 +1,69 @@
+"""Runtime registry: provider instances, workspaces, bots and keys, built once at startup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from chorus.config import BotConfig, Config, WorkspaceConfig
+from chorus.errors import ConfigError
+from chorus.keys import KeyRing
+from chorus.providers import ProviderDriver
+
+
+class Workspace(msgspec.Struct, frozen=True, kw_only=True):
+    """A tenant as seen by request handling."""
+
+    id: str
+    name: str = ""
+
+
+class Registry:
+    """Read-only lookups used on the hot path. All lookups of tenant objects take a workspace."""
+
+    def __init__(
+        self,
+        *,
+        providers: Iterable[ProviderDriver],
+        workspaces: Iterable[WorkspaceConfig],
+        bots: Iterable[BotConfig],
+        keyring: KeyRing,
+    ) -> None:
+        self.providers: dict[str, ProviderDriver] = {p.id: p for p in providers}
+        self.workspaces: dict[str, Workspace] = {w.id: Workspace(id=w.id, name=w.name) for w in workspaces}
+        self._bots: dict[tuple[str, str], BotConfig] = {(b.workspace, b.id): b for b in bots}
+        self.keyring = keyring
+
+    @classmethod
+    def from_config(cls, config: Config, providers: Iterable[ProviderDriver], keyring: KeyRing) -> Registry:
+        """Build the registry and check that every bot's model resolves."""
+        registry = cls(providers=providers, workspaces=config.workspaces, bots=config.bots, keyring=keyring)
+        for i, bot in enumerate(config.bots):
+            if registry.find_model(bot.model) is None:
+                raise ConfigError(
+                    f"bots[{i}].model {bot.model!r} matches no provider "
+                    f"(use '<provider id>/<model>' or a model a provider lists)"
+                )
+        return registry
+
+    def find_model(self, name: str) -> tuple[ProviderDriver, str] | None:
+        """Resolve ``<provider>/<model>`` or a bare model name to ``(provider, upstream model)``."""
+        head, sep, rest = name.partition("/")
+        if sep and rest and head in self.providers:
+            return self.providers[head], rest
+        for provider in self.providers.values():
+            if name in provider.settings.models:
+                return provider, name
+        for provider in self.providers.values():
+            if "*" in provider.settings.models:
+                return provider, name
+        return None
+
+    def bot(self, workspace: str, bot_id: str) -> BotConfig | None:
+        """The bot ``bot_id`` of ``workspace``; another workspace's bot is ``None`` too."""
+        return self._bots.get((workspace, bot_id))
+
+    def bots(self, workspace: str) -> list[BotConfig]:
+        """All bots of ``workspace`` in configuration order."""
+        return [b for (ws, _), b in self._bots.items() if ws == workspace]

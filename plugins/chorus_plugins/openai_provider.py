@@ -1,0 +1,160 @@
+"""Built-in provider driver ``openai``: any OpenAI-compatible upstream.
+
+Works with OpenAI, Azure-compatible gateways, Ollama, vLLM, llama.cpp server, LM Studio and the
+like. One pooled :class:`httpx.AsyncClient` per configured provider, created at startup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+
+from chorus.context import RequestContext
+from chorus.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from chorus.providers import ProviderDriver, ProviderSettings
+from chorus.schemas import ChatCompletionRequest
+from chorus.sse import iter_sse_data
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+RELAYED_STATUSES = frozenset({400, 404, 408, 409, 413, 415, 422, 429})
+
+
+class OpenAISettings(ProviderSettings):
+    """``driver = "openai"`` settings; ``base_url`` is the API root (ending in ``/v1``)."""
+
+    base_url: str | None = "https://api.openai.com/v1"
+    organization: str | None = None
+
+
+class OpenAIProvider(ProviderDriver):
+    """Chat completions over HTTP against an OpenAI-compatible ``base_url``."""
+
+    settings_type = OpenAISettings
+    settings: OpenAISettings
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        super().__init__(settings)
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        """Open the connection pool."""
+        s = self.settings
+        headers = {"content-type": "application/json", "accept": "application/json", **s.headers}
+        if s.api_key:
+            headers["authorization"] = f"Bearer {s.api_key.get()}"
+        if s.organization:
+            headers["openai-organization"] = s.organization
+        self._client = httpx.AsyncClient(
+            base_url=(s.base_url or "").rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(s.timeout, connect=s.connect_timeout),
+            limits=httpx.Limits(max_connections=s.max_connections, max_keepalive_connections=s.max_connections),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise UpstreamUnavailable(f"provider {self.id!r} is not started")
+        return self._client
+
+    async def complete(self, body: ChatCompletionRequest, ctx: RequestContext) -> dict[str, Any]:
+        """POST ``/chat/completions`` and return the decoded ``chat.completion``."""
+        try:
+            response = await self.client.post("/chat/completions", content=_encode(body))
+        except httpx.TimeoutException:
+            raise self._timeout() from None
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            raise self._error(response.status_code, response.content, response.headers)
+        try:
+            result = _decode(response.content)
+        except msgspec.DecodeError:
+            raise UpstreamError(f"provider {self.id!r} returned a response that is not JSON") from None
+        if not isinstance(result, dict):
+            raise UpstreamError(f"provider {self.id!r} returned an unexpected response")
+        return result
+
+    async def stream(self, body: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
+        """POST with ``stream: true`` and yield each decoded chunk until ``[DONE]``."""
+        request = self.client.build_request("POST", "/chat/completions", content=_encode(body))
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise self._timeout() from None
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        try:
+            if response.status_code >= 400:
+                raise self._error(response.status_code, await response.aread(), response.headers)
+            async for data in iter_sse_data(response.aiter_raw()):
+                if data == b"[DONE]":
+                    return
+                try:
+                    chunk = _decode(data)
+                except msgspec.DecodeError:
+                    raise UpstreamError(f"provider {self.id!r} sent a stream event that is not JSON") from None
+                if isinstance(chunk, dict):
+                    if "error" in chunk and "choices" not in chunk:
+                        raise self._error(502, data, response.headers)
+                    yield chunk
+            raise UpstreamError(f"provider {self.id!r} ended the stream without [DONE]")
+        except httpx.TimeoutException:
+            raise self._timeout() from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"provider {self.id!r} stream broke: {type(exc).__name__}") from None
+        finally:
+            await response.aclose()
+
+    # -- error mapping --------------------------------------------------------------------------
+
+    def _timeout(self) -> UpstreamTimeout:
+        return UpstreamTimeout(f"provider {self.id!r} did not answer in time")
+
+    def _unreachable(self, exc: httpx.HTTPError) -> UpstreamUnavailable:
+        return UpstreamUnavailable(f"provider {self.id!r} is unreachable ({type(exc).__name__})")
+
+    def _error(self, status: int, content: bytes, headers: httpx.Headers) -> UpstreamError:
+        """Relay a client-side upstream error with its status; anything else becomes a 502."""
+        message, code, param, kind = "", None, None, None
+        try:
+            payload = _decode(content)
+            error = payload.get("error") if isinstance(payload, dict) else None
+            if isinstance(error, dict):
+                message = str(error.get("message") or "")
+                code = error.get("code") if isinstance(error.get("code"), str) else None
+                param = error.get("param") if isinstance(error.get("param"), str) else None
+                kind = error.get("type") if isinstance(error.get("type"), str) else None
+            elif isinstance(error, str):
+                message = error
+        except (msgspec.DecodeError, AttributeError):
+            pass
+        message = self._scrub(message)[:2000] or f"status {status}"
+        if status in RELAYED_STATUSES:
+            extra = {"retry-after": headers["retry-after"]} if status == 429 and "retry-after" in headers else {}
+            return UpstreamError(
+                f"Upstream provider {self.id!r}: {message}",
+                status_code=status,
+                error_type=kind or ("rate_limit_error" if status == 429 else "invalid_request_error"),
+                code=code,
+                param=param,
+                headers=extra,
+            )
+        if status in (401, 403):
+            message = "the provider rejected the gateway's credentials"
+        return UpstreamError(f"Upstream provider {self.id!r} failed (status {status}): {message}")
+
+    def _scrub(self, text: str) -> str:
+        key = self.settings.api_key.get() if self.settings.api_key else ""
+        return text.replace(key, "***") if key else text
