@@ -162,10 +162,16 @@ class Pipeline:
         return None
 
     @staticmethod
-    def _continue(body: ChatCompletionRequest, calls: list[dict[str, Any]], results: dict[str, str], content: Any) -> ChatCompletionRequest:
+    def _continue(
+        body: ChatCompletionRequest, calls: list[dict[str, Any]], results: dict[str, str], content: Any, last: bool
+    ) -> ChatCompletionRequest:
+        """Append the assistant turn and its tool results; on the last step forbid further calls."""
         assistant = Message(role="assistant", content=content or None, tool_calls=calls)
         tool_messages = [Message(role="tool", tool_call_id=c["id"], content=results[c["id"]]) for c in calls]
-        return msgspec.structs.replace(body, messages=[*body.messages, assistant, *tool_messages])
+        changes: dict[str, Any] = {"messages": [*body.messages, assistant, *tool_messages]}
+        if last:
+            changes["tool_choice"] = "none"
+        return msgspec.structs.replace(body, **changes)
 
     # -- non-streaming ---------------------------------------------------------------------------
 
@@ -174,12 +180,11 @@ class Pipeline:
         body, server_tools = await self.prepare(ctx)
         target = ctx.target
         assert target is not None
-        calls_made = 0
+        steps = 0
         while True:
             response = await target.provider.complete(body, ctx)
-            calls_made += 1
             ctx.add_usage(response.get("usage"))
-            if not server_tools or calls_made > self.server.max_tool_steps:
+            if not server_tools or steps >= self.server.max_tool_steps:
                 break
             choices = response.get("choices") or []
             message = choices[0].get("message") or {} if choices else {}
@@ -187,12 +192,13 @@ class Pipeline:
             results = await self._execute_tools(ctx, calls)
             if results is None:
                 break
-            body = self._continue(body, calls, results, message.get("content"))
+            steps += 1
+            body = self._continue(body, calls, results, message.get("content"), steps >= self.server.max_tool_steps)
         response["id"] = ctx.completion_id
         response["object"] = "chat.completion"
         response["created"] = ctx.created
         response["model"] = target.selector
-        if calls_made > 1 and ctx.usage is not None:
+        if steps and ctx.usage is not None:
             response["usage"] = dict(ctx.usage)
         if ctx.legacy_functions:
             for choice in response.get("choices") or []:
@@ -241,7 +247,7 @@ class Pipeline:
         include_usage, legacy_mode = ctx.include_usage, ctx.legacy_functions
         post = self._post is not None
         sent_role = False
-        calls_made = 0
+        steps = 0
 
         async def emit(chunk: dict[str, Any]) -> bytes:
             nonlocal sent_role
@@ -271,8 +277,7 @@ class Pipeline:
             return sse(chunk)
 
         while True:
-            calls_made += 1
-            hold = bool(server_tools) and calls_made <= self.server.max_tool_steps
+            hold = bool(server_tools) and steps < self.server.max_tool_steps
             held: list[dict[str, Any]] = []
             fragments: dict[int, dict[str, Any]] = {}
             content: list[str] = []
@@ -299,7 +304,8 @@ class Pipeline:
                 calls = [fragments[i] for i in sorted(fragments)]
                 results = await self._execute_tools(ctx, calls)
                 if results is not None:
-                    body = self._continue(body, calls, results, "".join(content))
+                    steps += 1
+                    body = self._continue(body, calls, results, "".join(content), steps >= self.server.max_tool_steps)
                     continue
             for chunk in held:
                 yield await emit(chunk)

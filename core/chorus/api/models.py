@@ -58,11 +58,11 @@ class ModelsController(Controller):
         return Response(content=_encode({"object": "list", "data": data}), media_type=JSON)
 
     @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"])
-    async def retrieve_model(self, request: Request, model_id: str) -> Response[bytes]:
+    async def retrieve_model(self, request: Request) -> Response[bytes]:
         """One selector, resolved exactly as a chat request would resolve it."""
         pipeline: Pipeline = request.app.state.pipeline
         workspace = pipeline.authenticate(request.headers.get("authorization"))
-        selector = model_id.lstrip("/")
+        selector = str(request.path_params["model_id"]).lstrip("/")
         if not selector:
             raise ChorusError("A model id is required.", status_code=404, error_type="invalid_request_error")
         target = pipeline.resolve(selector, workspace)

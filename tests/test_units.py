@@ -1,0 +1,83 @@
+"""Unit tests of small pure pieces: keys, SSE parsing, legacy translation, layering."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chorus import legacy
+from chorus.context import Source
+from chorus.keys import KeyRing, digest, new_key
+from chorus.layering import layer_messages
+from chorus.schemas import Message
+from chorus.sse import iter_sse_data
+
+
+def test_keys_and_ring() -> None:
+    key = new_key()
+    assert key.startswith("sk-chorus-") and len(key) > 40
+    assert new_key() != key
+    ring = KeyRing([(key, "a"), (digest("other"), "b")])
+    assert ring.workspace_for(key) == "a"
+    assert ring.workspace_for("other") == "b"
+    assert ring.workspace_for("nope") is None
+    assert ring.workspace_for(digest("other")) is None  # the digest itself is not a key
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        (b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',),
+        (b'data: {"a"', b':1}\r\n\r\n: keep-alive\n\nevent: x\ndata: {"b":2}\n', b"\ndata: [DONE]"),
+        tuple(bytes([c]) for c in b'data:{"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n'),
+    ],
+)
+async def test_sse_parser_handles_any_split(parts: tuple[bytes, ...]) -> None:
+    assert [d async for d in iter_sse_data(_chunks(*parts))] == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+
+
+def test_legacy_history_pairs_ids() -> None:
+    messages = [
+        Message(role="assistant", content=None, function_call={"name": "f", "arguments": "{}"}),
+        Message(role="function", name="f", content="r1"),
+        Message(role="assistant", content=None, function_call={"name": "g", "arguments": "{}"}),
+        Message(role="function", name="g", content="r2"),
+    ]
+    assert legacy.uses_legacy_messages(messages)
+    out = legacy.translate_messages(messages)
+    assert [m.role for m in out] == ["assistant", "tool", "assistant", "tool"]
+    assert out[1].tool_call_id == out[0].tool_calls[0]["id"]  # type: ignore[index]
+    assert out[3].tool_call_id == out[2].tool_calls[0]["id"]  # type: ignore[index]
+    assert out[0].tool_call_id != out[2].tool_calls[0]["id"]  # type: ignore[index]
+
+
+def test_legacy_delta_and_message() -> None:
+    delta = {"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": ""}}]}
+    legacy.to_legacy_delta(delta)
+    assert delta == {"function_call": {"name": "f", "arguments": ""}}
+    message = {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]}
+    legacy.to_legacy_message(message)
+    assert message == {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}}
+
+
+def test_layering_bot_keeps_later_system_messages_in_place() -> None:
+    messages = [
+        Message(role="system", content="A"),
+        Message(role="user", content="u1"),
+        Message(role="system", content="mid-conversation note"),
+    ]
+    out = layer_messages(messages, backstory="B", parts=["P"], sources=[Source(text="T", title="S")])
+    assert out[0].content == "B\n\nP\n\n" + out[0].content.split("\n\n", 2)[2]  # type: ignore[union-attr]
+    assert out[0].content.endswith("[1] S\nT\n\nA")  # type: ignore[union-attr]
+    assert [m.role for m in out] == ["system", "user", "system"]
+
+
+def test_layering_model_untouched_without_parts() -> None:
+    messages = [Message(role="developer", content="D"), Message(role="user", content="u")]
+    assert layer_messages(messages, backstory=None, parts=[], sources=[]) is messages
