@@ -232,8 +232,7 @@ async def test_hang_does_not_block_other_requests(upstream: ScriptedUpstream) ->
     upstream.push(Hang(30), Reply("delayed", delay=0.1))
     async with httpx.AsyncClient(base_url=upstream.base_url, timeout=5) as client:
         hanging = asyncio.create_task(client.post("/chat/completions", json={**CHAT, "stream": True}, timeout=0.3))
-        while not upstream.requests:
-            await asyncio.sleep(0.005)
+        await asyncio.to_thread(wait_until, lambda: len(upstream.requests) == 1)
         started = time.monotonic()
         quick = await client.post("/chat/completions", json=CHAT)
         assert quick.json()["choices"][0]["message"]["content"] == "delayed"

@@ -227,7 +227,7 @@ class ScriptedUpstream:
         sock.bind((self.host, 0))
         self._sock, self._port = sock, sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app, lifespan="off", log_config=None, access_log=False, ws="none",
+            self._app, interface="asgi3", lifespan="off", log_config=None, access_log=False, ws="none",
             timeout_graceful_shutdown=self.graceful_shutdown,
         )
         self._server = uvicorn.Server(config)

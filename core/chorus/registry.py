@@ -50,8 +50,8 @@ class Registry:
     def find_model(self, name: str) -> tuple[ProviderDriver, str] | None:
         """Resolve ``<provider>/<model>`` or a bare model name to ``(provider, upstream model)``."""
         head, sep, rest = name.partition("/")
-        if sep and rest and head in self.providers:
-            return self.providers[head], rest
+        if sep and head in self.providers:
+            return (self.providers[head], rest) if rest else None
         for provider in self.providers.values():
             if name in provider.settings.models:
                 return provider, name

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 import pluggy
-from stevedore import NamedExtensionManager
+from stevedore import ExtensionManager, NamedExtensionManager
 
 from chorus import hookspecs
 from chorus.errors import PluginError
@@ -161,6 +161,9 @@ class PluginManager:
             dist_name = _dist(eps[entrypoint.name])[0] if entrypoint.name in eps else "?"
             self._fail(group, entrypoint.name, dist_name, exc)
 
+        # stevedore memoises entry points per namespace for the process; a new manager must see
+        # what is installed now (plugins installed since, test environments).
+        ExtensionManager.ENTRY_POINT_CACHE.pop(group, None)
         manager = NamedExtensionManager(
             group,
             names=sorted(eps),

@@ -1,0 +1,99 @@
+"""The transcript prompt format that lets a *base* (not instruction-tuned) model act as a chat model.
+
+A base model only continues text, so the chat is written as a document whose natural continuation
+is the assistant's next turn::
+
+    You are Ada, Acme's support agent.
+
+    Below is a conversation in which the assistant follows the instructions above.
+
+    User: What is your name?
+    Assistant:
+
+* The text of the leading ``system``/``developer`` messages comes first, verbatim (several are
+  joined by a blank line). Without any, the preamble is just :data:`INTRO_PLAIN`.
+* ``user``, ``assistant`` and ``tool``/``function`` messages become ``User:``, ``Assistant:`` and
+  ``Tool:`` turns; a later ``system``/``developer`` message becomes a ``System:`` turn.
+* Content is a string or the text parts of a content-part array; other parts are dropped. An
+  assistant turn that only called tools is written as ``(called name {arguments})``.
+* The prompt always ends with ``Assistant:`` (no trailing space); generation stops at the next
+  turn label (:data:`TURN_STOPS`) and, optionally, at a blank line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from chorus.layering import text_of
+from chorus.schemas import Message
+
+#: The line after the instructions; it tells the model whose instructions they are.
+INTRO_AFTER_INSTRUCTIONS = "Below is a conversation in which the assistant follows the instructions above."
+#: The preamble when the request has no instructions.
+INTRO_PLAIN = "Below is a conversation between a user and a helpful assistant who answers questions correctly."
+LABELS: dict[str, str] = {
+    "user": "User",
+    "assistant": "Assistant",
+    "tool": "Tool",
+    "function": "Tool",
+    "system": "System",
+    "developer": "System",
+}
+#: Stop sequences that end the assistant's turn where the model starts writing the next one.
+TURN_STOPS: tuple[str, ...] = ("\nUser:", "\nAssistant:", "\nTool:", "\nSystem:")
+BLANK_LINE = "\n\n"
+_INSTRUCTION_ROLES = frozenset({"system", "developer"})
+
+
+def render_prompt(messages: Sequence[Message]) -> str:
+    """The prompt text for ``messages``, ending with ``"Assistant:"`` (no trailing space)."""
+    leading = 0
+    while leading < len(messages) and messages[leading].role in _INSTRUCTION_ROLES:
+        leading += 1
+    blocks: list[str] = []
+    instructions = "\n\n".join(t for m in messages[:leading] if (t := _clean(text_of(m.content))))
+    if instructions:
+        blocks += [instructions, INTRO_AFTER_INSTRUCTIONS]
+    else:
+        blocks.append(INTRO_PLAIN)
+    turns = [_turn(m) for m in messages[leading:]]
+    turns.append(f"{LABELS['assistant']}:")
+    blocks.append("\n".join(turns))
+    return "\n\n".join(blocks)
+
+
+def stop_sequences(request_stop: str | Sequence[str] | None, *, blank_line: bool) -> list[str]:
+    """The turn stops, the blank line if wanted, then the request's own non-empty stops (deduplicated)."""
+    extra = [request_stop] if isinstance(request_stop, str) else list(request_stop or ())
+    stops = [*TURN_STOPS, *([BLANK_LINE] if blank_line else []), *extra]
+    return list(dict.fromkeys(s for s in stops if s))
+
+
+def _turn(message: Message) -> str:
+    label = LABELS.get(message.role, "User")
+    text = _clean(text_of(message.content))
+    if message.role == "assistant":
+        if not text and isinstance(message.refusal, str):
+            text = _clean(message.refusal)
+        calls = message.tool_calls if isinstance(message.tool_calls, list) else []
+        described = [_describe_call(c) for c in calls]
+        text = "\n".join(p for p in (text, *described) if p)
+    return f"{label}: {text}" if text else f"{label}:"
+
+
+def _describe_call(call: Any) -> str:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        return ""
+    name = str(function.get("name") or "tool")
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False) if arguments is not None else ""
+    return f"(called {name} {arguments.strip()})".replace(" )", ")")
+
+
+def _clean(text: str) -> str:
+    """Strip the text and normalise line endings so turn boundaries stay recognisable."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
