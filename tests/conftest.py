@@ -23,6 +23,7 @@ UPSTREAM_SECRET = "sk-upstream-canary-0123456789"
 CONFIG = """
 [server]
 max_body_bytes = 200000
+{server_extra}
 
 [[providers]]
 id = "up"
@@ -86,9 +87,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_config(upstream_url: str, extra: str = "") -> Config:
+def make_config(upstream_url: str, extra: str = "", server_extra: str = "") -> Config:
     text = CONFIG.format(
-        upstream=upstream_url, dead_port=free_port(), acme_key=ACME_KEY, globex_digest=digest(GLOBEX_KEY)
+        upstream=upstream_url, dead_port=free_port(), acme_key=ACME_KEY, globex_digest=digest(GLOBEX_KEY),
+        server_extra=server_extra,
     ) + extra
     return parse_config(tomllib.loads(text), env={"CHORUS_TEST_UPSTREAM_KEY": UPSTREAM_SECRET})
 
@@ -125,9 +127,13 @@ def globex(chorus_server: LiveServer, up: ScriptedUpstream) -> openai.OpenAI:
     return openai.OpenAI(base_url=chorus_server.url + "/v1", api_key=GLOBEX_KEY, max_retries=0, timeout=20)
 
 
-def serve_with_plugins(upstream_url: str, *plugins: Any, extra: str = "") -> LiveServer:
-    """A separate live Chorus with extra hook plugins registered."""
+def serve_with_plugins(
+    upstream_url: str, *plugins: Any, extra: str = "", server_extra: str = "", tools: dict[str, type] | None = None
+) -> LiveServer:
+    """A separate live Chorus with extra hook plugins and tool drivers registered."""
     pm = PluginManager()
     for i, plugin in enumerate(plugins):
         pm.register(plugin, name=f"test-plugin-{i}")
-    return LiveServer(create_app(make_config(upstream_url, extra), pm=pm))
+    for name, driver in (tools or {}).items():
+        pm.register_driver("tools", name, driver)
+    return LiveServer(create_app(make_config(upstream_url, extra, server_extra), pm=pm))

@@ -423,9 +423,8 @@ class ScriptedUpstream:
             response = response.reply
         delay = response.delay if isinstance(response, Reply | Error | Drop) else 0.0
         await self._sleep(delay, gone)
-        if gone.is_set():
-            if streaming:
-                self._bump(disconnect=True)
+        if gone.is_set():  # the client left while we waited (stream or not)
+            self._bump(disconnect=True)
             return
         if isinstance(response, Drop):
             await self._drop(send)

@@ -11,7 +11,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from chorus.api.chat import ChatController
+from chorus.api.chat import ChatController, ClientGone
 from chorus.api.models import ModelsController
 from chorus.config import Config, convert
 from chorus.errors import ChorusError, ConfigError, PluginError
@@ -20,6 +20,7 @@ from chorus.pipeline import Pipeline
 from chorus.plugins.manager import PluginManager
 from chorus.providers import ProviderDriver
 from chorus.registry import Registry
+from chorus.skillsets import build_skillsets
 from chorus.requestid import add_request_id_header, request_id
 
 log = logging.getLogger("chorus")
@@ -58,6 +59,11 @@ def _http_error(request: Request, exc: HTTPException) -> Response[bytes]:
     return error_response(ChorusError(message, status_code=exc.status_code, error_type=kind, code=code))
 
 
+def _client_gone(request: Request, exc: ClientGone) -> Response[bytes]:
+    log.info("request %s: client disconnected; upstream work cancelled", request_id(request.scope))
+    return Response(content=b"", status_code=499)
+
+
 def _unexpected(request: Request, exc: Exception) -> Response[bytes]:
     rid = request_id(request.scope)
     log.error("request %s failed: %s", rid, type(exc).__name__, exc_info=exc)
@@ -73,7 +79,10 @@ def build_providers(config: Config, pm: PluginManager) -> list[ProviderDriver]:
         except PluginError as exc:
             raise ConfigError(f"providers[{i}]: {exc}") from None
         settings = convert(raw, driver_cls.settings_type, f"providers[{i}]")
-        providers.append(driver_cls(settings))
+        try:
+            providers.append(driver_cls(settings))
+        except ConfigError as exc:
+            raise ConfigError(f"providers[{i}]: {exc}") from None
     return providers
 
 
@@ -90,14 +99,23 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
     """Build the ASGI app. Provider drivers are created here and started on app startup."""
     pm = pm or PluginManager()
     providers = build_providers(config, pm)
-    registry = Registry.from_config(config, providers, build_keyring(config))
+    skillsets = build_skillsets(config.skillsets, pm)
+    registry = Registry.from_config(config, providers, build_keyring(config), skillsets)
     pipeline = Pipeline(pm, registry, config.server)
 
     async def start_providers(app: Litestar) -> None:
         for provider in providers:
-            await provider.start()
+            try:
+                await provider.start()
+            except ChorusError as exc:
+                log.error("provider %s failed to start: %s", provider.id, exc.message)
+                raise RuntimeError(f"provider {provider.id!r} failed to start: {exc.message}") from None
+        for skillset in skillsets:
+            await skillset.start()
 
     async def stop_providers(app: Litestar) -> None:
+        for skillset in skillsets:
+            await skillset.aclose()
         for provider in providers:
             try:
                 await provider.aclose()
@@ -124,6 +142,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
         before_send=[add_request_id_header],
         exception_handlers={
             ChorusError: _chorus_error,
+            ClientGone: _client_gone,
             HTTPException: _http_error,
             Exception: _unexpected,
         },

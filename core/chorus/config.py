@@ -35,6 +35,7 @@ class ServerConfig(Strict):
     workers: int = 1
     max_body_bytes: int = 16 * 1024 * 1024
     max_tool_steps: int = 8
+    keepalive_seconds: float = 5.0
 
 
 class WorkspaceConfig(Strict):
@@ -65,6 +66,21 @@ class BotParams(Strict, omit_defaults=True):
     parallel_tool_calls: bool | msgspec.UnsetType = msgspec.UNSET
 
 
+class SkillsetConfig(Strict):
+    """``[[skillsets]]``: a named set of server-side tools a bot of the same workspace may use.
+
+    ``tools`` tables are validated by their driver's settings type (``chorus.tools``).
+    """
+
+    id: str
+    workspace: str
+    description: str = ""
+    egress_allow: list[str] = []
+    tools: list[dict[str, Any]] = []
+    tool_timeout: float = 30.0
+    max_concurrency: int = 4
+
+
 class BotConfig(Strict):
     """``[[bots]]``: an agent that looks like a model (``bot/id=<id>``)."""
 
@@ -75,6 +91,8 @@ class BotConfig(Strict):
     description: str = ""
     backstory: str = ""
     params: BotParams = BotParams()
+    skillsets: list[str] = []
+    max_tool_steps: int | None = None
 
 
 class Config(Strict):
@@ -84,6 +102,7 @@ class Config(Strict):
     server: ServerConfig = ServerConfig()
     providers: list[dict[str, Any]] = []
     workspaces: list[WorkspaceConfig] = []
+    skillsets: list[SkillsetConfig] = []
     bots: list[BotConfig] = []
 
 
@@ -150,10 +169,23 @@ def _check_references(config: Config, source: str) -> None:
         for key in ("id", "driver"):
             if not isinstance(provider.get(key), str) or not provider.get(key):
                 raise ConfigError(f"{source}: providers[{i}].{key} is required")
+    _unique(source, "skillsets", [s.id for s in config.skillsets])
     workspaces = {w.id for w in config.workspaces}
+    skillsets = {s.id: s for s in config.skillsets}
+    for i, skillset in enumerate(config.skillsets):
+        if skillset.workspace not in workspaces:
+            raise ConfigError(f"{source}: skillsets[{i}].workspace names unknown workspace {skillset.workspace!r}")
+        for j, tool in enumerate(skillset.tools):
+            for key in ("name", "driver"):
+                if not isinstance(tool.get(key), str) or not tool.get(key):
+                    raise ConfigError(f"{source}: skillsets[{i}].tools[{j}].{key} is required")
     for i, bot in enumerate(config.bots):
         if bot.workspace not in workspaces:
             raise ConfigError(f"{source}: bots[{i}].workspace names unknown workspace {bot.workspace!r}")
+        for name in bot.skillsets:
+            found = skillsets.get(name)
+            if found is None or found.workspace != bot.workspace:
+                raise ConfigError(f"{source}: bots[{i}].skillsets names unknown skillset {name!r} (in workspace {bot.workspace!r})")
     for i, ws in enumerate(config.workspaces):
         for j, key in enumerate(ws.api_keys):
             if key.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-f]{64}", key):

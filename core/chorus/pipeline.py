@@ -4,6 +4,11 @@ Hot-path rules: the request is decoded once (:func:`chorus.schemas.decode_chat_r
 upstream body is encoded once by the driver, each upstream response or chunk is decoded once and
 encoded once for the client. Which hooks have implementations is decided at startup, so hooks
 nobody implements cost nothing per request.
+
+The agent loop: when server-side tools are offered (``list_tools``) and the model calls them,
+``run_tools`` executes them and the model is called again, up to the step limit. Server calls and
+their results never reach the client. Client calls are returned as usual; hidden steps of that turn
+are parked (:mod:`chorus.turns`) and restored when the client sends its results back.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from chorus.plugins.manager import PluginManager
 from chorus.registry import Registry, Workspace
 from chorus.schemas import ChatCompletionRequest, Message
 from chorus.targets import Target, unknown_target
+from chorus.turns import ParkedTurn, TurnStore, restore_messages
 
 log = logging.getLogger("chorus.pipeline")
 
 _encode = msgspec.json.Encoder().encode
 DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
 
 
 async def await_me_maybe(value: Any) -> Any:
@@ -45,6 +52,14 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + _encode(payload) + b"\n\n"
 
 
+class Prepared(msgspec.Struct, kw_only=True):
+    """The upstream request and what the agent loop needs to know about it."""
+
+    body: ChatCompletionRequest
+    server_tools: frozenset[str]
+    max_steps: int
+
+
 class Pipeline:
     """Authenticates, resolves, layers, calls the provider, loops over server tools, post-processes."""
 
@@ -52,6 +67,7 @@ class Pipeline:
         self.pm = pm
         self.registry = registry
         self.server = server
+        self.turns = TurnStore()
         hook = pm.hook
         self._resolve = hook.resolve_target
         self._prompt = hook.build_system_prompt if pm.implements("build_system_prompt") else None
@@ -88,8 +104,8 @@ class Pipeline:
             raise PluginError(f"resolve_target returned {type(target).__name__}, expected Target")
         return target
 
-    async def prepare(self, ctx: RequestContext) -> tuple[ChatCompletionRequest, list[dict[str, Any]]]:
-        """Resolve the target and build the upstream request; returns it and the server tools."""
+    async def prepare(self, ctx: RequestContext) -> Prepared:
+        """Resolve the target and build the upstream request."""
         request = ctx.request
         target = ctx.target = self.resolve(request.model, ctx.workspace)
         parts: list[str] = []
@@ -113,10 +129,11 @@ class Pipeline:
             request = legacy.translate_request(request)
         if legacy.uses_legacy_messages(messages):
             messages = legacy.translate_messages(messages)
+        messages = restore_messages(messages, ctx.workspace.id, self.turns)
         backstory = target.bot.backstory if target.bot is not None else None
         messages = layer_messages(messages, backstory=backstory, parts=parts, sources=ctx.sources)
 
-        changes: dict[str, Any] = {"model": target.model, "messages": messages}
+        changes: dict[str, Any] = {"model": target.model, "messages": messages, "chorus_progress": UNSET}
         if target.bot is not None:
             for name, value in self._defaults(target.bot).items():
                 if getattr(request, name) is UNSET:
@@ -127,10 +144,18 @@ class Pipeline:
         else:
             changes["stream"] = UNSET
             changes["stream_options"] = UNSET
+        names = frozenset(t.get("function", {}).get("name", "") for t in server_tools)
         if server_tools:
-            client_tools = request.tools if isinstance(request.tools, list) else []
+            # Server tools win a name clash: the client's same-named tool is not offered.
+            client_tools = [
+                t for t in (request.tools if isinstance(request.tools, list) else [])
+                if t.get("function", {}).get("name") not in names
+            ]
             changes["tools"] = [*client_tools, *server_tools]
-        return msgspec.structs.replace(request, **changes), server_tools
+        max_steps = self.server.max_tool_steps
+        if target.bot is not None and target.bot.max_tool_steps is not None:
+            max_steps = target.bot.max_tool_steps
+        return Prepared(body=msgspec.structs.replace(request, **changes), server_tools=names, max_steps=max_steps)
 
     def _defaults(self, bot: BotConfig) -> dict[str, Any]:
         key = (bot.workspace, bot.id)
@@ -149,51 +174,76 @@ class Pipeline:
         if self._post is not None:
             await self._gather(self._post(ctx=ctx, payload=payload, chunk=chunk))
 
-    async def _execute_tools(self, ctx: RequestContext, calls: list[dict[str, Any]]) -> dict[str, str] | None:
-        """Run server tools for one assistant turn; ``None`` unless every call got a result."""
-        if self._run_tools is None or not calls:
-            return None
+    # -- the agent loop ---------------------------------------------------------------------------
+
+    async def _execute_tools(self, ctx: RequestContext, calls: list[dict[str, Any]]) -> dict[str, str]:
+        """Run the server-side calls of one assistant turn; results keyed by tool call id."""
         merged: dict[str, str] = {}
+        if self._run_tools is None or not calls:
+            return merged
         for result in await self._gather(self._run_tools(ctx=ctx, tool_calls=calls)):
             if result:
                 merged.update(result)
-        if all(call.get("id") in merged for call in calls):
-            return merged
-        return None
+        return merged
 
-    @staticmethod
-    def _continue(
-        body: ChatCompletionRequest, calls: list[dict[str, Any]], results: dict[str, str], content: Any, last: bool
-    ) -> ChatCompletionRequest:
-        """Append the assistant turn and its tool results; on the last step forbid further calls."""
+    def _advance(
+        self, ctx: RequestContext, prepared: Prepared, hidden: list[Message],
+        calls: list[dict[str, Any]], results: dict[str, str], content: Any, steps: int,
+    ) -> list[dict[str, Any]]:
+        """Record one tool round. Returns the client calls left (empty: call the model again)."""
         assistant = Message(role="assistant", content=content or None, tool_calls=calls)
-        tool_messages = [Message(role="tool", tool_call_id=c["id"], content=results[c["id"]]) for c in calls]
-        changes: dict[str, Any] = {"messages": [*body.messages, assistant, *tool_messages]}
-        if last:
+        tool_messages = [Message(role="tool", tool_call_id=c["id"], content=results[c["id"]]) for c in calls if c["id"] in results]
+        client_calls = [c for c in calls if c["id"] not in results]
+        if client_calls:
+            self.turns.park(
+                ctx.workspace.id, [c["id"] for c in client_calls],
+                ParkedTurn(hidden=list(hidden), assistant=assistant, results=tool_messages),
+            )
+            return client_calls
+        hidden.extend([assistant, *tool_messages])
+        changes: dict[str, Any] = {"messages": [*prepared.body.messages, assistant, *tool_messages]}
+        if steps >= prepared.max_steps:
             changes["tool_choice"] = "none"
-        return msgspec.structs.replace(body, **changes)
+        prepared.body = msgspec.structs.replace(prepared.body, **changes)
+        return []
+
+    def _park_client_turn(self, ctx: RequestContext, hidden: list[Message], message: dict[str, Any]) -> None:
+        """A turn that ends with client calls after hidden steps: park those steps for the resume."""
+        calls = message.get("tool_calls") or []
+        if hidden and calls:
+            assistant = Message(role="assistant", content=message.get("content"), tool_calls=calls)
+            self.turns.park(ctx.workspace.id, [c["id"] for c in calls], ParkedTurn(hidden=list(hidden), assistant=assistant, results=[]))
 
     # -- non-streaming ---------------------------------------------------------------------------
 
     async def complete(self, ctx: RequestContext) -> bytes:
         """Run a non-streaming request and return the encoded ``chat.completion``."""
-        body, server_tools = await self.prepare(ctx)
+        prepared = await self.prepare(ctx)
         target = ctx.target
         assert target is not None
         steps = 0
+        hidden: list[Message] = []
         while True:
-            response = await target.provider.complete(body, ctx)
+            response = await target.provider.complete(prepared.body, ctx)
             ctx.add_usage(response.get("usage"))
-            if not server_tools or steps >= self.server.max_tool_steps:
+            if not prepared.server_tools:
                 break
             choices = response.get("choices") or []
-            message = choices[0].get("message") or {} if choices else {}
+            message = (choices[0].get("message") or {}) if choices else {}
             calls = message.get("tool_calls") or []
-            results = await self._execute_tools(ctx, calls)
-            if results is None:
+            server_calls = [c for c in calls if c.get("function", {}).get("name") in prepared.server_tools]
+            if not server_calls or steps >= prepared.max_steps:
+                _drop_server_calls(choices[0] if choices else {}, prepared.server_tools)
+                self._park_client_turn(ctx, hidden, message)
                 break
             steps += 1
-            body = self._continue(body, calls, results, message.get("content"), steps >= self.server.max_tool_steps)
+            results = await self._execute_tools(ctx, server_calls)
+            results = {c["id"]: results.get(c["id"], _unanswered(c)) for c in server_calls}
+            client_calls = self._advance(ctx, prepared, hidden, calls, results, message.get("content"), steps)
+            if client_calls:
+                message["tool_calls"] = client_calls
+                choices[0]["finish_reason"] = "tool_calls"
+                break
         response["id"] = ctx.completion_id
         response["object"] = "chat.completion"
         response["created"] = ctx.created
@@ -215,10 +265,10 @@ class Pipeline:
         Errors before the first event propagate (the caller turns them into an HTTP status);
         errors after it end the stream with an ``error`` event and no ``[DONE]``.
         """
-        body, server_tools = await self.prepare(ctx)
+        prepared = await self.prepare(ctx)
         started = False
         try:
-            async for event in self._stream_events(ctx, body, server_tools):
+            async for event in self._stream_events(ctx, prepared):
                 started = True
                 yield event
         except ChorusError as exc:
@@ -238,9 +288,7 @@ class Pipeline:
             return
         yield DONE
 
-    async def _stream_events(
-        self, ctx: RequestContext, body: ChatCompletionRequest, server_tools: list[dict[str, Any]]
-    ) -> AsyncIterator[bytes]:
+    async def _stream_events(self, ctx: RequestContext, prepared: Prepared) -> AsyncIterator[bytes]:
         target = ctx.target
         assert target is not None
         selector, cid, created = target.selector, ctx.completion_id, ctx.created
@@ -248,6 +296,7 @@ class Pipeline:
         post = self._post is not None
         sent_role = False
         steps = 0
+        hidden: list[Message] = []
 
         async def emit(chunk: dict[str, Any]) -> bytes:
             nonlocal sent_role
@@ -276,13 +325,17 @@ class Pipeline:
                 await self._post_process(ctx, chunk, True)
             return sse(chunk)
 
+        def progress(event: dict[str, Any]) -> bytes:
+            return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": selector,
+                        "choices": [], "chorus": event})
+
         while True:
-            hold = bool(server_tools) and steps < self.server.max_tool_steps
-            held: list[dict[str, Any]] = []
+            hold = bool(prepared.server_tools)
             fragments: dict[int, dict[str, Any]] = {}
             content: list[str] = []
-            finish: str | None = None
-            async for chunk in target.provider.stream(body, ctx):
+            finish: Any = None
+            last_choice: dict[str, Any] = {}
+            async for chunk in target.provider.stream(prepared.body, ctx):
                 usage = chunk.get("usage")
                 if usage:
                     ctx.add_usage(usage)
@@ -295,20 +348,53 @@ class Pipeline:
                     if delta.get("tool_calls") or choice.get("finish_reason"):
                         _accumulate(fragments, delta.get("tool_calls") or ())
                         finish = choice.get("finish_reason") or finish
-                        held.append(chunk)
+                        last_choice = choice
+                        if isinstance(delta.get("content"), str) and delta["content"]:
+                            content.append(delta["content"])
+                            yield await emit({"choices": [{"index": 0, "delta": {"content": delta["content"]}, "finish_reason": None}]})
                         continue
                     if isinstance(delta.get("content"), str):
                         content.append(delta["content"])
                 yield await emit(chunk)
-            if hold and finish == "tool_calls" and fragments:
-                calls = [fragments[i] for i in sorted(fragments)]
-                results = await self._execute_tools(ctx, calls)
-                if results is not None:
-                    steps += 1
-                    body = self._continue(body, calls, results, "".join(content), steps >= self.server.max_tool_steps)
+            if not hold:
+                break
+            calls = [fragments[i] for i in sorted(fragments)]
+            server_calls = [c for c in calls if c["function"]["name"] in prepared.server_tools]
+            if server_calls and steps < prepared.max_steps:
+                steps += 1
+                if ctx.state.get("progress"):
+                    for call in server_calls:
+                        yield progress({"type": "tool.started", "name": call["function"]["name"], "step": steps})
+                task = asyncio.ensure_future(self._execute_tools(ctx, server_calls))
+                try:
+                    while not task.done():
+                        done, _ = await asyncio.wait({task}, timeout=self.server.keepalive_seconds)
+                        if not done:
+                            yield KEEPALIVE
+                    results = task.result()
+                finally:
+                    if not task.done():
+                        task.cancel()
+                results = {c["id"]: results.get(c["id"], _unanswered(c)) for c in server_calls}
+                if ctx.state.get("progress"):
+                    for call in server_calls:
+                        yield progress({"type": "tool.finished", "name": call["function"]["name"], "step": steps})
+                client_calls = self._advance(ctx, prepared, hidden, calls, results, "".join(content), steps)
+                if not client_calls:
                     continue
-            for chunk in held:
-                yield await emit(chunk)
+                calls, finish = client_calls, "tool_calls"
+            else:
+                calls = [c for c in calls if c["function"]["name"] not in prepared.server_tools]
+                if not calls and finish == "tool_calls":
+                    finish = "stop"
+                self._park_client_turn(ctx, hidden, {"content": "".join(content) or None, "tool_calls": calls})
+            for index, call in enumerate(calls):
+                fragment = {"index": index, "id": call["id"], "type": "function", "function": dict(call["function"])}
+                yield await emit({"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}]})
+            final_choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": finish or "stop"}
+            if "logprobs" in last_choice:
+                final_choice["logprobs"] = None
+            yield await emit({"choices": [final_choice]})
             break
         if include_usage:
             final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": selector,
@@ -316,6 +402,27 @@ class Pipeline:
             if post:
                 await self._post_process(ctx, final, True)
             yield sse(final)
+
+
+def _unanswered(call: dict[str, Any]) -> str:
+    return f"Error: no server tool answered the call to {call.get('function', {}).get('name')!r}."
+
+
+def _drop_server_calls(choice: dict[str, Any], server_tools: frozenset[str]) -> None:
+    """Never show server tool calls to the client (e.g. past the step limit)."""
+    message = choice.get("message") or {}
+    calls = message.get("tool_calls")
+    if not calls:
+        return
+    kept = [c for c in calls if c.get("function", {}).get("name") not in server_tools]
+    if len(kept) == len(calls):
+        return
+    if kept:
+        message["tool_calls"] = kept
+    else:
+        del message["tool_calls"]
+        if choice.get("finish_reason") == "tool_calls":
+            choice["finish_reason"] = "stop"
 
 
 def _accumulate(fragments: dict[int, dict[str, Any]], pieces: Any) -> None:
@@ -330,6 +437,3 @@ def _accumulate(fragments: dict[int, dict[str, Any]], pieces: Any) -> None:
             call["function"]["name"] += function["name"]
         if function.get("arguments"):
             call["function"]["arguments"] += function["arguments"]
-
-
-__all__ = ["DONE", "Pipeline", "await_me_maybe", "sse"]

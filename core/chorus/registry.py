@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -10,6 +11,9 @@ from chorus.config import BotConfig, Config, WorkspaceConfig
 from chorus.errors import ConfigError
 from chorus.keys import KeyRing
 from chorus.providers import ProviderDriver
+
+if TYPE_CHECKING:
+    from chorus.skillsets import Skillset
 
 
 class Workspace(msgspec.Struct, frozen=True, kw_only=True):
@@ -29,16 +33,22 @@ class Registry:
         workspaces: Iterable[WorkspaceConfig],
         bots: Iterable[BotConfig],
         keyring: KeyRing,
+        skillsets: Iterable[Skillset] = (),
     ) -> None:
         self.providers: dict[str, ProviderDriver] = {p.id: p for p in providers}
+        self._skillsets: dict[tuple[str, str], Skillset] = {(s.config.workspace, s.id): s for s in skillsets}
         self.workspaces: dict[str, Workspace] = {w.id: Workspace(id=w.id, name=w.name) for w in workspaces}
         self._bots: dict[tuple[str, str], BotConfig] = {(b.workspace, b.id): b for b in bots}
         self.keyring = keyring
 
     @classmethod
-    def from_config(cls, config: Config, providers: Iterable[ProviderDriver], keyring: KeyRing) -> Registry:
+    def from_config(
+        cls, config: Config, providers: Iterable[ProviderDriver], keyring: KeyRing, skillsets: Iterable[Skillset] = ()
+    ) -> Registry:
         """Build the registry and check that every bot's model resolves."""
-        registry = cls(providers=providers, workspaces=config.workspaces, bots=config.bots, keyring=keyring)
+        registry = cls(
+            providers=providers, workspaces=config.workspaces, bots=config.bots, keyring=keyring, skillsets=skillsets
+        )
         for i, bot in enumerate(config.bots):
             if registry.find_model(bot.model) is None:
                 raise ConfigError(
@@ -67,3 +77,12 @@ class Registry:
     def bots(self, workspace: str) -> list[BotConfig]:
         """All bots of ``workspace`` in configuration order."""
         return [b for (ws, _), b in self._bots.items() if ws == workspace]
+
+    def skillsets_of(self, bot: BotConfig) -> list[Skillset]:
+        """The bot's skillsets, in the order the bot lists them (same workspace only)."""
+        found = (self._skillsets.get((bot.workspace, name)) for name in bot.skillsets)
+        return [s for s in found if s is not None]
+
+    def all_skillsets(self) -> list[Skillset]:
+        """Every skillset of every workspace (for startup and shutdown)."""
+        return list(self._skillsets.values())

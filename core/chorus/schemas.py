@@ -64,6 +64,8 @@ class ChatCompletionRequest(Wire):
     function_call: str | dict[str, Any] | None | UnsetType = UNSET
     stream: bool | None | UnsetType = UNSET
     stream_options: dict[str, Any] | None | UnsetType = UNSET
+    # Chorus extensions (never forwarded upstream).
+    chorus_progress: bool | UnsetType = UNSET
 
 
 _request_decoder = msgspec.json.Decoder(ChatCompletionRequest)

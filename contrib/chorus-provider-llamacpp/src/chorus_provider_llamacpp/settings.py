@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from msgspec import Meta, field
-
 from chorus.providers import ProviderSettings
+from msgspec import Meta, field
 
 DEFAULT_MODEL_NAME = "gemma-3-270m"
 
@@ -14,7 +13,7 @@ Positive = Annotated[int, Meta(ge=1)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 
 
-class LlamaCppSettings(ProviderSettings):
+class LlamaCppSettings(ProviderSettings):  # type: ignore[misc]  # mypy misreads inherited msgspec frozen=True
     """Settings of the in-process llama.cpp provider.
 
     ``base_url``, ``api_key``, ``headers``, ``connect_timeout`` and ``max_connections`` do not apply

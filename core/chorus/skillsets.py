@@ -1,0 +1,95 @@
+"""Runtime skillsets: configured tool driver instances, their egress policy and HTTP client."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from chorus.config import SkillsetConfig, convert
+from chorus.errors import ConfigError, PluginError
+from chorus.tools import ToolDriver, ToolSpec
+
+if TYPE_CHECKING:
+    import httpx
+
+    from chorus.egress import EgressPolicy
+    from chorus.plugins.manager import PluginManager
+
+log = logging.getLogger("chorus.skillsets")
+
+
+class Skillset:
+    """One ``[[skillsets]]`` entry: its tools by name and the guarded client they share."""
+
+    def __init__(self, config: SkillsetConfig, drivers: list[ToolDriver], egress: EgressPolicy) -> None:
+        self.config = config
+        self.drivers = drivers
+        self.egress = egress
+        self._tools: dict[str, tuple[ToolDriver, ToolSpec]] = {}
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    async def start(self) -> None:
+        """Start every driver and index its tools; duplicate tool names are a configuration error."""
+        self._http = self.egress.client(timeout=self.config.tool_timeout)
+        for driver in self.drivers:
+            await driver.start()
+            for spec in driver.tools():
+                if spec.name in self._tools:
+                    raise ConfigError(f"skillset {self.id!r}: two tools are named {spec.name!r}")
+                self._tools[spec.name] = (driver, spec)
+
+    async def aclose(self) -> None:
+        """Stop every driver and close the HTTP client; keeps going past failures."""
+        for driver in self.drivers:
+            try:
+                await driver.aclose()
+            except Exception:  # shutting down: report, keep closing the rest
+                log.exception("skillset %s: tool %s failed to close", self.id, driver.settings.name)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The egress-guarded client tools of this skillset use."""
+        if self._http is None:
+            raise RuntimeError(f"skillset {self.id!r} is not started")
+        return self._http
+
+    def specs(self) -> list[ToolSpec]:
+        """Every tool of this skillset, in configuration order."""
+        return [spec for _, spec in self._tools.values()]
+
+    def owner(self, name: str) -> ToolDriver | None:
+        """The driver running tool ``name``, if this skillset has it."""
+        found = self._tools.get(name)
+        return found[0] if found else None
+
+
+def build_skillsets(configs: list[SkillsetConfig], pm: PluginManager) -> list[Skillset]:
+    """Instantiate every skillset's tool drivers, validated by each driver's settings type."""
+    skillsets: list[Skillset] = []
+    if not configs:
+        return skillsets
+    from chorus.egress import EgressPolicy
+
+    for i, config in enumerate(configs):
+        egress = EgressPolicy(config.egress_allow)
+        drivers: list[ToolDriver] = []
+        for j, raw in enumerate(config.tools):
+            where = f"skillsets[{i}].tools[{j}]"
+            try:
+                driver_cls = pm.driver("tools", str(raw["driver"]))
+            except PluginError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            settings = convert(raw, driver_cls.settings_type, where)
+            try:
+                drivers.append(driver_cls(settings, egress))
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        skillsets.append(Skillset(config, drivers, egress))
+    return skillsets
