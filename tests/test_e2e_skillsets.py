@@ -1,0 +1,251 @@
+"""Skillsets end to end: server tools run by Chorus, hidden from the client, mixed with client tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec
+from tests.conftest import ACME_KEY, serve_with_plugins
+from tests.live import LiveServer
+from tests.upstream import Reply, ScriptedUpstream
+
+
+class ProbeSettings(ToolSettings):
+    barrier: int = 0
+
+
+class ProbeTool(ToolDriver):
+    """Test-only tools: echo, sleep, crash, refuse, and a barrier that proves concurrency."""
+
+    settings_type = ProbeSettings
+    settings: ProbeSettings
+
+    def __init__(self, settings: ToolSettings, egress: Any) -> None:
+        super().__init__(settings, egress)
+        self._barrier: asyncio.Barrier | None = None
+
+    def tools(self) -> list[ToolSpec]:
+        params = {"type": "object", "properties": {"text": {"type": "string"}, "seconds": {"type": "number"}}}
+        return [ToolSpec(name=self.settings.name, description=self.settings.description, parameters=params)]
+
+    async def call(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> Any:
+        assert ctx.workspace == "acme" and ctx.bot == "agent" and ctx.request_id.startswith("req_")
+        if name == "echo":
+            return {"echo": arguments.get("text"), "workspace": ctx.workspace}
+        if name == "sleep":
+            await asyncio.sleep(float(arguments.get("seconds", 0)))
+            return "slept"
+        if name == "boom":
+            raise RuntimeError("internal detail that must not leak")
+        if name == "refuse":
+            raise ToolError("order 42 does not exist")
+        if name == "meet":
+            if self._barrier is None:
+                self._barrier = asyncio.Barrier(self.settings.barrier)
+            await asyncio.wait_for(self._barrier.wait(), 5)
+            return "met"
+        raise AssertionError(name)
+
+
+SKILLSETS = """
+[[skillsets]]
+id = "probe"
+workspace = "acme"
+tool_timeout = 0.5
+[[skillsets.tools]]
+name = "echo"
+driver = "probe"
+description = "Echo text"
+[[skillsets.tools]]
+name = "sleep"
+driver = "probe"
+[[skillsets.tools]]
+name = "boom"
+driver = "probe"
+[[skillsets.tools]]
+name = "refuse"
+driver = "probe"
+[[skillsets.tools]]
+name = "meet"
+driver = "probe"
+barrier = 2
+
+[[skillsets]]
+id = "foreign"
+workspace = "globex"
+
+[[bots]]
+id = "agent"
+workspace = "acme"
+model = "up/gpt-test"
+backstory = "You are an agent."
+skillsets = ["probe"]
+max_tool_steps = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def agent_server(upstream: ScriptedUpstream) -> Iterator[LiveServer]:
+    with serve_with_plugins(upstream.base_url, extra=SKILLSETS, server_extra="keepalive_seconds = 0.1",
+                            tools={"probe": ProbeTool}) as server:
+        yield server
+
+
+@pytest.fixture
+def ac(agent_server: LiveServer, up: ScriptedUpstream) -> openai.OpenAI:
+    return openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+
+
+def call(call_id: str, name: str, **arguments: Any) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def tool_results(body: dict[str, Any]) -> dict[str, str]:
+    return {m["tool_call_id"]: m["content"] for m in body["messages"] if m["role"] == "tool"}
+
+
+ASK = [{"role": "user", "content": "go"}]
+
+
+def test_server_tools_are_offered_to_the_model(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
+    ac.chat.completions.create(model="bot/id=agent", messages=ASK)  # type: ignore[arg-type]
+    names = [t["function"]["name"] for t in up.requests[-1].json["tools"]]
+    assert names == ["echo", "sleep", "boom", "refuse", "meet"]
+
+
+def test_single_server_tool(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
+    up.push(Reply(content=None, tool_calls=[call("c1", "echo", text="hi")]), Reply(content="Echoed."))
+    completion = ac.chat.completions.create(model="bot/id=agent", messages=ASK)  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Echoed."
+    assert completion.choices[0].message.tool_calls is None
+    assert completion.usage is not None and completion.usage.total_tokens == 30
+    assert json.loads(tool_results(up.requests[-1].json)["c1"]) == {"echo": "hi", "workspace": "acme"}
+
+
+def test_parallel_server_tools_run_concurrently(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
+    # Each "meet" call waits for the other at a barrier: run one after the other, both would time out.
+    up.push(Reply(content=None, tool_calls=[call("m1", "meet"), call("m2", "meet")]), Reply(content="Both met."))
+    completion = ac.chat.completions.create(model="bot/id=agent", messages=ASK)  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Both met."
+    assert tool_results(up.requests[-1].json) == {"m1": "met", "m2": "met"}
+
+
+def test_tool_errors_and_timeouts_become_results(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
+    calls = [call("b", "boom"), call("r", "refuse"), call("s", "sleep", seconds=3), {"id": "j", "type": "function", "function": {"name": "echo", "arguments": "{oops"}}]
+    up.push(Reply(content=None, tool_calls=calls), Reply(content="Handled."))
+    completion = ac.chat.completions.create(model="bot/id=agent", messages=ASK)  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Handled."
+    results = tool_results(up.requests[-1].json)
+    assert results["b"].startswith("Error: boom failed internally") and "internal detail" not in results["b"]
+    assert results["r"] == "Error: order 42 does not exist"
+    assert results["s"] == "Error: sleep timed out after 0.5 seconds."
+    assert results["j"] == "Error: the arguments for echo are not valid JSON."
+
+
+def test_bot_step_limit(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
+    up.push(*[Reply(content=None, tool_calls=[call(f"e{i}", "echo", text=str(i))]) for i in range(4)], Reply(content="never"))
+    completion = ac.chat.completions.create(model="bot/id=agent", messages=ASK)  # type: ignore[arg-type]
+    assert len(up.requests) == 4  # 3 tool rounds (bot max_tool_steps), then a final call
+    assert up.requests[-1].json["tool_choice"] == "none"
+    # The model ignored tool_choice and called a server tool again: it is not shown to the client.
+    assert completion.choices[0].message.tool_calls is None
+    assert completion.choices[0].finish_reason == "stop"
+
+
+CLIENT_TOOL = {"type": "function", "function": {"name": "ask_user", "parameters": {"type": "object", "properties": {}}}}
+
+
+def test_mixed_client_and_server_tools_resume(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
+    up.push(Reply(content=None, tool_calls=[call("s1", "echo", text="x"), call("u1", "ask_user")]))
+    first = ac.chat.completions.create(model="bot/id=agent", messages=ASK, tools=[CLIENT_TOOL])  # type: ignore[arg-type,list-item]
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [c.id for c in choice.message.tool_calls or []] == ["u1"]
+    # The client answers its own call; Chorus restores the hidden server step of that turn.
+    up.push(Reply(content="Done."))
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call("u1", "ask_user")]},
+               {"role": "tool", "tool_call_id": "u1", "content": "yes"}]
+    second = ac.chat.completions.create(model="bot/id=agent", messages=history, tools=[CLIENT_TOOL])  # type: ignore[arg-type,list-item]
+    assert second.choices[0].message.content == "Done."
+    sent = up.requests[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "tool"]
+    assert [c["id"] for c in sent[2]["tool_calls"]] == ["s1", "u1"]
+    assert sent[3]["tool_call_id"] == "s1" and json.loads(sent[3]["content"])["echo"] == "x"
+    assert sent[4] == {"role": "tool", "content": "yes", "tool_call_id": "u1"}
+
+
+def test_hidden_steps_then_client_call_resume(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
+    up.push(Reply(content=None, tool_calls=[call("s9", "echo", text="y")]), Reply(content=None, tool_calls=[call("u9", "ask_user")]))
+    first = ac.chat.completions.create(model="bot/id=agent", messages=ASK, tools=[CLIENT_TOOL], stream=True)  # type: ignore[arg-type,list-item]
+    ids = [tc.id for chunk in first if chunk.choices for tc in chunk.choices[0].delta.tool_calls or [] if tc.id]
+    assert ids == ["u9"]
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call("u9", "ask_user")]},
+               {"role": "tool", "tool_call_id": "u9", "content": "ok"}]
+    ac.chat.completions.create(model="bot/id=agent", messages=history, tools=[CLIENT_TOOL])  # type: ignore[arg-type,list-item]
+    sent = up.requests[-1].json["messages"]
+    assert [(m["role"], m.get("tool_call_id") or [c["id"] for c in m.get("tool_calls", [])]) for m in sent[1:]] == [
+        ("user", []), ("assistant", ["s9"]), ("tool", "s9"), ("assistant", ["u9"]), ("tool", "u9"),
+    ]
+
+
+def test_parked_turns_are_per_workspace(agent_server: LiveServer, up: ScriptedUpstream) -> None:
+    pipeline_turns = None  # the store is internal; prove isolation through behaviour instead
+    up.push(Reply(content=None, tool_calls=[call("s5", "echo", text="z"), call("u5", "ask_user")]))
+    acme = openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0)
+    acme.chat.completions.create(model="bot/id=agent", messages=ASK, tools=[CLIENT_TOOL])  # type: ignore[arg-type,list-item]
+    from tests.conftest import GLOBEX_KEY
+
+    globex = openai.OpenAI(base_url=agent_server.url + "/v1", api_key=GLOBEX_KEY, max_retries=0)
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call("u5", "ask_user")]},
+               {"role": "tool", "tool_call_id": "u5", "content": "stolen?"}]
+    globex.chat.completions.create(model="model/name=gpt-test", messages=history)  # type: ignore[arg-type]
+    assert [m["role"] for m in up.requests[-1].json["messages"]] == ["user", "assistant", "tool"]
+    assert pipeline_turns is None
+
+
+def test_name_clash_server_tool_wins(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
+    clash = {"type": "function", "function": {"name": "echo", "description": "client echo", "parameters": {"type": "object"}}}
+    ac.chat.completions.create(model="bot/id=agent", messages=ASK, tools=[clash])  # type: ignore[arg-type,list-item]
+    echoes = [t for t in up.requests[-1].json["tools"] if t["function"]["name"] == "echo"]
+    assert echoes == [{"type": "function", "function": {"name": "echo", "description": "Echo text", "parameters": echoes[0]["function"]["parameters"]}}]
+
+
+def test_streaming_hides_steps_keeps_alive_and_sums_usage(agent_server: LiveServer, up: ScriptedUpstream) -> None:
+    up.push(Reply(content=None, tool_calls=[call("z1", "sleep", seconds=0.35)]), Reply(content="Rested well."))
+    lines = _raw_lines(agent_server, {"model": "bot/id=agent", "messages": ASK, "stream": True,
+                                      "stream_options": {"include_usage": True}})
+    assert ": keep-alive" in lines
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert all("chorus" not in c for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "Rested well."
+    assert not any(c["choices"] and c["choices"][0]["delta"].get("tool_calls") for c in chunks)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 30
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_progress_events_are_opt_in(agent_server: LiveServer, up: ScriptedUpstream) -> None:
+    up.push(Reply(content=None, tool_calls=[call("p1", "echo", text="a")]), Reply(content="ok"))
+    lines = _raw_lines(agent_server, {"model": "bot/id=agent", "messages": ASK, "stream": True}, headers={"x-chorus-progress": "true"})
+    events = [json.loads(line[6:])["chorus"] for line in lines if line.startswith("data: {") and '"chorus"' in line]
+    assert events == [{"type": "tool.started", "name": "echo", "step": 1}, {"type": "tool.finished", "name": "echo", "step": 1}]
+    # The SDK still parses the stream (progress chunks have no choices).
+    up.push(Reply(content=None, tool_calls=[call("p2", "echo", text="a")]), Reply(content="fine"))
+    client = openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0)
+    chunks = list(client.chat.completions.create(model="bot/id=agent", messages=ASK, stream=True, extra_body={"chorus_progress": True}))  # type: ignore[arg-type]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "fine"
+    assert "chorus_progress" not in up.requests[-1].json
+
+
+def _raw_lines(server: LiveServer, body: dict[str, Any], headers: dict[str, str] | None = None) -> list[str]:
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=20,
+                      headers={"authorization": f"Bearer {ACME_KEY}", **(headers or {})}) as response:
+        assert response.status_code == 200
+        return [line for line in response.iter_lines() if line]
