@@ -19,11 +19,7 @@ if auth and auth ~= "" then
   wrk.headers["Authorization"] = auth
 end
 
-local req = wrk.format()
-
-request = function()
-  return req
-end
+-- no request() function: wrk's init() then builds the request once, with the Host header
 
 done = function(summary, latency, requests)
   local e = summary.errors

@@ -249,3 +249,9 @@ def _raw_lines(server: LiveServer, body: dict[str, Any], headers: dict[str, str]
                       headers={"authorization": f"Bearer {ACME_KEY}", **(headers or {})}) as response:
         assert response.status_code == 200
         return [line for line in response.iter_lines() if line]
+
+
+def test_models_list_shows_bot_tools(ac: openai.OpenAI) -> None:
+    agent = ac.models.retrieve("bot/id=agent").model_dump()
+    assert agent["capabilities"]["skillsets"] == ["probe"]
+    assert agent["capabilities"]["server_tools"] == ["echo", "sleep", "boom", "refuse", "meet"]

@@ -81,6 +81,33 @@ class SkillsetConfig(Strict):
     max_concurrency: int = 4
 
 
+class KnowledgeConfig(Strict):
+    """``[knowledge]``: ingestion and embedding settings shared by every dataset."""
+
+    embedding_model: str | None = None  # "<provider>/<model>" served through /v1/embeddings
+    chunk_chars: int = 1200
+    chunk_overlap: int = 150
+    max_file_bytes: int = 64 * 1024 * 1024
+
+
+class DatasetConfig(Strict):
+    """``[[datasets]]``: a dataset ingested from files at startup (its id is its vector store id)."""
+
+    id: str
+    workspace: str
+    name: str = ""
+    description: str = ""
+    sources: list[str] = []
+
+
+class RetrievalConfig(Strict):
+    """``retrieval`` on a bot: how much context to retrieve for each request."""
+
+    top_k: int = 5
+    min_score: float = 0.0
+    max_context_chars: int = 6000
+
+
 class BotConfig(Strict):
     """``[[bots]]``: an agent that looks like a model (``bot/id=<id>``)."""
 
@@ -93,6 +120,9 @@ class BotConfig(Strict):
     params: BotParams = BotParams()
     skillsets: list[str] = []
     max_tool_steps: int | None = None
+    datasets: list[str] = []
+    retrieval: RetrievalConfig = RetrievalConfig()
+    perplexity_citations: bool = False
 
 
 class Config(Strict):
@@ -103,6 +133,9 @@ class Config(Strict):
     providers: list[dict[str, Any]] = []
     workspaces: list[WorkspaceConfig] = []
     skillsets: list[SkillsetConfig] = []
+    knowledge: KnowledgeConfig = KnowledgeConfig()
+    vector_store: dict[str, Any] = {}
+    datasets: list[DatasetConfig] = []
     bots: list[BotConfig] = []
 
 
@@ -157,6 +190,13 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         raise ConfigError(f"{file}: no such configuration file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    base = file.resolve().parent
+    for dataset in data.get("datasets") or []:
+        if isinstance(dataset, dict) and isinstance(dataset.get("sources"), list):
+            dataset["sources"] = [
+                str(base / s) if isinstance(s, str) and not Path(s).is_absolute() and "${" not in s else s
+                for s in dataset["sources"]
+            ]
     return parse_config(data, env=env, source=str(file))
 
 
@@ -170,6 +210,7 @@ def _check_references(config: Config, source: str) -> None:
             if not isinstance(provider.get(key), str) or not provider.get(key):
                 raise ConfigError(f"{source}: providers[{i}].{key} is required")
     _unique(source, "skillsets", [s.id for s in config.skillsets])
+    _unique(source, "datasets", [(d.workspace, d.id) for d in config.datasets])
     workspaces = {w.id for w in config.workspaces}
     skillsets = {s.id: s for s in config.skillsets}
     for i, skillset in enumerate(config.skillsets):
@@ -179,6 +220,9 @@ def _check_references(config: Config, source: str) -> None:
             for key in ("name", "driver"):
                 if not isinstance(tool.get(key), str) or not tool.get(key):
                     raise ConfigError(f"{source}: skillsets[{i}].tools[{j}].{key} is required")
+    for i, dataset in enumerate(config.datasets):
+        if dataset.workspace not in workspaces:
+            raise ConfigError(f"{source}: datasets[{i}].workspace names unknown workspace {dataset.workspace!r}")
     for i, bot in enumerate(config.bots):
         if bot.workspace not in workspaces:
             raise ConfigError(f"{source}: bots[{i}].workspace names unknown workspace {bot.workspace!r}")
@@ -196,8 +240,8 @@ def _check_references(config: Config, source: str) -> None:
                 raise ConfigError(f"{source}: workspaces[{i}].api_keys[{j}] is empty")
 
 
-def _unique(source: str, table: str, ids: list[str]) -> None:
-    seen: set[str] = set()
+def _unique(source: str, table: str, ids: list[Any]) -> None:
+    seen: set[Any] = set()
     for i, ident in enumerate(ids):
         if ident in seen:
             raise ConfigError(f"{source}: {table}[{i}].id {ident!r} is used twice")

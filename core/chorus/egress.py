@@ -65,12 +65,13 @@ class EgressDenied(ToolError):
 class EgressPolicy:
     """What a skillset's tools may reach.
 
-    ``allow`` entries are IP addresses or CIDRs (v4 or v6: any address inside is permitted) or host
-    names, exact (case-insensitive, trailing dot ignored) or ``*.example.com`` (any subdomain, not
-    the apex). An allow-listed name may resolve anywhere: the operator vouches for it. An IP entry
-    permits that address, not the names that resolve to it (list ``localhost`` to use that name).
-    ``ports`` are the ports permitted for destinations not on the allow-list (``None``: any);
-    allow-listed destinations may use any port. ``resolver`` replaces ``socket.getaddrinfo``.
+    ``allow`` entries are IP addresses or CIDRs (v4 or v6) or host names, exact (case-insensitive,
+    trailing dot ignored) or ``*.example.com`` (any subdomain, not the apex). An allow-listed name
+    may resolve anywhere: the operator vouches for it. An IP/CIDR entry permits every address inside
+    it, literal or resolved, but not the names refused by name (``localhost``, ``.internal``, ...):
+    list such a name itself to use it. ``ports`` are the ports open to every destination (``None``:
+    any); other ports need the URL's host itself on the allow-list (a listed name, or a literal
+    address inside a listed network). ``resolver`` replaces ``socket.getaddrinfo``.
 
     Raises :class:`ValueError` naming the entry for an allow-list entry that is neither, or a CIDR
     inside a translation prefix (``64:ff9b::/96`` would permit every IPv4 address behind it).
@@ -84,6 +85,8 @@ class EgressPolicy:
         resolver: Resolver | None = None,
         max_redirects: int = 5,
     ) -> None:
+        if isinstance(allow, str):
+            raise TypeError("allow must be a list of entries, not a string")
         self.allow = tuple(allow)
         self.ports = None if ports is None else frozenset(ports)
         self.max_redirects = max_redirects
@@ -102,16 +105,20 @@ class EgressPolicy:
         self._syntax = Policy(allowed_ports=_ALL_PORTS, denied_networks=_NO_ADDRESSES, max_redirects=max_redirects)
         try:
             # Every address is checked against the registry table, except allow-listed networks.
-            self._strict = Policy(allowed_ports=_ALL_PORTS, allowed_networks=self._networks, max_redirects=max_redirects)
+            self._strict = Policy(
+                allowed_ports=_ALL_PORTS, allowed_networks=self._networks, max_redirects=max_redirects
+            )
+            # For allow-listed names only; its backend re-checks the name at connect time.
+            self._named = (
+                Policy(
+                    allowed_ports=_ALL_PORTS, denied_networks=_NO_ADDRESSES, allowed_hosts=self._hosts,
+                    max_redirects=max_redirects,
+                )
+                if self._hosts
+                else None
+            )
         except ValueError as exc:
             raise ValueError(f"egress_allow: {exc}") from None
-        # For allow-listed names only; its backend re-checks the name at connect time.
-        self._named = (
-            Policy(allowed_ports=_ALL_PORTS, denied_networks=_NO_ADDRESSES, allowed_hosts=self._hosts,
-                   max_redirects=max_redirects)
-            if self._hosts
-            else None
-        )
 
     def __repr__(self) -> str:
         return f"EgressPolicy(allow={list(self.allow)!r})"
@@ -171,7 +178,7 @@ class EgressPolicy:
         """
         target = self._check_syntax(str(url))
         raw_host = url.raw_host.decode("ascii").lower()
-        port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
+        port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme, 0)
         same_host = (
             target.address == _literal(raw_host) if target.address is not None else target.host == raw_host
         )
@@ -251,7 +258,7 @@ def _as_network(entry: str) -> IPv4Network | IPv6Network | None:
     try:
         return ip_network(text, strict=False)
     except ValueError:
-        raise ValueError(f"egress_allow: {entry!r} is not a valid IP address or CIDR") from None
+        raise ValueError(f"egress_allow: {entry!r} is not a valid IP address or CIDR (entries take no port)") from None
 
 
 def _as_host_pattern(entry: str) -> str:
@@ -260,7 +267,7 @@ def _as_host_pattern(entry: str) -> str:
         text = text.encode("idna").decode("ascii") if not text.isascii() else text
     except UnicodeError:
         text = ""
-    if not _HOST_PATTERN.match(text) or text.count("*") > 1:
+    if not _HOST_PATTERN.match(text) or text.count("*") > 1 or _NUMERIC_LABEL.match(text.rsplit(".", 1)[-1]):
         raise ValueError(
             f"egress_allow: {entry!r} is not a host name ('api.example.com', '*.example.com'), IP address or CIDR"
         )

@@ -70,6 +70,15 @@ class ProviderDriver(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what :meth:`start` opened."""
 
+    async def embed(self, inputs: list[str], model: str, *, dimensions: int | None = None) -> dict[str, Any]:
+        """Return an OpenAI ``/v1/embeddings`` response dict for ``inputs`` (float vectors).
+
+        Drivers without embeddings keep this default, which answers 400 ``unsupported_model``.
+        """
+        from chorus.errors import InvalidRequest
+
+        raise InvalidRequest(f"Provider {self.id!r} does not serve embeddings.", code="unsupported_model", param="model")
+
     @abc.abstractmethod
     async def complete(self, body: ChatCompletionRequest, ctx: RequestContext) -> dict[str, Any]:
         """Run a non-streaming chat completion and return the ``chat.completion`` dict."""

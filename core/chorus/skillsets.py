@@ -78,7 +78,10 @@ def build_skillsets(configs: list[SkillsetConfig], pm: PluginManager) -> list[Sk
     from chorus.egress import EgressPolicy
 
     for i, config in enumerate(configs):
-        egress = EgressPolicy(config.egress_allow)
+        try:
+            egress = EgressPolicy(config.egress_allow)
+        except ValueError as exc:
+            raise ConfigError(f"skillsets[{i}].{exc}") from None
         drivers: list[ToolDriver] = []
         for j, raw in enumerate(config.tools):
             where = f"skillsets[{i}].tools[{j}]"

@@ -86,6 +86,27 @@ class OpenAIProvider(ProviderDriver):
             raise UpstreamError(f"provider {self.id!r} returned an unexpected response")
         return result
 
+    async def embed(self, inputs: list[str], model: str, *, dimensions: int | None = None) -> dict[str, Any]:
+        """POST ``/embeddings`` (float encoding) and return the decoded response."""
+        payload: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
+        if dimensions is not None:
+            payload["dimensions"] = dimensions
+        try:
+            response = await self.client.post("/embeddings", content=_encode(payload))
+        except httpx.TimeoutException:
+            raise self._timeout() from None
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            raise self._error(response.status_code, response.content, response.headers)
+        try:
+            result = _decode(response.content)
+        except msgspec.DecodeError:
+            raise UpstreamError(f"provider {self.id!r} returned a response that is not JSON") from None
+        if not isinstance(result, dict) or not isinstance(result.get("data"), list):
+            raise UpstreamError(f"provider {self.id!r} returned an unexpected embeddings response")
+        return result
+
     async def stream(self, body: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
         """POST with ``stream: true`` and yield each decoded chunk until ``[DONE]``."""
         request = self.client.build_request("POST", "/chat/completions", content=_encode(body))

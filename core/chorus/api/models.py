@@ -9,14 +9,14 @@ from litestar import Controller, Request, Response, get
 
 from chorus.errors import ChorusError
 from chorus.pipeline import Pipeline
-from chorus.registry import Workspace
+from chorus.registry import Registry, Workspace
 from chorus.targets import BOT_PREFIX, MODEL_PREFIX, Target
 
 JSON = "application/json"
 _encode = msgspec.json.Encoder().encode
 
 
-def model_object(target: Target, created: int, workspace: Workspace) -> dict[str, Any]:
+def model_object(target: Target, created: int, workspace: Workspace, registry: Registry) -> dict[str, Any]:
     """The ``model`` object for a resolved target; bots carry name, description and capabilities."""
     if target.bot is None:
         return {"id": target.selector, "object": "model", "created": created, "owned_by": target.provider.id}
@@ -31,7 +31,9 @@ def model_object(target: Target, created: int, workspace: Workspace) -> dict[str
         "capabilities": {
             "backstory": bool(bot.backstory),
             "streaming": True,
-            "tools": True,
+            "client_tools": True,
+            "skillsets": list(bot.skillsets),
+            "server_tools": [spec.name for s in registry.skillsets_of(bot) for spec in s.specs()],
         },
     }
 
@@ -51,10 +53,11 @@ class ModelsController(Controller):
         for provider in pipeline.registry.providers.values():
             for model in provider.advertised_models():
                 selector = f"{MODEL_PREFIX}{provider.id}/{model}"
-                data.append(model_object(Target(selector=selector, kind="model", provider=provider, model=model), created, workspace))
+                target = Target(selector=selector, kind="model", provider=provider, model=model)
+                data.append(model_object(target, created, workspace, pipeline.registry))
         for bot in pipeline.registry.bots(workspace.id):
             target = pipeline.resolve(f"{BOT_PREFIX}{bot.id}", workspace)
-            data.append(model_object(target, created, workspace))
+            data.append(model_object(target, created, workspace, pipeline.registry))
         return Response(content=_encode({"object": "list", "data": data}), media_type=JSON)
 
     @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"])
@@ -66,4 +69,4 @@ class ModelsController(Controller):
         if not selector:
             raise ChorusError("A model id is required.", status_code=404, error_type="invalid_request_error")
         target = pipeline.resolve(selector, workspace)
-        return Response(content=_encode(model_object(target, request.app.state.started_at, workspace)), media_type=JSON)
+        return Response(content=_encode(model_object(target, request.app.state.started_at, workspace, pipeline.registry)), media_type=JSON)

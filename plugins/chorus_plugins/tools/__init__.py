@@ -5,12 +5,6 @@
 * ``calculator`` (:class:`CalculatorTool`): arithmetic parsed safely, never evaluated as Python.
 * ``current_time`` (:class:`CurrentTimeTool`): the current date and time in a time zone.
 
-Every outbound request goes through the skillset's egress-guarded client (``ctx.http``).
+Every outbound request goes through the skillset's egress-guarded client (``ctx.http``). The
+modules are not imported here, so each entry point loads (or fails) on its own.
 """
-
-from chorus_plugins.tools.calculator import CalculatorTool
-from chorus_plugins.tools.current_time import CurrentTimeTool
-from chorus_plugins.tools.fetch_url import FetchUrlTool
-from chorus_plugins.tools.http import HttpTool
-
-__all__ = ["CalculatorTool", "CurrentTimeTool", "FetchUrlTool", "HttpTool"]

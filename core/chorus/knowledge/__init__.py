@@ -1,0 +1,1 @@
+"""Knowledge: datasets of documents that bots retrieve from and cite."""
