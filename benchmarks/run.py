@@ -220,6 +220,15 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def cpu_times() -> list[int]:
+    """The aggregate ``cpu`` line of /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -788,6 +797,7 @@ general_settings:
             "driver_core": DRIVER_CORE,
         }
         t0 = time.monotonic()
+        stat0 = cpu_times()
         self.setup()
         self.scenario_latency()
         self.scenario_ladder()
@@ -797,6 +807,10 @@ general_settings:
         self.scenario_soak()
         self.scenario_profile()
         self.results["machine"]["loadavg_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        stat1 = cpu_times()
+        if len(stat0) > 7 and len(stat1) > 7:
+            total = sum(stat1[:8]) - sum(stat0[:8])
+            self.results["machine"]["steal_pct"] = 100.0 * (stat1[7] - stat0[7]) / total if total else None
         self.results["elapsed_s"] = time.monotonic() - t0
         self._save()
         md = render(self.results)
@@ -917,7 +931,7 @@ def render(r: dict[str, Any]) -> str:
         f"LiteLLM {m.get('litellm') or 'not measured'}; load generator {s['load_generator']}"
         f"{' ' + m['wrk'] if m.get('wrk') and s['load_generator'] == 'wrk' else ''} + asyncio client. "
         f"Load average {m.get('loadavg_start', 0):.2f} at start, {m.get('loadavg_end') or 0:.2f} at end "
-        f"(other work on the machine shows up here). Run took {r.get('elapsed_s', 0) / 60:.1f} min."
+        f"(other work on the machine shows up here); CPU steal {m.get('steal_pct') or 0:.1f} %. Run took {r.get('elapsed_s', 0) / 60:.1f} min."
     )
     lines.append("")
     lines.append(
@@ -1056,14 +1070,16 @@ def render(r: dict[str, Any]) -> str:
     # efficiency
     lines.append("#### Efficiency (gateway process tree)")
     lines.append("")
-    lines.append("| target | CPU µs/request, c=32, 0 ms | CPU µs/request, c=8, 50 ms | idle RSS MB | peak RSS MB |")
-    lines.append("| --- | --: | --: | --: | --: |")
+    lines.append("| target | CPU µs/request, c=1, 0 ms | c=32, 0 ms | c=128, 0 ms | c=8, 50 ms | idle RSS MB | peak RSS MB |")
+    lines.append("| --- | --: | --: | --: | --: | --: | --: |")
     for name, label in (("chorus", "Chorus (1 worker)"), ("litellm", "LiteLLM (1 worker)"), ("direct", "mock (direct)")):
         if name not in r.get("peak_rss_mb", {}):
             continue
+        c1 = med(ladder.get("0ms/c1", {}).get(name, []), "cpu_us_per_req")
         c32 = med(ladder.get("0ms/c32", {}).get(name, []), "cpu_us_per_req")
+        c128 = med(ladder.get("0ms/c128", {}).get(name, []), "cpu_us_per_req")
         c8 = med(ladder.get("50ms/c8", {}).get(name, []), "cpu_us_per_req")
-        lines.append(f"| {label} | {fmt_num(c32)} | {fmt_num(c8)} | {fmt_num(r.get('idle_rss_mb', {}).get(name), 1)} | "
+        lines.append(f"| {label} | {fmt_num(c1)} | {fmt_num(c32)} | {fmt_num(c128)} | {fmt_num(c8)} | {fmt_num(r.get('idle_rss_mb', {}).get(name), 1)} | "
                      f"{fmt_num(r['peak_rss_mb'][name], 1)} |")
     lines.append("")
 

@@ -21,6 +21,8 @@ GLOBEX_KEY = "sk-globex-test-key"
 UPSTREAM_SECRET = "sk-upstream-canary-0123456789"
 
 CONFIG = """
+data_dir = "{data_dir}"
+
 [server]
 max_body_bytes = 200000
 {server_extra}
@@ -87,8 +89,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_config(upstream_url: str, extra: str = "", server_extra: str = "") -> Config:
+def make_config(upstream_url: str, extra: str = "", server_extra: str = "", data_dir: str | None = None) -> Config:
+    import tempfile
+
     text = CONFIG.format(
+        data_dir=data_dir or tempfile.mkdtemp(prefix="chorus-test-"),
         upstream=upstream_url, dead_port=free_port(), acme_key=ACME_KEY, globex_digest=digest(GLOBEX_KEY),
         server_extra=server_extra,
     ) + extra
@@ -116,15 +121,17 @@ def up(upstream: ScriptedUpstream) -> Iterator[ScriptedUpstream]:
 
 
 @pytest.fixture
-def client(chorus_server: LiveServer, up: ScriptedUpstream) -> openai.OpenAI:
+def client(chorus_server: LiveServer, up: ScriptedUpstream) -> Iterator[openai.OpenAI]:
     """The official SDK, authenticated as workspace ``acme``."""
-    return openai.OpenAI(base_url=chorus_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+    with openai.OpenAI(base_url=chorus_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20) as sdk_client:
+        yield sdk_client
 
 
 @pytest.fixture
-def globex(chorus_server: LiveServer, up: ScriptedUpstream) -> openai.OpenAI:
+def globex(chorus_server: LiveServer, up: ScriptedUpstream) -> Iterator[openai.OpenAI]:
     """The official SDK, authenticated as workspace ``globex``."""
-    return openai.OpenAI(base_url=chorus_server.url + "/v1", api_key=GLOBEX_KEY, max_retries=0, timeout=20)
+    with openai.OpenAI(base_url=chorus_server.url + "/v1", api_key=GLOBEX_KEY, max_retries=0, timeout=20) as sdk_client:
+        yield sdk_client
 
 
 def serve_with_plugins(

@@ -338,7 +338,7 @@ def test_client_disconnect_cancels_non_stream_upstream(chorus_server, up: Script
     from tests.upstream import Hang
 
     up.push(Hang(10))
-    client = openai.OpenAI(base_url=chorus_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=0.5)
-    with pytest.raises(openai.APITimeoutError):
-        client.chat.completions.create(model="model/name=gpt-test", messages=[{"role": "user", "content": "slow"}])
+    with openai.OpenAI(base_url=chorus_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=0.5) as client:
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(model="model/name=gpt-test", messages=[{"role": "user", "content": "slow"}])
     assert up.wait_for_disconnect(timeout=5), "the upstream request was not cancelled"

@@ -75,9 +75,9 @@ def test_missing_and_bad_keys_are_401(chorus_server: LiveServer, up: ScriptedUps
 
 
 def test_sdk_raises_authentication_error(chorus_server: LiveServer) -> None:
-    client = openai.OpenAI(base_url=chorus_server.url + "/v1", api_key="sk-nope", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
-        client.chat.completions.create(model="model/name=gpt-test", messages=[{"role": "user", "content": "x"}])
+    with openai.OpenAI(base_url=chorus_server.url + "/v1", api_key="sk-nope", max_retries=0) as client:
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(model="model/name=gpt-test", messages=[{"role": "user", "content": "x"}])
 
 
 @pytest.mark.parametrize("selector", ["gpt-test", "bot/id=missing", "model/name=", "model/name=dead/", "conversation/id=1", "bot/id=rival"])

@@ -99,8 +99,9 @@ def agent_server(upstream: ScriptedUpstream) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def ac(agent_server: LiveServer, up: ScriptedUpstream) -> openai.OpenAI:
-    return openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+def ac(agent_server: LiveServer, up: ScriptedUpstream) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20) as sdk_client:
+        yield sdk_client
 
 
 def call(call_id: str, name: str, **arguments: Any) -> dict[str, Any]:
@@ -196,18 +197,17 @@ def test_hidden_steps_then_client_call_resume(ac: openai.OpenAI, up: ScriptedUps
 
 
 def test_parked_turns_are_per_workspace(agent_server: LiveServer, up: ScriptedUpstream) -> None:
-    pipeline_turns = None  # the store is internal; prove isolation through behaviour instead
-    up.push(Reply(content=None, tool_calls=[call("s5", "echo", text="z"), call("u5", "ask_user")]))
-    acme = openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0)
-    acme.chat.completions.create(model="bot/id=agent", messages=ASK, tools=[CLIENT_TOOL])  # type: ignore[arg-type,list-item]
     from tests.conftest import GLOBEX_KEY
 
-    globex = openai.OpenAI(base_url=agent_server.url + "/v1", api_key=GLOBEX_KEY, max_retries=0)
+    up.push(Reply(content=None, tool_calls=[call("s5", "echo", text="z"), call("u5", "ask_user")]))
+    with openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0) as acme:
+        acme.chat.completions.create(model="bot/id=agent", messages=ASK, tools=[CLIENT_TOOL])  # type: ignore[arg-type,list-item]
     history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call("u5", "ask_user")]},
                {"role": "tool", "tool_call_id": "u5", "content": "stolen?"}]
-    globex.chat.completions.create(model="model/name=gpt-test", messages=history)  # type: ignore[arg-type]
+    with openai.OpenAI(base_url=agent_server.url + "/v1", api_key=GLOBEX_KEY, max_retries=0) as globex:
+        globex.chat.completions.create(model="model/name=gpt-test", messages=history)  # type: ignore[arg-type]
+    # Globex's copy of the call id restores nothing: acme's hidden step stays with acme.
     assert [m["role"] for m in up.requests[-1].json["messages"]] == ["user", "assistant", "tool"]
-    assert pipeline_turns is None
 
 
 def test_name_clash_server_tool_wins(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
@@ -238,8 +238,8 @@ def test_progress_events_are_opt_in(agent_server: LiveServer, up: ScriptedUpstre
     assert events == [{"type": "tool.started", "name": "echo", "step": 1}, {"type": "tool.finished", "name": "echo", "step": 1}]
     # The SDK still parses the stream (progress chunks have no choices).
     up.push(Reply(content=None, tool_calls=[call("p2", "echo", text="a")]), Reply(content="fine"))
-    client = openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0)
-    chunks = list(client.chat.completions.create(model="bot/id=agent", messages=ASK, stream=True, extra_body={"chorus_progress": True}))  # type: ignore[arg-type]
+    with openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0) as client:
+        chunks = list(client.chat.completions.create(model="bot/id=agent", messages=ASK, stream=True, extra_body={"chorus_progress": True}))  # type: ignore[arg-type]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "fine"
     assert "chorus_progress" not in up.requests[-1].json
 
@@ -255,3 +255,64 @@ def test_models_list_shows_bot_tools(ac: openai.OpenAI) -> None:
     agent = ac.models.retrieve("bot/id=agent").model_dump()
     assert agent["capabilities"]["skillsets"] == ["probe"]
     assert agent["capabilities"]["server_tools"] == ["echo", "sleep", "boom", "refuse", "meet"]
+
+
+async def orders_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A loopback 'orders' service for the built-in http tool; checks the secret header."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    headers = dict(scope["headers"])
+    if headers.get(b"authorization") != b"Bearer orders-secret-token":
+        body, status = b'{"error": "unauthorized"}', 401
+    else:
+        order_id = scope["path"].rsplit("/", 1)[-1]
+        body, status = json.dumps({"order": order_id, "status": "shipped", "total": 19.5}).encode(), 200
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_issue_example_http_and_calculator_tools(upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    with LiveServer(orders_app) as orders:
+        extra = f"""
+[[skillsets]]
+id = "ops"
+workspace = "acme"
+egress_allow = ["127.0.0.1"]
+[[skillsets.tools]]
+name = "lookup_order"
+driver = "http"
+description = "Look up an order by its id"
+method = "GET"
+url = "http://127.0.0.1:{orders.port}/orders/{{order_id}}"
+headers = {{ Authorization = "Bearer orders-secret-token" }}
+parameters = {{ type = "object", properties = {{ order_id = {{ type = "string" }} }}, required = ["order_id"] }}
+[[skillsets.tools]]
+name = "calc"
+driver = "calculator"
+
+[[bots]]
+id = "ops-bot"
+workspace = "acme"
+model = "up/gpt-test"
+skillsets = ["ops"]
+"""
+        upstream.reset()
+        with serve_with_plugins(upstream.base_url, extra=extra) as server:
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+            closing = client
+            upstream.push(
+                Reply(content=None, tool_calls=[call("o1", "lookup_order", order_id="A-17"), call("k1", "calc", expression="19.5 * 2")]),
+                Reply(content="Order A-17 has shipped; two cost 39."),
+            )
+            completion = client.chat.completions.create(model="bot/id=ops-bot", messages=ASK)  # type: ignore[arg-type]
+            assert completion.choices[0].message.content == "Order A-17 has shipped; two cost 39."
+            results = tool_results(upstream.requests[-1].json)
+            assert "shipped" in results["o1"] and "A-17" in results["o1"]
+            assert "orders-secret-token" not in json.dumps(upstream.requests[-1].json)
+            assert json.loads(results["k1"]) == {"result": 39.0}
+            closing.close()
+        upstream.reset()

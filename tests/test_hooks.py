@@ -80,8 +80,9 @@ def hooked(upstream: ScriptedUpstream) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def hc(hooked: LiveServer, up: ScriptedUpstream) -> openai.OpenAI:
-    return openai.OpenAI(base_url=hooked.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20)
+def hc(hooked: LiveServer, up: ScriptedUpstream) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=hooked.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=20) as sdk_client:
+        yield sdk_client
 
 
 def test_hook_resolve_target(hc: openai.OpenAI, up: ScriptedUpstream) -> None:

@@ -19,15 +19,17 @@ KEY = "sk-local-integration"
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[openai.OpenAI]:
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
     config = parse_config({
+        "data_dir": str(tmp_path_factory.mktemp("local-data")),
         "providers": [{"id": "local", "driver": "llamacpp", "models": ["gemma-3-270m"], "n_ctx": 1024}],
         "workspaces": [{"id": "w", "api_keys": [KEY]}],
         "bots": [{"id": "ada", "workspace": "w", "model": "local/gemma-3-270m",
                   "backstory": "You are Ada, Acme's support agent.", "params": {"temperature": 0, "max_tokens": 24}}],
     }, env={})
     with LiveServer(create_app(config)) as server:
-        yield openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+        with openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=120) as client:
+            yield client
 
 
 def test_bot_answers_from_its_backstory(local: openai.OpenAI) -> None:

@@ -118,6 +118,7 @@ def test_chorus_serve_subprocess(tmp_path: Path, upstream) -> None:  # type: ign
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "chorus.cli", "serve", "--config", str(config), "--port", str(port)],
+        env={**os.environ, "CHORUS_DATA_DIR": str(tmp_path / "data")},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

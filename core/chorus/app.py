@@ -12,8 +12,14 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
 from chorus.api.chat import ChatController, ClientGone
+from chorus.api.embeddings import EmbeddingsController
+from chorus.api.files import FilesController
 from chorus.api.models import ModelsController
+from chorus.api.vector_stores import VectorStoresController
 from chorus.config import Config, convert
+from chorus.defaults import data_dir as resolve_data_dir
+from chorus.knowledge.catalog import Catalog
+from chorus.knowledge.service import Embedder, Knowledge
 from chorus.errors import ChorusError, ConfigError, PluginError
 from chorus.keys import KeyRing
 from chorus.pipeline import Pipeline
@@ -86,6 +92,31 @@ def build_providers(config: Config, pm: PluginManager) -> list[ProviderDriver]:
     return providers
 
 
+def build_knowledge(config: Config, pm: PluginManager, registry: Registry) -> Knowledge:
+    """The catalog, the configured vector store driver and (optionally) the embedder."""
+    directory = resolve_data_dir(config.data_dir)
+    raw = dict(config.vector_store) or {"driver": "sqlite"}
+    raw.setdefault("driver", "sqlite")
+    try:
+        store_cls = pm.driver("vector_stores", str(raw["driver"]))
+    except PluginError as exc:
+        raise ConfigError(f"vector_store: {exc}") from None
+    store = store_cls(convert(raw, store_cls.settings_type, "vector_store"), directory)
+    embedder: Embedder | None = None
+    if config.knowledge.embedding_model:
+        found = registry.find_model(config.knowledge.embedding_model)
+        if found is None:
+            raise ConfigError(f"knowledge.embedding_model {config.knowledge.embedding_model!r} matches no provider")
+        provider, model = found
+
+        async def embed(texts: list[str]) -> list[list[float]]:
+            response = await provider.embed(texts, model)
+            return [item["embedding"] for item in sorted(response["data"], key=lambda d: d.get("index", 0))]
+
+        embedder = embed
+    return Knowledge(Catalog(directory), store, config.knowledge, embedder)
+
+
 def build_keyring(config: Config) -> KeyRing:
     """The key ring of every workspace's configured keys."""
     ring = KeyRing()
@@ -101,6 +132,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
     providers = build_providers(config, pm)
     skillsets = build_skillsets(config.skillsets, pm)
     registry = Registry.from_config(config, providers, build_keyring(config), skillsets)
+    knowledge = registry.knowledge = build_knowledge(config, pm, registry)
     pipeline = Pipeline(pm, registry, config.server)
 
     async def start_providers(app: Litestar) -> None:
@@ -112,8 +144,16 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
                 raise RuntimeError(f"provider {provider.id!r} failed to start: {exc.message}") from None
         for skillset in skillsets:
             await skillset.start()
+        await knowledge.start()
+        for dataset in config.datasets:
+            summary = await knowledge.sync_dataset(dataset)
+            log.info("dataset %s: %d added, %d updated, %d unchanged, %d removed, %d failed",
+                     dataset.id, summary.added, summary.updated, summary.unchanged, summary.removed, len(summary.failed))
+            for name, reason in summary.failed:
+                log.warning("dataset %s: %s not ingested: %s", dataset.id, name, reason)
 
     async def stop_providers(app: Litestar) -> None:
+        await knowledge.aclose()
         for skillset in skillsets:
             await skillset.aclose()
         for provider in providers:
@@ -128,10 +168,13 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
         return {"status": "ok"}
 
     return Litestar(
-        route_handlers=[ChatController, ModelsController, health],
+        route_handlers=[
+            ChatController, ModelsController, EmbeddingsController, FilesController, VectorStoresController, health,
+        ],
         state=State(
             {
                 "pipeline": pipeline,
+                "knowledge": knowledge,
                 "plugin_manager": pm,
                 "started_at": int(time.time()),
                 "max_body_bytes": config.server.max_body_bytes,

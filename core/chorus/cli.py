@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--strict", action="store_true", help="exit 1 if any plugin failed to load")
     plugins.set_defaults(func=cmd_plugins)
 
+    from chorus.datasets_cli import add_parser as add_datasets
+
+    add_datasets(sub)
+
     config = sub.add_parser("config", help="configuration utilities").add_subparsers(dest="config_command", required=True)
     check = config.add_parser("check", help="validate a configuration")
     check.add_argument("--config")

@@ -133,7 +133,9 @@ class Pipeline:
         backstory = target.bot.backstory if target.bot is not None else None
         messages = layer_messages(messages, backstory=backstory, parts=parts, sources=ctx.sources)
 
-        changes: dict[str, Any] = {"model": target.model, "messages": messages, "chorus_progress": UNSET}
+        changes: dict[str, Any] = {
+            "model": target.model, "messages": messages, "chorus_progress": UNSET, "return_citations": UNSET,
+        }
         if target.bot is not None:
             for name, value in self._defaults(target.bot).items():
                 if getattr(request, name) is UNSET:

@@ -13,6 +13,7 @@ from chorus.keys import KeyRing
 from chorus.providers import ProviderDriver
 
 if TYPE_CHECKING:
+    from chorus.knowledge.service import Knowledge
     from chorus.skillsets import Skillset
 
 
@@ -40,6 +41,7 @@ class Registry:
         self.workspaces: dict[str, Workspace] = {w.id: Workspace(id=w.id, name=w.name) for w in workspaces}
         self._bots: dict[tuple[str, str], BotConfig] = {(b.workspace, b.id): b for b in bots}
         self.keyring = keyring
+        self.knowledge: Knowledge | None = None
 
     @classmethod
     def from_config(

@@ -66,6 +66,7 @@ class ChatCompletionRequest(Wire):
     stream_options: dict[str, Any] | None | UnsetType = UNSET
     # Chorus extensions (never forwarded upstream).
     chorus_progress: bool | UnsetType = UNSET
+    return_citations: bool | UnsetType = UNSET
 
 
 _request_decoder = msgspec.json.Decoder(ChatCompletionRequest)

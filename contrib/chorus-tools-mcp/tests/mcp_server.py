@@ -12,14 +12,16 @@ import argparse
 import os
 import socket
 import struct
+import sys
 import zlib
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
 
-server = MCPServer("chorus-test")
+server = MCPServer("chorus-test", log_level="WARNING")
 
 
 @server.tool()
@@ -36,8 +38,15 @@ def echo(text: str) -> str:
 
 @server.tool()
 def fail(reason: str = "boom") -> str:
-    """Always fails with the given reason."""
-    raise ValueError(reason)
+    """Always fails with the given reason (an ``isError`` result carrying it)."""
+    raise ToolError(reason)
+
+
+@server.tool()
+def shout(text: str) -> str:
+    """Write the text to stderr."""
+    print(text, file=sys.stderr, flush=True)
+    return "done"
 
 
 @server.tool()
@@ -95,7 +104,9 @@ def _png() -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b"")
+    )
 
 
 def _http_app(token: str) -> Any:
@@ -105,7 +116,9 @@ def _http_app(token: str) -> Any:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
             if headers.get(b"authorization") != f"Bearer {token}".encode():
-                await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]})
+                await send(
+                    {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]}
+                )
                 await send({"type": "http.response.body", "body": b"unauthorized"})
                 return
         await app(scope, receive, send)

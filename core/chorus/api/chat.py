@@ -34,6 +34,8 @@ class ChatController(Controller):
         )
         if chat.chorus_progress is True or request.headers.get("x-chorus-progress", "").lower() in ("1", "true", "yes"):
             ctx.state["progress"] = True
+        if chat.return_citations is True:
+            ctx.state["return_citations"] = True
         if not ctx.stream:
             return Response(content=await until_disconnect(pipeline.complete(ctx), request.receive), media_type=JSON)
         events = pipeline.stream(ctx)

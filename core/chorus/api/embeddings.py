@@ -20,7 +20,7 @@ _encode = msgspec.json.Encoder().encode
 
 class EmbeddingsRequest(Wire):
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[Any]
     encoding_format: str | UnsetType = UNSET
     dimensions: int | UnsetType = UNSET
     user: str | UnsetType = UNSET

@@ -7,16 +7,18 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
+MIN_LENGTH = 8
 
 
 class Redactor:
     """Replaces every occurrence of the given secret strings by ``***``.
 
-    Secrets shorter than 4 characters are ignored (masking them would garble ordinary text).
+    Secrets shorter than :data:`MIN_LENGTH` characters are ignored (masking them would garble
+    ordinary text).
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._secrets = sorted({s for s in secrets if len(s) >= MIN_LENGTH}, key=len, reverse=True)
 
     def text(self, value: str) -> str:
         """``value`` with every secret masked."""

@@ -11,6 +11,7 @@ from chorus.secrets import Secret
 from chorus.tools import ToolSettings
 
 PREFIX = re.compile(r"[A-Za-z0-9_-]*")
+CREDENTIAL_KEY = re.compile(r"(?i)token|key|secret|passw|pwd|auth|credential|cookie|session|private")
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -20,7 +21,8 @@ class McpSettings(ToolSettings):
 
     Exactly one of ``command`` (a stdio server: argv, with ``env`` and ``cwd``) or ``url`` (a
     streamable HTTP endpoint, with ``headers``). ``env`` and ``headers`` values are
-    :class:`~chorus.secrets.Secret`: they never appear in reprs, logs, errors or tool results.
+    :class:`~chorus.secrets.Secret` (hidden from reprs); :meth:`secrets` lists those masked in
+    logs, errors and tool results.
     """
 
     command: list[str] | None = None
@@ -59,5 +61,19 @@ class McpSettings(ToolSettings):
         return "stdio" if self.command is not None else "http"
 
     def secrets(self) -> list[str]:
-        """Every configured secret value (header and environment values), for redaction."""
-        return [s.get() for s in (*self.headers.values(), *self.env.values()) if s]
+        """The values to mask in everything the driver reports.
+
+        Every header value (and, for ``Scheme credentials`` values such as ``Bearer x``, the
+        credentials alone), and the values of ``env`` keys that name a credential (``*TOKEN*``,
+        ``*KEY*``, ``*SECRET*``, ``*PASSWORD*``, ...): other ``env`` values are often ordinary
+        words (``debug``, ``true``) that masking would garble.
+        """
+        values: list[str] = []
+        for header in self.headers.values():
+            value = header.get().strip()
+            values.append(value)
+            scheme, _, credentials = value.partition(" ")
+            if credentials.strip() and scheme.isalpha():
+                values.append(credentials.strip())
+        values.extend(value.get() for key, value in self.env.items() if CREDENTIAL_KEY.search(key))
+        return [value for value in values if value]

@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Retrieval benchmark of the built-in ``sqlite`` vector store: ingest throughput and search latency.
+
+    python benchmarks/retrieval.py --quick          # 2k and 10k chunks, ~1 minute
+    python benchmarks/retrieval.py                  # 10k and 100k chunks (~10 minutes on 2 cores)
+    python benchmarks/retrieval.py --sizes 50000    # any sizes
+
+Synthetic but realistic corpus, fully deterministic: a 20,000-word vocabulary of made-up words
+drawn with a Zipf law (so a few words are in nearly every chunk, as stop words are), 100-200 words
+per chunk, a title and a heading path per file, and attributes. Files of 100 chunks go through
+``replace_file`` (the ingestion path), once without vectors (lexical-only ingest) and once with
+384-dimension random unit vectors. Queries are made from random chunks: four words picked from the
+chunk ("keywords") or eight consecutive words ("sentence"). Latency is measured through the async
+API, one query at a time, after one warm-up query (which loads the dense matrix). ``recall@8`` is the
+overlap of the lexical top 8 with exact BM25 (``match_budget = 0``); ``source@8`` is how often the
+chunk the query came from is in the top 8.
+
+Prints a markdown table and writes it to ``benchmarks/results/retrieval.md`` and, with machine
+information and the method, to ``docs/benchmarks-retrieval.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from chorus.knowledge.model import Chunk
+from chorus_plugins.vectorstore_sqlite import SqliteVectorStore, SqliteVectorStoreSettings
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "retrieval.md"
+DOC = HERE.parent / "docs" / "benchmarks-retrieval.md"
+WORKSPACE = "bench"
+DATASET = "corpus"
+FILE_CHUNKS = 100
+DIM = 384
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "shi", "po", "ve", "dan", "mor", "el", "is", "ut", "gra",
+             "bel", "con", "fi", "os", "tra", "qu", "zen", "ar", "pi"]
+
+
+def vocabulary(size: int = 20_000, seed: int = 7) -> list[str]:
+    """``size`` distinct made-up words, the same for a given seed."""
+    rng = np.random.default_rng(seed)
+    words: dict[str, None] = {}
+    while len(words) < size:
+        count = int(rng.integers(1, 5))
+        words.setdefault("".join(SYLLABLES[i] for i in rng.integers(0, len(SYLLABLES), count)), None)
+    return list(words)
+
+
+class Corpus:
+    """Deterministic chunks: Zipf-distributed words, titles, headings, attributes and vectors."""
+
+    def __init__(self, seed: int = 1, exponent: float = 1.07) -> None:
+        self.words = np.array(vocabulary())
+        weights = 1.0 / np.arange(1, len(self.words) + 1) ** exponent
+        self.p = weights / weights.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def file(self, number: int, *, vectors: bool) -> list[Chunk]:
+        rng = self.rng
+        file_id = f"file-{number:06d}"
+        title = " ".join(rng.choice(self.words, 3, p=self.p))
+        lengths = rng.integers(100, 201, FILE_CHUNKS)
+        tokens = rng.choice(self.words, int(lengths.sum()), p=self.p)
+        matrix = None
+        if vectors:
+            matrix = rng.standard_normal((FILE_CHUNKS, DIM), dtype=np.float32)
+            matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        chunks, offset, start = [], 0, 0
+        for index, length in enumerate(lengths):
+            text = " ".join(tokens[offset:offset + length])
+            offset += length
+            chunks.append(Chunk(
+                id=f"{file_id}:{index}", workspace=WORKSPACE, dataset=DATASET, file_id=file_id, index=index,
+                text=text, title=title, headings=[title.split()[0], str(rng.choice(self.words))],
+                source=f"docs/{file_id}.md", start=start, end=start + len(text),
+                attributes={"lang": "en" if index % 3 else "de", "year": 2015 + number % 10},
+                vector=matrix[index].tolist() if matrix is not None else None,
+            ))
+            start += len(text) + 2
+        return chunks
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def ingest(store: SqliteVectorStore, size: int, *, vectors: bool) -> float:
+    """Chunks per second through ``replace_file`` (chunk generation is excluded from the time)."""
+    corpus = Corpus()
+    spent = 0.0
+    for number in range(size // FILE_CHUNKS):
+        chunks = corpus.file(number, vectors=vectors)
+        started = time.perf_counter()
+        await store.replace_file(WORKSPACE, DATASET, chunks[0].file_id, chunks)
+        spent += time.perf_counter() - started
+    return size / spent
+
+
+def make_queries(path: Path, count: int, seed: int = 3) -> list[tuple[str, str, str, list[float]]]:
+    """(kind, text, source chunk id, query vector) from random chunks of the store at ``path``."""
+    rng = np.random.default_rng(seed)
+    db = sqlite3.connect(path)
+    try:
+        total = db.execute("SELECT max(id) FROM chunks").fetchone()[0]
+        out = []
+        for number in range(count):
+            rowid = int(rng.integers(1, total + 1))
+            chunk_id, text = db.execute("SELECT chunk_id, text FROM chunks WHERE id = ?", (rowid,)).fetchone()
+            text = text.split()
+            if number % 2 == 0:
+                kind, query = "keywords", " ".join(rng.choice(text, 4, replace=False))
+            else:
+                at = int(rng.integers(0, len(text) - 8))
+                kind, query = "sentence", " ".join(text[at:at + 8])
+            blob = db.execute("SELECT vector FROM chunk_vectors WHERE id = ?", (rowid,)).fetchone()
+            base = np.frombuffer(blob[0], dtype="<f4") if blob else rng.standard_normal(DIM).astype(np.float32)
+            vector = base + rng.standard_normal(DIM).astype(np.float32) * 0.05
+            out.append((kind, query, chunk_id, vector.tolist()))
+        return out
+    finally:
+        db.close()
+
+
+async def measure(store: SqliteVectorStore, queries: list[tuple[str, str, str, list[float]]], *,
+                  hybrid: bool) -> tuple[list[float], list[list[str]], float]:
+    """Latencies (ms), the ranked chunk ids per query, and how often the source chunk made the top 8."""
+    kind, text, _, vector = queries[0]
+    await store.search(WORKSPACE, [DATASET], text, vector=vector if hybrid else None)  # warm-up
+    latencies, rankings, found = [], [], 0
+    for _, text, source, vector in queries:
+        started = time.perf_counter()
+        hits = await store.search(WORKSPACE, [DATASET], text, vector=vector if hybrid else None, k=8)
+        latencies.append((time.perf_counter() - started) * 1000)
+        rankings.append([h.chunk.id for h in hits])
+        found += any(h.chunk.id == source for h in hits)
+    return latencies, rankings, found / len(queries)
+
+
+def recall(approx: list[list[str]], exact: list[list[str]]) -> float:
+    return statistics.mean(len(set(a) & set(e)) / max(1, len(e)) for a, e in zip(approx, exact, strict=True))
+
+
+async def run_size(size: int, query_count: int, workdir: Path) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for vectors in (False, True):
+        data = workdir / f"{size}-{'dense' if vectors else 'lexical'}"
+        store = SqliteVectorStore(SqliteVectorStoreSettings(), data)
+        await store.start()
+        try:
+            rate = await ingest(store, size, vectors=vectors)
+            print(f"  {size} chunks {'with' if vectors else 'without'} vectors: {rate:,.0f} chunks/s", flush=True)
+            queries = make_queries(store.path, query_count)
+            if not vectors:
+                exact = SqliteVectorStore(SqliteVectorStoreSettings(match_budget=0, readers=1), data)
+                await exact.start()
+                try:
+                    exact_latencies, exact_rankings, exact_found = await measure(exact, queries, hybrid=False)
+                finally:
+                    await exact.aclose()
+                latencies, rankings, found = await measure(store, queries, hybrid=False)
+                for kind in ("keywords", "sentence"):
+                    picked = [i for i, q in enumerate(queries) if q[0] == kind]
+                    rows.append(dict(size=size, mode=f"lexical, {kind}", ingest=rate,
+                                     p50=percentile([latencies[i] for i in picked], 0.5),
+                                     p95=percentile([latencies[i] for i in picked], 0.95),
+                                     recall=recall([rankings[i] for i in picked], [exact_rankings[i] for i in picked])))
+                rows.append(dict(size=size, mode="lexical, all queries", ingest=rate,
+                                 p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
+                                 recall=recall(rankings, exact_rankings), source=found))
+                rows.append(dict(size=size, mode="lexical, exact BM25 (match_budget=0)", ingest=None,
+                                 p50=percentile(exact_latencies, 0.5), p95=percentile(exact_latencies, 0.95),
+                                 recall=1.0, source=exact_found))
+            else:
+                started = time.perf_counter()
+                await store.search(WORKSPACE, [DATASET], "", vector=queries[0][3])
+                load = (time.perf_counter() - started) * 1000
+                print(f"  dense matrix load after a write: {load:,.0f} ms", flush=True)
+                latencies, _, found = await measure(store, queries, hybrid=True)
+                rows.append(dict(size=size, mode=f"hybrid, {DIM}-dim (lexical + dense, RRF)", ingest=rate,
+                                 p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95), source=found,
+                                 load=load))
+                latencies, _, found = await measure(store, [(k, "", r, v) for k, _, r, v in queries], hybrid=True)
+                rows.append(dict(size=size, mode=f"dense only, {DIM}-dim", ingest=None,
+                                 p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95), source=found))
+        finally:
+            await store.aclose()
+        shutil.rmtree(data, ignore_errors=True)
+    return rows
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    lines = ["| chunks | search | ingest (chunks/s) | p50 (ms) | p95 (ms) | recall@8 vs exact | source@8 |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        ingest_rate = f"{row['ingest']:,.0f}" if row.get("ingest") else ""
+        rec = f"{row['recall']:.3f}" if row.get("recall") is not None else ""
+        src = f"{row['source']:.2f}" if row.get("source") is not None else ""
+        lines.append(f"| {row['size']:,} | {row['mode']} | {ingest_rate} | {row['p50']:.2f} | {row['p95']:.2f}"
+                     f" | {rec} | {src} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, numpy {np.__version__}")
+
+
+METHOD = """\
+Method (`benchmarks/retrieval.py`): a deterministic synthetic corpus — a 20,000-word made-up
+vocabulary drawn with a Zipf law (exponent 1.07, so the commonest words behave like stop words),
+100-200 words per chunk, a title and heading path per file, two attributes per chunk. Ingest goes
+through `replace_file` in files of 100 chunks (one transaction each), once lexical-only and once
+with 384-dimension random unit vectors; chunk generation is not timed. Queries come from random
+chunks: four words picked from the chunk (*keywords*) or eight consecutive words (*sentence*), half
+each; hybrid queries add the source chunk's vector plus noise. Each query is timed end to end
+through the async API (thread hop, ranking, hydrating 8 hits), one at a time after a warm-up.
+*recall@8 vs exact* is the overlap of the top 8 with exact BM25 over all terms
+(`match_budget = 0`); *source@8* is how often the chunk a query was made from is in the top 8.
+Default settings (`match_budget = 4000`, `candidates = 50`, `rrf_k = 60`, 4 readers).
+"""
+
+
+def write(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = table(rows)
+    section = (
+        "## Retrieval: the embedded `sqlite` vector store\n\n"
+        f"Run {stamp} on {machine()}. Command: `python benchmarks/retrieval.py"
+        f"{' --quick' if args.quick else ''}` ({args.queries} queries per size).\n\n"
+        f"{body}\n{METHOD}"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(section)
+    DOC.write_text(section)
+    return body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2k and 10k chunks, 100 queries")
+    parser.add_argument("--sizes", help="comma-separated chunk counts (multiples of 100)")
+    parser.add_argument("--queries", type=int, help="queries per size (default 200, 100 with --quick)")
+    parser.add_argument("--workdir", help="where the databases go (default: a temporary directory)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([2_000, 10_000] if args.quick else [10_000, 100_000])
+    args.queries = args.queries or (100 if args.quick else 200)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="chorus-retrieval-"))
+    rows: list[dict[str, object]] = []
+    try:
+        for size in sizes:
+            print(f"{size:,} chunks:", flush=True)
+            rows.extend(asyncio.run(run_size(size, args.queries, workdir)))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(write(rows, args))
+    print(f"written to {RESULTS.relative_to(HERE.parent)} and {DOC.relative_to(HERE.parent)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The driver as Chorus loads it: entry point ``mcp`` in ``chorus.tools``, built into a skillset."""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import entry_points
+
+import pytest
+from chorus.config import SkillsetConfig
+from chorus.errors import ConfigError
+from chorus.plugins.manager import PluginManager
+from chorus.skillsets import build_skillsets
+from chorus.tools import ToolContext
+from mcp_testing import TOKEN, HttpServer, stdio_table
+
+from chorus_tools_mcp import McpTools
+
+
+def test_entry_point_is_registered() -> None:
+    (entry,) = [ep for ep in entry_points(group="chorus.tools") if ep.name == "mcp"]
+    assert entry.load() is McpTools
+    assert PluginManager(env={}).driver("tools", "mcp") is McpTools
+
+
+async def test_skillset_with_stdio_and_http_servers(http_server: HttpServer) -> None:
+    config = SkillsetConfig(
+        id="ops",
+        workspace="acme",
+        egress_allow=["127.0.0.1"],
+        tools=[
+            {"name": "local", "driver": "mcp", **stdio_table(tools=["add"], prefix="local_")},
+            {
+                "name": "remote",
+                "driver": "mcp",
+                "url": http_server.url,
+                "headers": {"Authorization": f"Bearer {TOKEN}"},
+                "tools": ["echo"],
+                "prefix": "remote_",
+            },
+        ],
+    )
+    (skillset,) = build_skillsets([config], PluginManager(env={}))
+    await skillset.start()
+    try:
+        assert [spec.name for spec in skillset.specs()] == ["local_add", "remote_echo"]
+        ctx = ToolContext(
+            workspace="acme", bot="ops-bot", request_id="r1", deadline=time.monotonic() + 30, http=skillset.http
+        )
+        local, remote = skillset.owner("local_add"), skillset.owner("remote_echo")
+        assert local is not None and remote is not None
+        assert await local.call("local_add", {"a": 3, "b": 4}, ctx) == "7"
+        assert await remote.call("remote_echo", {"text": "hi"}, ctx) == "hi"
+    finally:
+        await skillset.aclose()
+
+
+def test_bad_table_is_a_config_error_naming_the_location() -> None:
+    config = SkillsetConfig(id="ops", workspace="acme", tools=[{"name": "x", "driver": "mcp", "comand": ["srv"]}])
+    with pytest.raises(ConfigError, match=r"skillsets\[0\]\.tools\[0\]: Object contains unknown field `comand`"):
+        build_skillsets([config], PluginManager(env={}))

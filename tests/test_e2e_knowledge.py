@@ -1,0 +1,201 @@
+"""Knowledge end to end with the official SDK: files, vector stores, retrieval, citations, tenancy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from chorus.app import create_app
+from tests.conftest import ACME_KEY, GLOBEX_KEY, make_config
+from tests.live import LiveServer
+from tests.upstream import Reply, ScriptedUpstream
+
+DATA = Path(__file__).parent / "data" / "kb"
+
+KB_CONFIG = """
+[[datasets]]
+id = "handbook"
+workspace = "acme"
+name = "Acme handbook"
+sources = ["{kb}/*.md", "{kb}/*.txt"]
+
+[[bots]]
+id = "helpdesk"
+workspace = "acme"
+model = "up/gpt-test"
+backstory = "You are Acme's helpdesk."
+datasets = ["handbook"]
+retrieval = {{ top_k = 2 }}
+
+[[bots]]
+id = "cited"
+workspace = "acme"
+model = "up/gpt-test"
+datasets = ["handbook"]
+perplexity_citations = true
+"""
+
+
+@pytest.fixture(scope="module")
+def kb_server(upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    config = make_config(upstream.base_url, KB_CONFIG.format(kb=DATA), data_dir=str(tmp_path_factory.mktemp("kb")))
+    with LiveServer(create_app(config)) as server:
+        yield server
+
+
+@pytest.fixture
+def kc(kb_server: LiveServer, up: ScriptedUpstream) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=kb_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=30) as sdk_client:
+        yield sdk_client
+
+
+@pytest.fixture
+def gc(kb_server: LiveServer, up: ScriptedUpstream) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=kb_server.url + "/v1", api_key=GLOBEX_KEY, max_retries=0, timeout=30) as sdk_client:
+        yield sdk_client
+
+
+def system_prompt(up: ScriptedUpstream) -> str:
+    return str(up.requests[-1].json["messages"][0]["content"])
+
+
+def test_config_dataset_is_a_vector_store(kc: openai.OpenAI) -> None:
+    store = kc.vector_stores.retrieve("handbook")
+    assert store.name == "Acme handbook"
+    assert store.file_counts.completed == 2 and store.file_counts.failed == 0
+    names = sorted(f.id for f in kc.vector_stores.files.list("handbook"))
+    assert len(names) == 2
+
+
+def test_bot_answers_with_annotations(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
+    up.push(Reply(content="Standard delivery to Europe takes 7 business days [1]."))
+    completion = kc.chat.completions.create(
+        model="bot/id=helpdesk", messages=[{"role": "user", "content": "How long does delivery to Europe take?"}]
+    )
+    prompt = system_prompt(up)
+    assert prompt.startswith("You are Acme's helpdesk.")
+    assert "[1] Acme Shipping Guide › Europe (https://acme.test/help/shipping)" in prompt
+    message = completion.choices[0].message
+    assert message.annotations is not None and len(message.annotations) == 1
+    citation = message.annotations[0].url_citation
+    assert citation.url == "https://acme.test/help/shipping"
+    assert "Europe" in citation.title
+    content = message.content or ""
+    assert content[citation.start_index:citation.end_index] == "[1]"
+
+
+def test_streamed_annotations(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
+    up.push(Reply(content="Returns are accepted within 30 days [1] and refunds take 5 days [1].", chunks=12))
+    chunks = list(kc.chat.completions.create(
+        model="bot/id=helpdesk", messages=[{"role": "user", "content": "What is the returns policy refund?"}], stream=True
+    ))
+    text = ""
+    streamed: list[dict] = []  # type: ignore[type-arg]
+    final: list[dict] = []  # type: ignore[type-arg]
+    for chunk in chunks:
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta.model_dump()
+        text += delta.get("content") or ""
+        if chunk.choices[0].finish_reason:
+            final = delta.get("annotations") or []
+        elif delta.get("annotations"):
+            # Each annotation arrives as soon as its marker has streamed.
+            for annotation in delta["annotations"]:
+                assert annotation["url_citation"]["end_index"] <= len(text)
+                streamed.append(annotation)
+    assert len(streamed) == 2 and final == streamed
+    for annotation in final:
+        span = annotation["url_citation"]
+        assert text[span["start_index"]:span["end_index"]] == "[1]"
+        assert span["url"].startswith("chorus://datasets/handbook/files/")
+
+
+def test_follow_up_retrieves_from_the_conversation(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
+    messages = [
+        {"role": "user", "content": "How long does standard delivery to the United States take?"},
+        {"role": "assistant", "content": "3 business days."},
+        {"role": "user", "content": "and for Europe?"},
+    ]
+    kc.chat.completions.create(model="bot/id=helpdesk", messages=messages)  # type: ignore[arg-type]
+    prompt = system_prompt(up)
+    first = prompt.index("[1]")
+    assert "Rotterdam" in prompt[first:prompt.index("[2]") if "[2]" in prompt else None]
+
+
+def test_perplexity_style_citations(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
+    up.push(Reply(content="30 days [1]."))
+    raw = kc.chat.completions.with_raw_response.create(
+        model="bot/id=cited", messages=[{"role": "user", "content": "returns refund days"}])
+    body = json.loads(raw.content)
+    assert body["citations"] and body["citations"][0].startswith("chorus://")
+    assert body["search_results"][0]["url"] == body["citations"][0]
+    up.push(Reply(content="30 days [1]."))
+    plain = kc.chat.completions.with_raw_response.create(
+        model="bot/id=helpdesk", messages=[{"role": "user", "content": "returns refund days"}])
+    assert "citations" not in json.loads(plain.content)
+    up.push(Reply(content="30 days [1]."))
+    opted = kc.chat.completions.with_raw_response.create(
+        model="bot/id=helpdesk", messages=[{"role": "user", "content": "returns refund days"}],
+        extra_body={"return_citations": True})
+    assert json.loads(opted.content)["citations"]
+
+
+def test_upload_create_store_search_and_delete(kc: openai.OpenAI, gc: openai.OpenAI) -> None:
+    good = kc.files.create(file=("returns.txt", (DATA / "returns.txt").read_bytes()), purpose="assistants")
+    bad = kc.files.create(file=("broken.pdf", (DATA / "broken.pdf").read_bytes()), purpose="assistants")
+    assert good.filename == "returns.txt" and good.bytes == (DATA / "returns.txt").stat().st_size
+    store = kc.vector_stores.create(name="support docs", file_ids=[good.id, bad.id])
+    assert store.file_counts.completed == 1 and store.file_counts.failed == 1
+    failed = kc.vector_stores.files.retrieve(bad.id, vector_store_id=store.id)
+    assert failed.status == "failed" and failed.last_error is not None and "broken.pdf" in failed.last_error.message
+    results = kc.vector_stores.search(store.id, query="refund payment method")
+    assert results.data and results.data[0].file_id == good.id
+    assert "original payment method" in results.data[0].content[0].text
+    # Another workspace sees none of it.
+    with pytest.raises(openai.NotFoundError):
+        gc.vector_stores.retrieve(store.id)
+    with pytest.raises(openai.NotFoundError):
+        gc.vector_stores.search(store.id, query="refund")
+    with pytest.raises(openai.NotFoundError):
+        gc.files.retrieve(good.id)
+    assert store.id not in [s.id for s in gc.vector_stores.list()]
+    # Deleting the file removes every chunk of it.
+    assert kc.files.delete(good.id).deleted
+    assert kc.vector_stores.search(store.id, query="refund payment method").data == []
+    assert kc.vector_stores.delete(store.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        kc.vector_stores.retrieve(store.id)
+
+
+def test_failed_reingest_keeps_previous_chunks(kb_server: LiveServer, kc: openai.OpenAI) -> None:
+    file = kc.files.create(file=("returns.txt", (DATA / "returns.txt").read_bytes()), purpose="assistants")
+    store = kc.vector_stores.create(name="atomic", file_ids=[file.id])
+    knowledge = kb_server.app.state.knowledge
+    original = knowledge.store.replace_file
+
+    async def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("disk full while writing chunks")
+
+    knowledge.store.replace_file = crash
+    try:
+        again = kc.vector_stores.files.create(vector_store_id=store.id, file_id=file.id)
+    finally:
+        knowledge.store.replace_file = original
+    assert again.status == "failed"
+    assert "disk full" not in (again.last_error.message if again.last_error else "")
+    hits = kc.vector_stores.search(store.id, query="refund payment method").data
+    assert hits and hits[0].file_id == file.id
+
+
+def test_embeddings_endpoint(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
+    result = kc.embeddings.create(model="model/name=up/gpt-test", input=["alpha", "beta"])
+    assert result.model == "model/name=up/gpt-test"
+    assert [len(d.embedding) for d in result.data] == [8, 8]
+    assert up.requests[-1].path == "/v1/embeddings" and up.requests[-1].json["input"] == ["alpha", "beta"]
+    with pytest.raises(openai.NotFoundError):
+        kc.embeddings.create(model="text-embedding-3-small", input="x")
