@@ -759,13 +759,16 @@ general_settings:
         seconds = max(5.0, self.args.profile_seconds)
         out: dict[str, Any] = {}
         for fmt, name in (("raw", "profile.txt"), ("flamegraph", "profile.svg")):
-            self.log(f"py-spy record ({fmt}) of Chorus for {seconds:g} s under wrk c=32, 0 ms mock")
+            conc = self.args.profile_concurrency
+            self.log(f"py-spy record ({fmt}) of Chorus for {seconds:g} s under wrk c={conc}, 0 ms mock")
             dest = self.out / name
             argv = [spy, "record", "--pid", str(target.proc.pid), "--rate", "200", "--duration", str(int(seconds)),
                     "--format", fmt, "-o", str(dest)]
+            if fmt == "flamegraph":
+                argv.append("--gil")  # only stacks holding the GIL: the Python CPU, without idle helper threads
             spy_proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             time.sleep(1.0)
-            load = self.closed_run(target, 32, seconds - 1.0)
+            load = self.closed_run(target, conc, seconds - 1.0)
             try:
                 spy_out = spy_proc.communicate(timeout=seconds + 60)[0].decode(errors="replace")
             except subprocess.TimeoutExpired:
@@ -779,6 +782,7 @@ general_settings:
                     out["error"] = spy_out[-600:]
             else:
                 out["svg"] = str(dest) if dest.exists() else None
+        out["concurrency"] = self.args.profile_concurrency
         self.results["profile"] = out
         self._save()
 
@@ -799,13 +803,21 @@ general_settings:
         t0 = time.monotonic()
         stat0 = cpu_times()
         self.setup()
-        self.scenario_latency()
-        self.scenario_ladder()
-        self.scenario_stream()
+        only = set(self.args.only.split(",")) if self.args.only else None
+        want = (lambda name: only is None or name in only)
+        if want("latency"):
+            self.scenario_latency()
+        if want("ladder"):
+            self.scenario_ladder()
+        if want("stream"):
+            self.scenario_stream()
         self.results["peak_rss_mb"] = {name: p.peak_rss_bytes() / 2**20 for name, p in self.gateways.items()}
-        self.scenario_multiworker()
-        self.scenario_soak()
-        self.scenario_profile()
+        if want("multiworker"):
+            self.scenario_multiworker()
+        if want("soak"):
+            self.scenario_soak()
+        if want("profile"):
+            self.scenario_profile()
         self.results["machine"]["loadavg_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         stat1 = cpu_times()
         if len(stat0) > 7 and len(stat1) > 7:
@@ -815,7 +827,7 @@ general_settings:
         self._save()
         md = render(self.results)
         (self.out / "summary.md").write_text(md)
-        if not self.args.no_doc:
+        if not self.args.no_doc and not self.args.only:  # a partial run never replaces the full table
             write_doc(md, Path(self.args.doc))
             self.log(f"wrote the results section of {self.args.doc}")
         print(md)
@@ -826,9 +838,17 @@ general_settings:
 # profile analysis
 
 
+IDLE_LEAVES = ("_worker (concurrent/futures/thread.py", "wait (threading.py", "get (queue.py", "select (selectors.py")
+
+
 def analyse_collapsed(text: str, top: int = 15) -> dict[str, Any]:
-    """Self and inclusive sample shares per function and per package from py-spy ``--format raw``."""
+    """Self and inclusive sample shares per function and per package from py-spy ``--format raw``.
+
+    Stacks whose leaf is an idle wait in a helper thread (a thread-pool worker blocked on its queue,
+    which py-spy can misreport as active) are left out and counted in ``idle_samples``.
+    """
     total = 0
+    idle = 0
     self_fn: dict[str, int] = {}
     incl_fn: dict[str, int] = {}
     incl_pkg: dict[str, int] = {}
@@ -840,6 +860,10 @@ def analyse_collapsed(text: str, top: int = 15) -> dict[str, Any]:
         total += n
         frames = [f for f in stack.split(";") if f]
         if not frames:
+            continue
+        if frames[-1].startswith(IDLE_LEAVES):
+            idle += n
+            total -= n
             continue
         self_fn[frames[-1]] = self_fn.get(frames[-1], 0) + n
         seen_fn, seen_pkg = set(), set()
@@ -860,7 +884,7 @@ def analyse_collapsed(text: str, top: int = 15) -> dict[str, Any]:
     def share(d: dict[str, int]) -> list[tuple[str, float]]:
         return [(k, round(100.0 * v / total, 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
 
-    return {"samples": total, "self_by_package": share(self_pkg), "inclusive_by_package": share(incl_pkg),
+    return {"samples": total, "idle_samples": idle, "self_by_package": share(self_pkg), "inclusive_by_package": share(incl_pkg),
             "self_by_function": share(self_fn), "inclusive_by_function": share(incl_fn)}
 
 
@@ -1113,7 +1137,8 @@ def render(r: dict[str, Any]) -> str:
     prof = r.get("profile")
     if prof and prof.get("analysis"):
         a = prof["analysis"]
-        lines.append(f"#### py-spy profile of Chorus (wrk c=32, 0 ms mock, {a['samples']} samples)")
+        lines.append(f"#### py-spy profile of Chorus (wrk c={prof.get('concurrency', 32)}, 0 ms mock, {a['samples']} samples of the event loop; "
+                     f"{a.get('idle_samples', 0)} idle helper-thread samples left out)")
         lines.append("")
         lines.append("| package | self % | inclusive % |")
         lines.append("| --- | --: | --: |")
@@ -1149,11 +1174,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run a soak of this many seconds (default when given: 300)")
     parser.add_argument("--profile", action="store_true", help="also profile Chorus with py-spy under load")
     parser.add_argument("--profile-seconds", type=float, default=15.0)
+    parser.add_argument("--profile-concurrency", type=int, default=32)
     parser.add_argument("--no-litellm", action="store_true", help="do not measure LiteLLM")
     parser.add_argument("--no-litellm-install", action="store_true", help="do not create benchmarks/.venv-litellm")
     parser.add_argument("--no-multiworker", action="store_true", help="skip the --workers 2 run")
     parser.add_argument("--no-wrk", action="store_true", help="use the asyncio load generator for the ladder too")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument("--only", help="comma-separated scenarios to run (latency, ladder, stream, multiworker, "
+                                       "soak, profile); implies --no-doc")
     parser.add_argument("--doc", default=str(DOC), help="markdown file whose results section is replaced")
     parser.add_argument("--python", help="interpreter for the mock and the asyncio client (default: .venv's)")
     parser.add_argument("--chorus-bin", help="the chorus executable (default: .venv/bin/chorus)")

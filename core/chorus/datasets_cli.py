@@ -18,9 +18,13 @@ from chorus.knowledge.service import IngestSummary, Knowledge, expand_sources
 class ProgressBar:
     """A one-line progress bar on a terminal (plain lines when not a TTY)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+        self._stream = stream
         self.width = width
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr
 
     def __call__(self, name: str, done: int, total: int) -> None:
         filled = int(self.width * done / max(total, 1))
