@@ -26,6 +26,7 @@ from chorus.pipeline import Pipeline
 from chorus.plugins.manager import PluginManager
 from chorus.providers import ProviderDriver
 from chorus.registry import Registry
+from chorus.search import SearchEngineDriver
 from chorus.skillsets import build_skillsets
 from chorus.requestid import add_request_id_header, request_id
 
@@ -117,6 +118,19 @@ def build_knowledge(config: Config, pm: PluginManager, registry: Registry) -> Kn
     return Knowledge(Catalog(directory), store, config.knowledge, embedder)
 
 
+def build_search_engines(config: Config, pm: PluginManager) -> dict[str, SearchEngineDriver]:
+    """One driver per ``[[search_engines]]`` table, validated by the driver's settings type."""
+    engines: dict[str, SearchEngineDriver] = {}
+    for i, raw in enumerate(config.search_engines):
+        try:
+            cls = pm.driver("search_engines", str(raw["driver"]))
+        except PluginError as exc:
+            raise ConfigError(f"search_engines[{i}]: {exc}") from None
+        engine = cls(convert(raw, cls.settings_type, f"search_engines[{i}]"))
+        engines[engine.id] = engine
+    return engines
+
+
 def build_keyring(config: Config) -> KeyRing:
     """The key ring of every workspace's configured keys."""
     ring = KeyRing()
@@ -133,6 +147,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
     skillsets = build_skillsets(config.skillsets, pm)
     registry = Registry.from_config(config, providers, build_keyring(config), skillsets)
     knowledge = registry.knowledge = build_knowledge(config, pm, registry)
+    engines = registry.search_engines = build_search_engines(config, pm)
     pipeline = Pipeline(pm, registry, config.server)
 
     async def start_providers(app: Litestar) -> None:
@@ -144,6 +159,8 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
                 raise RuntimeError(f"provider {provider.id!r} failed to start: {exc.message}") from None
         for skillset in skillsets:
             await skillset.start()
+        for engine in engines.values():
+            await engine.start()
         await knowledge.start()
         for dataset in config.datasets:
             summary = await knowledge.sync_dataset(dataset)
@@ -154,6 +171,8 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
 
     async def stop_providers(app: Litestar) -> None:
         await knowledge.aclose()
+        for engine in engines.values():
+            await engine.aclose()
         for skillset in skillsets:
             await skillset.aclose()
         for provider in providers:

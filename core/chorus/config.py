@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -36,6 +36,7 @@ class ServerConfig(Strict):
     max_body_bytes: int = 16 * 1024 * 1024
     max_tool_steps: int = 8
     keepalive_seconds: float = 5.0
+    max_team_depth: int = 3
 
 
 class WorkspaceConfig(Strict):
@@ -108,6 +109,17 @@ class RetrievalConfig(Strict):
     max_context_chars: int = 6000
 
 
+class SearchOptions(Strict):
+    """``search`` on a bot: which engine, and how the bot uses it."""
+
+    engine: str
+    mode: Literal["auto", "always"] = "auto"   # auto: a web_search tool; always: search before the model
+    results: int = 5
+    fetch_pages: int = 0            # fetch and extract the text of the top N result pages
+    max_page_chars: int = 4000
+    required: bool = False          # fail the request when the engine fails (default: answer without search)
+
+
 class BotConfig(Strict):
     """``[[bots]]``: an agent that looks like a model (``bot/id=<id>``)."""
 
@@ -123,6 +135,9 @@ class BotConfig(Strict):
     datasets: list[str] = []
     retrieval: RetrievalConfig = RetrievalConfig()
     perplexity_citations: bool = False
+    search: SearchOptions | None = None
+    team: list[str] = []
+    max_model_calls: int = 24       # per-request budget over the bot and every team member it asks
 
 
 class Config(Strict):
@@ -136,6 +151,7 @@ class Config(Strict):
     knowledge: KnowledgeConfig = KnowledgeConfig()
     vector_store: dict[str, Any] = {}
     datasets: list[DatasetConfig] = []
+    search_engines: list[dict[str, Any]] = []
     bots: list[BotConfig] = []
 
 
@@ -178,6 +194,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     expanded = expand_env(dict(data), os.environ if env is None else env)
     config: Config = convert(expanded, Config, source)
     _check_references(config, source)
+    _check_team_cycles(config, source)
     return config
 
 
@@ -223,9 +240,21 @@ def _check_references(config: Config, source: str) -> None:
     for i, dataset in enumerate(config.datasets):
         if dataset.workspace not in workspaces:
             raise ConfigError(f"{source}: datasets[{i}].workspace names unknown workspace {dataset.workspace!r}")
+    _unique(source, "search_engines", [str(e.get("id", "")) for e in config.search_engines])
+    for i, engine in enumerate(config.search_engines):
+        for key in ("id", "driver"):
+            if not isinstance(engine.get(key), str) or not engine.get(key):
+                raise ConfigError(f"{source}: search_engines[{i}].{key} is required")
+    engines = {str(e.get("id")) for e in config.search_engines}
+    bots = {(b.workspace, b.id) for b in config.bots}
     for i, bot in enumerate(config.bots):
         if bot.workspace not in workspaces:
             raise ConfigError(f"{source}: bots[{i}].workspace names unknown workspace {bot.workspace!r}")
+        if bot.search is not None and bot.search.engine not in engines:
+            raise ConfigError(f"{source}: bots[{i}].search.engine names unknown search engine {bot.search.engine!r}")
+        for member in bot.team:
+            if (bot.workspace, member) not in bots:
+                raise ConfigError(f"{source}: bots[{i}].team names unknown bot {member!r} (in workspace {bot.workspace!r})")
         for name in bot.skillsets:
             found = skillsets.get(name)
             if found is None or found.workspace != bot.workspace:
@@ -238,6 +267,21 @@ def _check_references(config: Config, source: str) -> None:
                 )
             if not key:
                 raise ConfigError(f"{source}: workspaces[{i}].api_keys[{j}] is empty")
+
+
+def _check_team_cycles(config: Config, source: str) -> None:
+    """A team that contains itself, directly or through members, is an error naming the cycle."""
+    teams = {(b.workspace, b.id): [(b.workspace, m) for m in b.team] for b in config.bots}
+
+    def visit(node: tuple[str, str], path: list[tuple[str, str]]) -> None:
+        if node in path:
+            cycle = " -> ".join(n[1] for n in [*path[path.index(node):], node])
+            raise ConfigError(f"{source}: team cycle: {cycle}")
+        for member in teams.get(node, []):
+            visit(member, [*path, node])
+
+    for node in teams:
+        visit(node, [])
 
 
 def _unique(source: str, table: str, ids: list[Any]) -> None:

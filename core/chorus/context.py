@@ -23,6 +23,23 @@ class Source(msgspec.Struct, kw_only=True, omit_defaults=True):
     metadata: dict[str, Any] = {}
 
 
+class CallBudget:
+    """Model calls allowed for one request, shared by a bot and every team member it asks."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.limit
+
+    def spend(self) -> None:
+        self.used += 1
+
+
 class RequestContext:
     """Everything known about one request while it runs.
 
@@ -45,6 +62,9 @@ class RequestContext:
         "state",
         "deadline",
         "legacy_functions",
+        "pipeline",
+        "budget",
+        "depth",
     )
 
     def __init__(
@@ -70,6 +90,9 @@ class RequestContext:
         self.state: dict[str, Any] = {}
         self.deadline: float | None = None
         self.legacy_functions = False
+        self.pipeline: Any = None          # the Pipeline running this request (set by it)
+        self.budget: CallBudget | None = None
+        self.depth = 0                     # 0 for the client's request, +1 per team delegation
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         """Add one model call's ``usage`` object to the running total."""

@@ -106,6 +106,14 @@ class UpstreamTimeout(UpstreamError):
     default_code = "upstream_timeout"
 
 
+class BudgetExhausted(ChorusError):
+    """A team member may not call a model: the request's model-call budget is used up (429)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "model_call_budget_exhausted"
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message names the offending key. Raised at startup only."""
 

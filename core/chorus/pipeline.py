@@ -24,8 +24,8 @@ from msgspec import UNSET
 
 from chorus import legacy
 from chorus.config import BotConfig, ServerConfig
-from chorus.context import RequestContext, Source
-from chorus.errors import AuthenticationFailed, ChorusError, PluginError
+from chorus.context import CallBudget, RequestContext, Source
+from chorus.errors import AuthenticationFailed, BudgetExhausted, ChorusError, PluginError
 from chorus.layering import layer_messages
 from chorus.plugins.manager import PluginManager
 from chorus.registry import Registry, Workspace
@@ -107,7 +107,10 @@ class Pipeline:
     async def prepare(self, ctx: RequestContext) -> Prepared:
         """Resolve the target and build the upstream request."""
         request = ctx.request
+        ctx.pipeline = self
         target = ctx.target = self.resolve(request.model, ctx.workspace)
+        if ctx.budget is None and target.bot is not None:
+            ctx.budget = CallBudget(target.bot.max_model_calls)
         parts: list[str] = []
         if self._prompt is not None:
             for result in await self._gather(self._prompt(ctx=ctx)):
@@ -135,6 +138,7 @@ class Pipeline:
 
         changes: dict[str, Any] = {
             "model": target.model, "messages": messages, "chorus_progress": UNSET, "return_citations": UNSET,
+            "web_search_options": UNSET, "search_domain_filter": UNSET, "search_recency_filter": UNSET,
         }
         if target.bot is not None:
             for name, value in self._defaults(target.bot).items():
@@ -218,14 +222,26 @@ class Pipeline:
 
     # -- non-streaming ---------------------------------------------------------------------------
 
+    def _spend(self, ctx: RequestContext) -> None:
+        """Count one model call against the request budget; team members stop when it is gone."""
+        if ctx.budget is not None:
+            if ctx.depth and ctx.budget.exhausted:
+                raise BudgetExhausted(f"The request's budget of {ctx.budget.limit} model calls is used up.")
+            ctx.budget.spend()
+
     async def complete(self, ctx: RequestContext) -> bytes:
         """Run a non-streaming request and return the encoded ``chat.completion``."""
+        return _encode(await self.complete_dict(ctx))
+
+    async def complete_dict(self, ctx: RequestContext) -> dict[str, Any]:
+        """Run a non-streaming request; the ``chat.completion`` as a dict (used for team members)."""
         prepared = await self.prepare(ctx)
         target = ctx.target
         assert target is not None
         steps = 0
         hidden: list[Message] = []
         while True:
+            self._spend(ctx)
             response = await target.provider.complete(prepared.body, ctx)
             ctx.add_usage(response.get("usage"))
             if not prepared.server_tools:
@@ -257,7 +273,7 @@ class Pipeline:
                 legacy.to_legacy_message(choice.get("message") or {})
                 choice["finish_reason"] = legacy.legacy_finish(choice.get("finish_reason"))
         await self._post_process(ctx, response, False)
-        return _encode(response)
+        return response
 
     # -- streaming -------------------------------------------------------------------------------
 
@@ -337,6 +353,7 @@ class Pipeline:
             content: list[str] = []
             finish: Any = None
             last_choice: dict[str, Any] = {}
+            self._spend(ctx)
             async for chunk in target.provider.stream(prepared.body, ctx):
                 usage = chunk.get("usage")
                 if usage:

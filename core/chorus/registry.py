@@ -14,6 +14,7 @@ from chorus.providers import ProviderDriver
 
 if TYPE_CHECKING:
     from chorus.knowledge.service import Knowledge
+    from chorus.search import SearchEngineDriver
     from chorus.skillsets import Skillset
 
 
@@ -42,6 +43,7 @@ class Registry:
         self._bots: dict[tuple[str, str], BotConfig] = {(b.workspace, b.id): b for b in bots}
         self.keyring = keyring
         self.knowledge: Knowledge | None = None
+        self.search_engines: dict[str, SearchEngineDriver] = {}
 
     @classmethod
     def from_config(

@@ -67,6 +67,10 @@ class ChatCompletionRequest(Wire):
     # Chorus extensions (never forwarded upstream).
     chorus_progress: bool | UnsetType = UNSET
     return_citations: bool | UnsetType = UNSET
+    # Web search knobs (OpenAI's and Perplexity's shapes; used by the search plugin, never forwarded).
+    web_search_options: dict[str, Any] | None | UnsetType = UNSET
+    search_domain_filter: list[str] | None | UnsetType = UNSET
+    search_recency_filter: str | None | UnsetType = UNSET
 
 
 _request_decoder = msgspec.json.Decoder(ChatCompletionRequest)

@@ -75,7 +75,7 @@ _BAD_KEY = re.compile(r'["\\\x00-\x1f]')
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     workspace TEXT NOT NULL,
     dataset TEXT NOT NULL,
     file_id TEXT NOT NULL,
@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS datasets (
     workspace TEXT NOT NULL,
     dataset TEXT NOT NULL,
     version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
     PRIMARY KEY (workspace, dataset)
 ) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
@@ -321,23 +322,130 @@ def _similarities(matrix: Any, query: Any) -> Any:
     return np.einsum("ij,j->i", matrix, query)
 
 
-@dataclass
-class _DenseSet:
-    """One dataset's vectors of one dimension: row ids and unit-norm rows."""
-
-    rowids: Any    # np.ndarray[int64]
-    matrix: Any    # np.ndarray[float32], shape (n, dim)
+MAX_SEGMENTS = 8
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Segment:
+    """Vectors loaded together: ascending row ids, unit-norm float32 rows, which are still alive."""
+
+    rowids: Any                # np.ndarray[int64], shape (n,)
+    matrix: Any                # np.ndarray[float32], shape (n, dim)
+    alive: Any = None          # np.ndarray[bool], shape (n,); None when every row is
+    dead: int = 0
+
+    def restrict(self, survivors: Any) -> _Segment:
+        """This segment with the rows missing from ``survivors`` (sorted ids) marked dead."""
+        if not len(self.rowids):
+            return self
+        at = np.minimum(np.searchsorted(survivors, self.rowids), max(len(survivors) - 1, 0))
+        alive = survivors[at] == self.rowids if len(survivors) else np.zeros(len(self.rowids), dtype=bool)
+        dead = int(len(alive) - np.count_nonzero(alive))
+        return _Segment(self.rowids, self.matrix, alive if dead else None, dead)
+
+
+def _merge(segments: Sequence[_Segment]) -> _Segment:
+    rowids = [s.rowids if s.alive is None else s.rowids[s.alive] for s in segments]
+    rows = [s.matrix if s.alive is None else s.matrix[s.alive] for s in segments]
+    return _Segment(np.concatenate(rowids), np.concatenate(rows))
+
+
+@dataclass(frozen=True)
 class _DenseEntry:
+    """One dataset's vectors by dimension, as of ``version`` (``deleted`` rows removed so far)."""
+
     version: int
-    groups: dict[int, _DenseSet]
-    nbytes: int
+    deleted: int
+    max_id: int
+    groups: dict[int, tuple[_Segment, ...]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.matrix.nbytes + s.rowids.nbytes for segs in self.groups.values() for s in segs)
+
+    def similarities(self, query: Any) -> tuple[Any, Any] | None:
+        """(cosine similarities, row ids) of the live rows of the query's dimension."""
+        segments = self.groups.get(query.shape[0])
+        if not segments:
+            return None
+        scores, rowids = [], []
+        for seg in segments:
+            part = _similarities(seg.matrix, query)
+            if seg.alive is not None:
+                part, ids = part[seg.alive], seg.rowids[seg.alive]
+            else:
+                ids = seg.rowids
+            scores.append(part)
+            rowids.append(ids)
+        if len(scores) == 1:
+            return scores[0], rowids[0]
+        return np.concatenate(scores), np.concatenate(rowids)
+
+
+def refresh_dense(db: sqlite3.Connection, workspace: str, dataset: str, version: int, deleted: int,
+                  old: _DenseEntry | None) -> _DenseEntry:
+    """``old`` brought up to date: rows deleted since are masked, rows added since are loaded.
+
+    Chunk ids only grow (``AUTOINCREMENT``), so new rows are those above ``old.max_id``; the
+    surviving old ids are only read when the dataset's deletion counter moved. Segments are merged
+    when there are too many or a quarter of their rows are dead.
+    """
+    groups: dict[int, list[_Segment]] = {dim: list(segs) for dim, segs in old.groups.items()} if old else {}
+    max_id = old.max_id if old else 0
+    if old is not None and deleted != old.deleted and groups:
+        survivors = np.fromiter((r for (r,) in db.execute(
+            "SELECT id FROM chunk_vectors WHERE workspace = ? AND dataset = ? AND id <= ? ORDER BY id",
+            (workspace, dataset, max_id))), dtype=np.int64)
+        groups = {dim: [seg.restrict(survivors) for seg in segs] for dim, segs in groups.items()}
+    fresh: dict[int, tuple[list[int], list[bytes]]] = {}
+    for rowid, blob in db.execute(
+        "SELECT id, vector FROM chunk_vectors WHERE workspace = ? AND dataset = ? AND id > ? ORDER BY id",
+        (workspace, dataset, max_id),
+    ):
+        ids, blobs = fresh.setdefault(len(blob) // 4, ([], []))
+        ids.append(rowid)
+        blobs.append(blob)
+        max_id = rowid
+    for dim, (ids, blobs) in fresh.items():
+        if dim == 0:
+            continue
+        matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), dim).astype(np.float32)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        matrix /= norms
+        groups.setdefault(dim, []).append(_Segment(np.asarray(ids, dtype=np.int64), matrix))
+    compacted: dict[int, tuple[_Segment, ...]] = {}
+    for dim, segs in groups.items():
+        segs = [s for s in segs if s.dead < len(s.rowids)]
+        rows = sum(len(s.rowids) for s in segs)
+        if len(segs) > MAX_SEGMENTS or sum(s.dead for s in segs) * 4 > rows:
+            segs = [_merge(segs)]
+        if segs:
+            compacted[dim] = tuple(segs)
+    return _DenseEntry(version=version, deleted=deleted, max_id=max_id, groups=compacted)
+
+
+def _unit(vector: Sequence[float]) -> Any:
+    """``vector`` as a unit float32 array, or ``None`` when it is empty, zero or not finite."""
+    query = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(query)) if query.ndim == 1 and query.size else 0.0
+    if not math.isfinite(norm) or norm == 0.0:
+        return None
+    return query / norm
+
+
+def _similarity_arrays(entries: Sequence[_DenseEntry], query: Any) -> tuple[Any, Any] | None:
+    """(similarities, row ids) over the live rows of ``entries`` with the query's dimension."""
+    found = [f for f in (e.similarities(query) for e in entries) if f is not None and len(f[1])]
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
 
 class _DenseCache:
-    """Per-(workspace, dataset) matrices, reloaded when the dataset's version changes (LRU by bytes)."""
+    """Per-(workspace, dataset) dense entries, refreshed when the dataset's version moves (LRU by bytes)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -345,20 +453,24 @@ class _DenseCache:
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str], threading.Lock] = {}
 
-    def get(self, db: sqlite3.Connection, workspace: str, dataset: str, version: int) -> _DenseEntry:
+    def get(self, db: sqlite3.Connection, workspace: str, dataset: str, version: int, deleted: int) -> _DenseEntry:
         key = (workspace, dataset)
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry.version == version:
+            if entry is not None and entry.version >= version:
                 self._entries.move_to_end(key)
                 return entry
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
             with self._lock:
                 entry = self._entries.get(key)
-                if entry is not None and entry.version == version:
-                    return entry
-            entry = self._load(db, workspace, dataset, version)
+            if entry is not None and entry.version == version:
+                return entry
+            if entry is not None and entry.version > version:
+                # another search already refreshed past this snapshot: its extra rows are not
+                # visible here and are dropped when filtering or hydrating
+                return entry
+            entry = refresh_dense(db, workspace, dataset, version, deleted, entry)
             with self._lock:
                 self._entries[key] = entry
                 self._entries.move_to_end(key)
@@ -371,29 +483,6 @@ class _DenseCache:
     def drop(self, workspace: str, dataset: str) -> None:
         with self._lock:
             self._entries.pop((workspace, dataset), None)
-
-    @staticmethod
-    def _load(db: sqlite3.Connection, workspace: str, dataset: str, version: int) -> _DenseEntry:
-        by_size: dict[int, tuple[list[int], list[bytes]]] = {}
-        for rowid, blob in db.execute(
-            "SELECT id, vector FROM chunk_vectors WHERE workspace = ? AND dataset = ?", (workspace, dataset)
-        ):
-            ids, blobs = by_size.setdefault(len(blob), ([], []))
-            ids.append(rowid)
-            blobs.append(blob)
-        groups: dict[int, _DenseSet] = {}
-        nbytes = 0
-        for size, (ids, blobs) in by_size.items():
-            dim = size // 4
-            if dim == 0:
-                continue
-            matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), dim).astype(np.float32)
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            norms[norms == 0] = 1.0
-            matrix /= norms
-            groups[dim] = _DenseSet(rowids=np.asarray(ids, dtype=np.int64), matrix=matrix)
-            nbytes += matrix.nbytes + len(ids) * 8
-        return _DenseEntry(version=version, groups=groups, nbytes=nbytes)
 
 
 # -- document frequencies (planning only) ---------------------------------------------------------
@@ -413,9 +502,11 @@ class _Frequencies:
         self._total: tuple[int, float] | None = None
         self._lock = threading.Lock()
 
-    def invalidate_total(self) -> None:
+    def adjust_total(self, change: int) -> None:
+        """Follow this process's own writes (other processes' show after ``ttl``)."""
         with self._lock:
-            self._total = None
+            if self._total is not None:
+                self._total = (max(0, self._total[0] + change), self._total[1])
 
     def total(self, db: sqlite3.Connection) -> int:
         now = time.monotonic()
@@ -438,8 +529,11 @@ class _Frequencies:
                     out[term] = cached[0]
                 else:
                     missing.append(term)
+        cap = total // 2 + 1  # past half the chunks a term is dropped anyway: stop counting there
         for term in missing:
-            out[term] = db.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (_phrase(term),)).fetchone()[0]
+            out[term] = db.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
+                (_phrase(term), cap)).fetchone()[0]
         with self._lock:
             for term in missing:
                 self._df[term] = (out[term], total, now)
@@ -474,6 +568,7 @@ class SqliteVectorStore(VectorStoreDriver):
         self._all_readers: list[sqlite3.Connection] = []
         self._write_pool: ThreadPoolExecutor | None = None
         self._read_pool: ThreadPoolExecutor | None = None
+        self._compute_pool: ThreadPoolExecutor | None = None
         self._dense = _DenseCache(settings.dense_cache_mb * 1024 * 1024)
         self._freq = _Frequencies()
         self._weights = (1.0, float(settings.title_weight), float(settings.headings_weight))
@@ -510,15 +605,16 @@ class SqliteVectorStore(VectorStoreDriver):
             self._readers.put(reader)
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="chorus-vs-write")
         self._read_pool = ThreadPoolExecutor(self.settings.readers, thread_name_prefix="chorus-vs-read")
+        self._compute_pool = ThreadPoolExecutor(self.settings.readers, thread_name_prefix="chorus-vs-dense")
         if self.settings.dense and np is None:
             log.warning("numpy is not installed: vectors are stored but searches are lexical only")
 
     def close(self) -> None:
         """Close every connection and worker thread (idempotent)."""
-        for pool in (self._write_pool, self._read_pool):
+        for pool in (self._write_pool, self._read_pool, self._compute_pool):
             if pool is not None:
                 pool.shutdown(wait=True)
-        self._write_pool = self._read_pool = None
+        self._write_pool = self._read_pool = self._compute_pool = None
         for reader in self._all_readers:
             reader.close()
         self._all_readers.clear()
@@ -572,16 +668,20 @@ class SqliteVectorStore(VectorStoreDriver):
     # -- writes -------------------------------------------------------------------------------
 
     @staticmethod
-    def _bump(db: sqlite3.Connection, workspace: str, dataset: str) -> None:
+    def _bump(db: sqlite3.Connection, workspace: str, dataset: str, removed: int) -> None:
+        """New dataset version; ``deleted`` counts removed rows (the dense index reads it)."""
         db.execute(
-            "INSERT INTO datasets (workspace, dataset, version) VALUES (?, ?, 1)"
-            " ON CONFLICT (workspace, dataset) DO UPDATE SET version = version + 1",
-            (workspace, dataset),
+            "INSERT INTO datasets (workspace, dataset, version, deleted) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (workspace, dataset) DO UPDATE SET version = version + 1, deleted = deleted + ?",
+            (workspace, dataset, removed, removed),
         )
 
     def replace_file_sync(self, db: sqlite3.Connection, workspace: str, dataset: str, file_id: str,
-                          chunks: Sequence[Chunk]) -> None:
-        """The body of :meth:`replace_file` on a given connection (one ``BEGIN IMMEDIATE`` transaction)."""
+                          chunks: Sequence[Chunk]) -> int:
+        """The body of :meth:`replace_file` on a given connection (one ``BEGIN IMMEDIATE`` transaction).
+
+        Returns the change in the number of chunks.
+        """
         for chunk in chunks:
             if (chunk.workspace, chunk.dataset, chunk.file_id) != (workspace, dataset, file_id):
                 raise ValueError(f"chunk {chunk.id!r} does not belong to {workspace}/{dataset}/{file_id}")
@@ -592,8 +692,8 @@ class SqliteVectorStore(VectorStoreDriver):
             for c in chunks
         ]
         with self._transaction(db):
-            db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?",
-                       (workspace, dataset, file_id))
+            removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?",
+                                 (workspace, dataset, file_id)).rowcount
             db.executemany(_INSERT, rows)
             if self.settings.dense and any(c.vector is not None for c in chunks):
                 ids = dict(db.execute(
@@ -603,11 +703,12 @@ class SqliteVectorStore(VectorStoreDriver):
                     "INSERT INTO chunk_vectors (id, workspace, dataset, vector) VALUES (?, ?, ?, ?)",
                     [(ids[c.index], workspace, dataset, _pack(c.vector)) for c in chunks if c.vector],
                 )
-            self._bump(db, workspace, dataset)
+            self._bump(db, workspace, dataset, removed)
+        return len(rows) - removed
 
     async def replace_file(self, workspace: str, dataset: str, file_id: str, chunks: list[Chunk]) -> None:
-        await self._write(lambda db: self.replace_file_sync(db, workspace, dataset, file_id, chunks))
-        self._freq.invalidate_total()
+        change = await self._write(lambda db: self.replace_file_sync(db, workspace, dataset, file_id, chunks))
+        self._freq.adjust_total(change)
 
     async def delete_file(self, workspace: str, dataset: str, file_id: str) -> int:
         def work(db: sqlite3.Connection) -> int:
@@ -615,11 +716,11 @@ class SqliteVectorStore(VectorStoreDriver):
                 removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?",
                                      (workspace, dataset, file_id)).rowcount
                 if removed:
-                    self._bump(db, workspace, dataset)
+                    self._bump(db, workspace, dataset, removed)
             return removed
 
         removed = await self._write(work)
-        self._freq.invalidate_total()
+        self._freq.adjust_total(-removed)
         return removed
 
     async def delete_dataset(self, workspace: str, dataset: str) -> int:
@@ -627,12 +728,13 @@ class SqliteVectorStore(VectorStoreDriver):
             with self._transaction(db):
                 removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ?",
                                      (workspace, dataset)).rowcount
-                db.execute("DELETE FROM datasets WHERE workspace = ? AND dataset = ?", (workspace, dataset))
+                if removed:
+                    self._bump(db, workspace, dataset, removed)  # versions never go back
             return removed
 
         removed = await self._write(work)
         self._dense.drop(workspace, dataset)
-        self._freq.invalidate_total()
+        self._freq.adjust_total(-removed)
         return removed
 
     async def count(self, workspace: str, dataset: str, file_id: str | None = None) -> int:
@@ -658,32 +760,36 @@ class SqliteVectorStore(VectorStoreDriver):
         where, params = compile_filter(filters) if filters else ("1", [])
         datasets = list(dict.fromkeys(datasets))
         terms = query_terms(query)
-        use_dense = bool(vector) and self.dense_available
-        if k <= 0 or not datasets or not (terms or use_dense):
+        unit = _unit(vector) if vector and self.dense_available else None
+        if k <= 0 or not datasets or not (terms or unit is not None):
             return []
-        if not use_dense or not terms:
-            # One ranking: rank and hydrate in one read transaction (a consistent snapshot).
-            def single(db: sqlite3.Connection) -> list[SearchHit]:
-                with self._snapshot(db):
-                    if terms:
-                        ranked = self._lexical(db, workspace, datasets, terms, k, where, params)
-                    else:
-                        assert vector is not None
-                        ranked = self._dense_ranking(db, workspace, datasets, vector, k, where, params)
-                    return self._hydrate(db, workspace, ranked)
+        return await self._read(lambda db: self._search(db, workspace, datasets, terms, unit, k, where, params))
 
-            return await self._read(single)
-        # Hybrid: both rankings run at once on two reader threads (FTS5 and numpy release the
-        # GIL), then fuse; a chunk deleted in between is skipped when hydrating.
-        assert vector is not None
-        depth = max(k, self.settings.candidates)
-        lexical, dense = await asyncio.gather(
-            self._read(self._in_snapshot(lambda db: self._lexical(db, workspace, datasets, terms, depth, where, params))),
-            self._read(self._in_snapshot(
-                lambda db: self._dense_ranking(db, workspace, datasets, vector, depth, where, params))),
-        )
-        ranked = fuse(lexical, dense, rrf_k=self.settings.rrf_k, k=k) if lexical and dense else (lexical or dense)[:k]
-        return await self._read(lambda db: self._hydrate(db, workspace, ranked))
+    def _search(self, db: sqlite3.Connection, workspace: str, datasets: list[str], terms: list[str], unit: Any,
+                k: int, where: str, params: list[Any]) -> list[SearchHit]:
+        """Rank, fuse and hydrate in one read transaction, so results are one consistent snapshot.
+
+        In hybrid searches the dense dot products run on the compute pool while this thread runs
+        FTS5 (both release the GIL); only numpy arrays cross over, every SQL read stays here.
+        """
+        with self._snapshot(db):
+            entries = self._dense_entries(db, workspace, datasets) if unit is not None else []
+            pending = None
+            if entries and terms:
+                assert self._compute_pool is not None
+                pending = self._compute_pool.submit(_similarity_arrays, entries, unit)
+            depth = max(k, self.settings.candidates) if entries and terms else k
+            lexical = self._lexical(db, workspace, datasets, terms, depth, where, params)
+            dense: list[tuple[int, float]] = []
+            if entries:
+                arrays = pending.result() if pending is not None else _similarity_arrays(entries, unit)
+                if arrays is not None:
+                    dense = self._top(db, workspace, *arrays, depth, where, params)
+            if lexical and dense:
+                ranked = fuse(lexical, dense, rrf_k=self.settings.rrf_k, k=k)
+            else:
+                ranked = (lexical or dense)[:k]
+            return self._hydrate(db, workspace, ranked)
 
     @contextmanager
     def _snapshot(self, db: sqlite3.Connection) -> Iterator[None]:
@@ -692,13 +798,6 @@ class SqliteVectorStore(VectorStoreDriver):
             yield
         finally:
             db.rollback()
-
-    def _in_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
-        def run(db: sqlite3.Connection) -> T:
-            with self._snapshot(db):
-                return fn(db)
-
-        return run
 
     def _lexical(self, db: sqlite3.Connection, workspace: str, datasets: list[str], terms: list[str], limit: int,
                  where: str, params: list[Any]) -> list[tuple[int, float]]:
@@ -730,27 +829,15 @@ class SqliteVectorStore(VectorStoreDriver):
         rows.sort(key=lambda row: (row[1], row[0]))
         return [(rowid, -score) for rowid, score in rows[:limit]]
 
-    def _dense_ranking(self, db: sqlite3.Connection, workspace: str, datasets: list[str], vector: Sequence[float],
-                       limit: int, where: str, params: list[Any]) -> list[tuple[int, float]]:
-        query = np.asarray(vector, dtype=np.float32)
-        norm = float(np.linalg.norm(query))
-        if query.ndim != 1 or not math.isfinite(norm) or norm == 0.0:
-            return []
-        query /= norm
+    def _dense_entries(self, db: sqlite3.Connection, workspace: str, datasets: list[str]) -> list[_DenseEntry]:
         marks = ",".join("?" * len(datasets))
-        versions = dict(db.execute(
-            f"SELECT dataset, version FROM datasets WHERE workspace = ? AND dataset IN ({marks})",
-            (workspace, *datasets)).fetchall())
-        score_parts, id_parts = [], []
-        for dataset, version in versions.items():
-            group = self._dense.get(db, workspace, dataset, version).groups.get(query.shape[0])
-            if group is not None and len(group.rowids):
-                score_parts.append(_similarities(group.matrix, query))
-                id_parts.append(group.rowids)
-        if not score_parts:
-            return []
-        scores = np.concatenate(score_parts) if len(score_parts) > 1 else score_parts[0]
-        rowids = np.concatenate(id_parts) if len(id_parts) > 1 else id_parts[0]
+        return [self._dense.get(db, workspace, dataset, version, deleted) for dataset, version, deleted in db.execute(
+            f"SELECT dataset, version, deleted FROM datasets WHERE workspace = ? AND dataset IN ({marks})",
+            (workspace, *datasets)).fetchall()]
+
+    def _top(self, db: sqlite3.Connection, workspace: str, scores: Any, rowids: Any, limit: int, where: str,
+             params: list[Any]) -> list[tuple[int, float]]:
+        """The ``limit`` best rows passing the filter, widening the window until enough pass."""
         window = limit if where == "1" else limit * 4
         while True:
             window = min(window, len(scores))
