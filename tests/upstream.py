@@ -98,6 +98,7 @@ class Reply:
     extra: dict[str, Any] | None = None
     drop_after: int | None = None
     headers: dict[str, str] | None = None
+    gate: Callable[[], bool] | None = None  # hold the reply until this is true (at most 5 s)
 
 
 @dataclass
@@ -421,6 +422,11 @@ class ScriptedUpstream:
         if isinstance(response, Hang):
             await self._sleep(response.seconds, gone)
             response = response.reply
+        if isinstance(response, Reply) and response.gate is not None:
+            for _ in range(500):
+                if response.gate() or gone.is_set():
+                    break
+                await asyncio.sleep(0.01)
         delay = response.delay if isinstance(response, Reply | Error | Drop) else 0.0
         await self._sleep(delay, gone)
         if gone.is_set():  # the client left while we waited (stream or not)

@@ -34,6 +34,9 @@ def model_object(target: Target, created: int, workspace: Workspace, registry: R
             "client_tools": True,
             "skillsets": list(bot.skillsets),
             "server_tools": [spec.name for s in registry.skillsets_of(bot) for spec in s.specs()],
+            "datasets": list(bot.datasets),
+            "search": {"engine": bot.search.engine, "mode": bot.search.mode} if bot.search else None,
+            "team": list(bot.team),
         },
     }
 
