@@ -117,6 +117,7 @@ class SearchOptions(Strict):
     results: int = 5
     fetch_pages: int = 0            # fetch and extract the text of the top N result pages
     max_page_chars: int = 4000
+    egress_allow: list[str] = []    # hosts or CIDRs page fetching may reach despite the egress guard
     required: bool = False          # fail the request when the engine fails (default: answer without search)
 
 

@@ -92,7 +92,7 @@ async def run_search(ctx: RequestContext, options: SearchOptions, query: SearchQ
                               status_code=502, error_type="upstream_error", code="search_unavailable") from None
         return []
     results = results[: query.count]
-    pages = await fetch_pages(results[: options.fetch_pages], options.max_page_chars) if options.fetch_pages else {}
+    pages = await fetch_pages(results[: options.fetch_pages], options) if options.fetch_pages else {}
     return [
         Source(text=pages.get(r.url) or r.snippet or r.title, title=r.title, url=r.url, id=r.url,
                metadata={"kind": "web", "engine": engine.id, **({"date": r.date} if r.date else {})})
@@ -100,7 +100,7 @@ async def run_search(ctx: RequestContext, options: SearchOptions, query: SearchQ
     ]
 
 
-async def fetch_pages(results: list[SearchResult], max_chars: int) -> dict[str, str]:
+async def fetch_pages(results: list[SearchResult], options: SearchOptions) -> dict[str, str]:
     """Readable text of result pages, fetched through the egress guard (failures are skipped)."""
     from chorus.egress import EgressPolicy
     from chorus.knowledge.chunking import document_text
@@ -112,12 +112,12 @@ async def fetch_pages(results: list[SearchResult], max_chars: int) -> dict[str, 
             if response.status_code >= 400:
                 return url, ""
             document = parse(response.content[: 2 * 1024 * 1024], "page.html", response.headers.get("content-type"))
-            return url, document_text(document)[:max_chars]
+            return url, document_text(document)[: options.max_page_chars]
         except Exception as exc:  # a page we cannot read is just not used (ParseError included)
             log.info("fetching %s failed: %s", url, type(exc).__name__)
             return url, ""
 
-    async with EgressPolicy().client(timeout=10.0) as client:
+    async with EgressPolicy(options.egress_allow).client(timeout=10.0) as client:
         fetched = await asyncio.gather(*(one(client, r.url) for r in results))
     return {url: text for url, text in fetched if text}
 
