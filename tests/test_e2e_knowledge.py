@@ -199,3 +199,42 @@ def test_embeddings_endpoint(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
     assert up.requests[-1].path == "/v1/embeddings" and up.requests[-1].json["input"] == ["alpha", "beta"]
     with pytest.raises(openai.NotFoundError):
         kc.embeddings.create(model="text-embedding-3-small", input="x")
+
+
+def test_api_vector_store_named_in_a_bot(upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    """A store made through the API, then named in a bot's ``datasets``, is the same object."""
+    data_dir = str(tmp_path)
+    upstream.reset()
+    with LiveServer(create_app(make_config(upstream.base_url, data_dir=data_dir))) as first, openai.OpenAI(
+        base_url=first.url + "/v1", api_key=ACME_KEY, max_retries=0
+    ) as client:
+        file = client.files.create(file=("shipping.md", (DATA / "shipping.md").read_bytes()), purpose="assistants")
+        store = client.vector_stores.create(name="api store", file_ids=[file.id])
+    bot = f"""
+[knowledge]
+embedding_model = "up/gpt-test"
+
+[[bots]]
+id = "api-bot"
+workspace = "acme"
+model = "up/gpt-test"
+datasets = ["{store.id}"]
+"""
+    with LiveServer(create_app(make_config(upstream.base_url, bot, data_dir=data_dir))) as second, openai.OpenAI(
+        base_url=second.url + "/v1", api_key=ACME_KEY, max_retries=0
+    ) as client:
+        upstream.push(Reply(content="Seven days [1]."))
+        completion = client.chat.completions.create(
+            model="bot/id=api-bot", messages=[{"role": "user", "content": "Rotterdam warehouse Europe delivery"}])
+        assert "Rotterdam" in upstream.requests[-1].json["messages"][0]["content"]
+        assert completion.choices[0].message.annotations[0].url_citation.url == "https://acme.test/help/shipping"  # type: ignore[index]
+        # With an embedding model configured, the query is embedded for hybrid ranking.
+        assert any(r.path == "/v1/embeddings" for r in upstream.requests)
+        # New files are embedded at ingestion time.
+        upstream.reset()
+        added = client.files.create(file=("returns.txt", (DATA / "returns.txt").read_bytes()), purpose="assistants")
+        assert client.vector_stores.files.create(vector_store_id=store.id, file_id=added.id).status == "completed"
+        assert [r.path for r in upstream.requests] == ["/v1/embeddings"]
+        hits = client.vector_stores.search(store.id, query="refund").data
+        assert hits and hits[0].file_id == added.id
+    upstream.reset()
