@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from chorus.knowledge.model import Chunk
 from chorus_plugins.vectorstore_sqlite import SqliteVectorStore, SqliteVectorStoreSettings
 
@@ -96,7 +95,7 @@ class Corpus:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def ingest(store: SqliteVectorStore, size: int, *, vectors: bool) -> float:
@@ -139,7 +138,7 @@ def make_queries(path: Path, count: int, seed: int = 3) -> list[tuple[str, str, 
 async def measure(store: SqliteVectorStore, queries: list[tuple[str, str, str, list[float]]], *,
                   hybrid: bool) -> tuple[list[float], list[list[str]], float]:
     """Latencies (ms), the ranked chunk ids per query, and how often the source chunk made the top 8."""
-    kind, text, _, vector = queries[0]
+    _, text, _, vector = queries[0]
     await store.search(WORKSPACE, [DATASET], text, vector=vector if hybrid else None)  # warm-up
     latencies, rankings, found = [], [], 0
     for _, text, source, vector in queries:
@@ -149,6 +148,34 @@ async def measure(store: SqliteVectorStore, queries: list[tuple[str, str, str, l
         rankings.append([h.chunk.id for h in hits])
         found += any(h.chunk.id == source for h in hits)
     return latencies, rankings, found / len(queries)
+
+
+async def measure_while_writing(store: SqliteVectorStore, queries: list[tuple[str, str, str, list[float]]],
+                                size: int) -> tuple[int, list[float]]:
+    """Hybrid latencies while another task keeps replacing files of 100 chunks (pre-generated)."""
+    corpus = Corpus(seed=3)
+    files = [corpus.file(number, vectors=True) for number in range(min(10, size // FILE_CHUNKS))]
+    stop = asyncio.Event()
+    writes = 0
+
+    async def writer() -> None:
+        nonlocal writes
+        while not stop.is_set():
+            chunks = files[writes % len(files)]
+            await store.replace_file(WORKSPACE, DATASET, chunks[0].file_id, chunks)
+            writes += 1
+
+    task = asyncio.create_task(writer())
+    latencies = []
+    try:
+        for _, text, _, vector in queries:
+            started = time.perf_counter()
+            await store.search(WORKSPACE, [DATASET], text, vector=vector, k=8)
+            latencies.append((time.perf_counter() - started) * 1000)
+    finally:
+        stop.set()
+        await task
+    return writes, latencies
 
 
 def recall(approx: list[list[str]], exact: list[list[str]]) -> float:
@@ -195,6 +222,10 @@ async def run_size(size: int, query_count: int, workdir: Path, notes: list[str])
                 latencies, _, found = await measure(store, [(k, "", r, v) for k, _, r, v in queries], hybrid=True)
                 rows.append(dict(size=size, mode=f"dense only, {DIM}-dim", ingest=None,
                                  p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95), source=found))
+                writes, write_latencies = await measure_while_writing(store, queries, size)
+                rows.append(dict(size=size, mode=f"hybrid while files are being replaced ({writes} writes)",
+                                 ingest=None, p50=percentile(write_latencies, 0.5),
+                                 p95=percentile(write_latencies, 0.95)))
                 again = Corpus(seed=2).file(0, vectors=True)
                 await store.replace_file(WORKSPACE, DATASET, again[0].file_id, again)
                 started = time.perf_counter()
@@ -259,7 +290,7 @@ Default settings (`match_budget = 4000`, `candidates = 50`, `rrf_k = 60`, 4 read
 
 def write(rows: list[dict[str, object]], notes: list[str], args: argparse.Namespace,
           load: tuple[float, float]) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = table(rows)
     section = (
         "## Retrieval: the embedded `sqlite` vector store\n\n"
@@ -281,7 +312,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, help="queries per size (default 200, 100 with --quick)")
     parser.add_argument("--workdir", help="where the databases go (default: a temporary directory)")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([2_000, 10_000] if args.quick else [10_000, 100_000])
+    default_sizes = [2_000, 10_000] if args.quick else [10_000, 100_000]
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else default_sizes
     args.queries = args.queries or (100 if args.quick else 200)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="chorus-retrieval-"))
     rows: list[dict[str, object]] = []

@@ -374,6 +374,12 @@ class Bench:
                     "  try: print(d, m.version(d))\n  except Exception: print(d, '-')")
             out = subprocess.run([self.python, "-c", code], capture_output=True, text=True, timeout=30).stdout
             info["stack"] = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+            out = subprocess.run([self.chorus_bin, "plugins", "--json"], capture_output=True, text=True, timeout=60)
+            listed = json.loads(out.stdout)
+            info["plugins"] = sorted({f"{p['group'].removeprefix('chorus.')}:{p['name']} ({p['distribution']})"
+                                      for p in listed.get("plugins", [])})
+            info["plugin_failures"] = [f"{f['group']}:{f['name']}: {f['error']}" for f in listed.get("failures", [])]
         if self.wrk:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 out = subprocess.run([self.wrk, "-v"], capture_output=True, text=True, timeout=10)
@@ -957,6 +963,9 @@ def render(r: dict[str, Any]) -> str:
         f"Load average {m.get('loadavg_start', 0):.2f} at start, {m.get('loadavg_end') or 0:.2f} at end "
         f"(other work on the machine shows up here); CPU steal {m.get('steal_pct') or 0:.1f} %. Run took {r.get('elapsed_s', 0) / 60:.1f} min."
     )
+    if m.get("plugins"):
+        lines.append("")
+        lines.append("Installed plugins (`chorus plugins`): " + ", ".join(f"`{p}`" for p in m["plugins"]) + ".")
     lines.append("")
     lines.append(
         f"Settings: ladder rungs {s['rung_seconds']:g} s, medians of {s['repeats']} repeats; c=1 latency "
@@ -1194,8 +1203,12 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
+    def on_int(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
+    signal.signal(signal.SIGINT, on_int)  # also when started in the background, where SIGINT is ignored
     bench = Bench(args)
     try:
         bench.run()

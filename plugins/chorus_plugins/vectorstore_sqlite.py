@@ -2,12 +2,13 @@
 
 Storage (``<data_dir>/knowledge.sqlite3`` unless ``path`` is set), in WAL mode:
 
-* ``chunks``: one row per chunk, keyed by ``(workspace, dataset, file_id, idx)``;
+* ``chunks``: one row per chunk, keyed by ``(workspace, dataset, file_id, idx)``; ids only grow;
 * ``chunks_fts``: an external-content FTS5 index over ``text``, ``title`` and ``headings``,
   kept in step by triggers; ranked with ``bm25()`` using per-column weights;
 * ``chunk_vectors``: each chunk's embedding as little-endian float32, when it has one;
-* ``datasets``: a version per ``(workspace, dataset)``, bumped by every write, which tells the
-  in-memory dense index (one normalised numpy matrix per dataset and dimension) when to reload.
+* ``datasets`` and ``deletions``: a version per ``(workspace, dataset)``, bumped by every write,
+  and the id ranges each version deleted. The in-memory dense index (unit-norm numpy matrices per
+  dataset and dimension) uses them to refresh incrementally, also after other processes' writes.
 
 Contracts:
 
@@ -102,8 +103,16 @@ CREATE TABLE IF NOT EXISTS datasets (
     workspace TEXT NOT NULL,
     dataset TEXT NOT NULL,
     version INTEGER NOT NULL,
-    deleted INTEGER NOT NULL,
+    logged_after INTEGER NOT NULL,
     PRIMARY KEY (workspace, dataset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deletions (
+    workspace TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    PRIMARY KEY (workspace, dataset, version, lo)
 ) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, title, headings, content='chunks', content_rowid='id', tokenize='{tokenizer}'
@@ -131,14 +140,14 @@ _HYDRATE = (
 )
 
 
-class SqliteVectorStoreSettings(VectorStoreSettings):
+class SqliteVectorStoreSettings(VectorStoreSettings):  # type: ignore[misc]  # mypy misreads inherited frozen=True
     """``[vector_store]`` keys of the ``sqlite`` driver."""
 
     path: str | None = None                 # default <data_dir>/knowledge.sqlite3; relative to data_dir
     dense: bool = True                      # store vectors and use them for hybrid search
     rrf_k: int = 60                         # reciprocal rank fusion constant
     candidates: int = 50                    # depth of each ranking fused by RRF
-    match_budget: int = 4000                # ~max chunks BM25 scores per query; 0 = always exact
+    match_budget: int = 3000                # ~max chunks BM25 scores per query; 0 = always exact
     title_weight: float = 2.0               # BM25 column weights (text is 1.0)
     headings_weight: float = 1.5
     readers: int = 4                        # reader connections (and threads)
@@ -181,11 +190,17 @@ class QueryPlan:
     bounded: bool = False
 
     def expressions(self) -> list[str]:
-        """Disjoint FTS5 queries covering the gate, all with the same phrases (comparable scores)."""
+        """FTS5 queries whose best scores per chunk, merged, give the exact top of the gate chunks.
+
+        ``gate AND rest`` scores the chunks holding rest terms exactly; ``gate`` alone scores the
+        others exactly and under-scores those, which the first query ranks anyway: a chunk without
+        rest terms in the true top n is in the gate-only top n (every chunk above it there is above
+        it in truth), and an under-scored chunk missing from the first query's top n has n exact
+        scores above it. Cheaper than ``gate NOT rest``, which would count the rest terms twice.
+        """
         if not self.rest:
             return [self.gate]
-        rest = _any(self.rest)
-        return [f"({self.gate}) AND ({rest})", f"({self.gate}) NOT ({rest})"]
+        return [f"({self.gate}) AND ({_any(self.rest)})", self.gate]
 
 
 def plan_query(terms: Sequence[str], df: dict[str, int], total: int, budget: int) -> QueryPlan | None:
@@ -264,7 +279,8 @@ def compile_filter(spec: dict[str, Any], column: str = "c.attributes") -> tuple[
         if kind not in _COMPARISONS and kind not in ("in", "nin"):
             raise InvalidRequest(f"filters: unknown filter type {kind!r}", param="filters")
         key = node.get("key")
-        if not isinstance(key, str) or not 0 < len(key) <= 64 or _BAD_KEY.search(key) or set(node) - {"type", "key", "value"}:
+        if (not isinstance(key, str) or not 0 < len(key) <= 64 or _BAD_KEY.search(key)
+                or set(node) - {"type", "key", "value"}):
             raise InvalidRequest("filters: 'key' must be a string of 1-64 characters without quotes", param="filters")
         if "value" not in node:
             raise InvalidRequest(f"filters: {kind!r} filter on {key!r} needs a 'value'", param="filters")
@@ -273,7 +289,8 @@ def compile_filter(spec: dict[str, Any], column: str = "c.attributes") -> tuple[
         extract = f"json_extract({column}, ?)"
         if kind in ("in", "nin"):
             if not isinstance(value, list) or len(value) > MAX_IN_VALUES:
-                raise InvalidRequest(f"filters: {kind!r} takes a list of at most {MAX_IN_VALUES} values", param="filters")
+                raise InvalidRequest(f"filters: {kind!r} takes a list of at most {MAX_IN_VALUES} values",
+                                     param="filters")
             values = [_scalar(v, f"filters: {kind} on {key!r}") for v in value]
             if not values:
                 return ("0" if kind == "in" else "1"), []
@@ -284,10 +301,7 @@ def compile_filter(spec: dict[str, Any], column: str = "c.attributes") -> tuple[
         scalar = _scalar(value, f"filters: {kind} on {key!r}")
         if kind in ("eq", "ne"):
             return f"({extract} {_COMPARISONS[kind]} ?)", [path, scalar]
-        if isinstance(scalar, str):
-            kinds = "('text')"
-        else:
-            kinds = "('integer','real','true','false')"
+        kinds = "('text')" if isinstance(scalar, str) else "('integer','real','true','false')"
         return (f"(json_type({column}, ?) IN {kinds} AND {extract} {_COMPARISONS[kind]} ?)",
                 [path, path, scalar])
 
@@ -323,6 +337,7 @@ def _similarities(matrix: Any, query: Any) -> Any:
 
 
 MAX_SEGMENTS = 8
+DELETION_LOG = 512  # versions of deleted id ranges kept for incremental dense refreshes
 
 
 @dataclass(frozen=True)
@@ -333,6 +348,14 @@ class _Segment:
     matrix: Any                # np.ndarray[float32], shape (n, dim)
     alive: Any = None          # np.ndarray[bool], shape (n,); None when every row is
     dead: int = 0
+
+    def kill(self, ranges: Sequence[tuple[int, int]]) -> _Segment:
+        """This segment with the rows whose ids fall in any ``(lo, hi)`` range marked dead."""
+        alive = np.ones(len(self.rowids), dtype=bool) if self.alive is None else self.alive.copy()
+        for lo, hi in ranges:
+            alive[np.searchsorted(self.rowids, lo, "left"):np.searchsorted(self.rowids, hi, "right")] = False
+        dead = int(len(alive) - np.count_nonzero(alive))
+        return _Segment(self.rowids, self.matrix, alive if dead else None, dead)
 
     def restrict(self, survivors: Any) -> _Segment:
         """This segment with the rows missing from ``survivors`` (sorted ids) marked dead."""
@@ -352,10 +375,9 @@ def _merge(segments: Sequence[_Segment]) -> _Segment:
 
 @dataclass(frozen=True)
 class _DenseEntry:
-    """One dataset's vectors by dimension, as of ``version`` (``deleted`` rows removed so far)."""
+    """One dataset's vectors by dimension, as of ``version``."""
 
     version: int
-    deleted: int
     max_id: int
     groups: dict[int, tuple[_Segment, ...]]
 
@@ -382,21 +404,28 @@ class _DenseEntry:
         return np.concatenate(scores), np.concatenate(rowids)
 
 
-def refresh_dense(db: sqlite3.Connection, workspace: str, dataset: str, version: int, deleted: int,
+def refresh_dense(db: sqlite3.Connection, workspace: str, dataset: str, version: int, logged_after: int,
                   old: _DenseEntry | None) -> _DenseEntry:
     """``old`` brought up to date: rows deleted since are masked, rows added since are loaded.
 
-    Chunk ids only grow (``AUTOINCREMENT``), so new rows are those above ``old.max_id``; the
-    surviving old ids are only read when the dataset's deletion counter moved. Segments are merged
-    when there are too many or a quarter of their rows are dead.
+    Chunk ids only grow (``AUTOINCREMENT``), so new rows are those above ``old.max_id``. Deletions
+    are logged as id ranges per version (a file's rows, inserted in one transaction, form one
+    range), and masking a range costs two binary searches. When the log no longer reaches back
+    to ``old.version`` (``logged_after``), the surviving ids are read instead. All segments are
+    merged when a quarter of their rows are dead, the smaller half when there are too many.
     """
     groups: dict[int, list[_Segment]] = {dim: list(segs) for dim, segs in old.groups.items()} if old else {}
     max_id = old.max_id if old else 0
-    if old is not None and deleted != old.deleted and groups:
+    if old is not None and groups and old.version < logged_after:
         survivors = np.fromiter((r for (r,) in db.execute(
             "SELECT id FROM chunk_vectors WHERE workspace = ? AND dataset = ? AND id <= ? ORDER BY id",
             (workspace, dataset, max_id))), dtype=np.int64)
         groups = {dim: [seg.restrict(survivors) for seg in segs] for dim, segs in groups.items()}
+    elif old is not None and groups:
+        ranges = db.execute("SELECT lo, hi FROM deletions WHERE workspace = ? AND dataset = ? AND version > ?",
+                            (workspace, dataset, old.version)).fetchall()
+        if ranges:
+            groups = {dim: [seg.kill(ranges) for seg in segs] for dim, segs in groups.items()}
     fresh: dict[int, tuple[list[int], list[bytes]]] = {}
     for rowid, blob in db.execute(
         "SELECT id, vector FROM chunk_vectors WHERE workspace = ? AND dataset = ? AND id > ? ORDER BY id",
@@ -417,12 +446,15 @@ def refresh_dense(db: sqlite3.Connection, workspace: str, dataset: str, version:
     compacted: dict[int, tuple[_Segment, ...]] = {}
     for dim, segs in groups.items():
         segs = [s for s in segs if s.dead < len(s.rowids)]
-        rows = sum(len(s.rowids) for s in segs)
-        if len(segs) > MAX_SEGMENTS or sum(s.dead for s in segs) * 4 > rows:
+        if sum(s.dead for s in segs) * 4 > sum(len(s.rowids) for s in segs):
             segs = [_merge(segs)]
+        elif len(segs) > MAX_SEGMENTS:  # merge the smaller half: rows are copied O(log n) times
+            segs.sort(key=lambda s: len(s.rowids), reverse=True)
+            keep = len(segs) // 2
+            segs = [*segs[:keep], _merge(segs[keep:])]
         if segs:
             compacted[dim] = tuple(segs)
-    return _DenseEntry(version=version, deleted=deleted, max_id=max_id, groups=compacted)
+    return _DenseEntry(version=version, max_id=max_id, groups=compacted)
 
 
 def _unit(vector: Sequence[float]) -> Any:
@@ -453,7 +485,7 @@ class _DenseCache:
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str], threading.Lock] = {}
 
-    def get(self, db: sqlite3.Connection, workspace: str, dataset: str, version: int, deleted: int) -> _DenseEntry:
+    def get(self, db: sqlite3.Connection, workspace: str, dataset: str, version: int, logged_after: int) -> _DenseEntry:
         key = (workspace, dataset)
         with self._lock:
             entry = self._entries.get(key)
@@ -470,7 +502,7 @@ class _DenseCache:
                 # another search already refreshed past this snapshot: its extra rows are not
                 # visible here and are dropped when filtering or hydrating
                 return entry
-            entry = refresh_dense(db, workspace, dataset, version, deleted, entry)
+            entry = refresh_dense(db, workspace, dataset, version, logged_after, entry)
             with self._lock:
                 self._entries[key] = entry
                 self._entries.move_to_end(key)
@@ -495,7 +527,7 @@ class _Frequencies:
     were read, so stale values can only make a query slower or its gate wider, never wrong.
     """
 
-    def __init__(self, ttl: float = 60.0, size: int = 50_000) -> None:
+    def __init__(self, ttl: float = 300.0, size: int = 50_000) -> None:
         self.ttl = ttl
         self.size = size
         self._df: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
@@ -668,13 +700,47 @@ class SqliteVectorStore(VectorStoreDriver):
     # -- writes -------------------------------------------------------------------------------
 
     @staticmethod
-    def _bump(db: sqlite3.Connection, workspace: str, dataset: str, removed: int) -> None:
-        """New dataset version; ``deleted`` counts removed rows (the dense index reads it)."""
-        db.execute(
-            "INSERT INTO datasets (workspace, dataset, version, deleted) VALUES (?, ?, 1, ?)"
-            " ON CONFLICT (workspace, dataset) DO UPDATE SET version = version + 1, deleted = deleted + ?",
-            (workspace, dataset, removed, removed),
-        )
+    def _delete(db: sqlite3.Connection, workspace: str, dataset: str,
+                file_id: str | None) -> tuple[int, list[tuple[int, int]]]:
+        """Delete a file's (or the dataset's) rows; returns how many and their id ranges."""
+        if file_id is None:
+            lo, hi = db.execute("SELECT min(id), max(id) FROM chunks WHERE workspace = ? AND dataset = ?",
+                                (workspace, dataset)).fetchone()
+            if lo is None:
+                return 0, []
+            removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ?",
+                                 (workspace, dataset)).rowcount
+            return removed, [(lo, hi)]   # every row of the dataset in this range goes
+        ranges: list[tuple[int, int]] = []
+        for (rowid,) in db.execute("SELECT id FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?"
+                                   " ORDER BY id", (workspace, dataset, file_id)):
+            if ranges and ranges[-1][1] == rowid - 1:
+                ranges[-1] = (ranges[-1][0], rowid)
+            else:
+                ranges.append((rowid, rowid))
+        if not ranges:
+            return 0, []
+        removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?",
+                             (workspace, dataset, file_id)).rowcount
+        return removed, ranges
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, workspace: str, dataset: str, ranges: list[tuple[int, int]]) -> None:
+        """Next dataset version, logging the id ranges it deleted (the dense index masks them).
+
+        The log keeps the last ``DELETION_LOG`` versions; ``logged_after`` says where it starts.
+        """
+        (version,) = db.execute(
+            "INSERT INTO datasets (workspace, dataset, version, logged_after) VALUES (?, ?, 1, 0)"
+            " ON CONFLICT (workspace, dataset) DO UPDATE SET version = version + 1 RETURNING version",
+            (workspace, dataset)).fetchone()
+        db.executemany("INSERT INTO deletions (workspace, dataset, version, lo, hi) VALUES (?, ?, ?, ?, ?)",
+                       [(workspace, dataset, version, lo, hi) for lo, hi in ranges])
+        if version % 64 == 0 and version > DELETION_LOG:
+            db.execute("DELETE FROM deletions WHERE workspace = ? AND dataset = ? AND version <= ?",
+                       (workspace, dataset, version - DELETION_LOG))
+            db.execute("UPDATE datasets SET logged_after = ? WHERE workspace = ? AND dataset = ?",
+                       (version - DELETION_LOG, workspace, dataset))
 
     def replace_file_sync(self, db: sqlite3.Connection, workspace: str, dataset: str, file_id: str,
                           chunks: Sequence[Chunk]) -> int:
@@ -692,8 +758,7 @@ class SqliteVectorStore(VectorStoreDriver):
             for c in chunks
         ]
         with self._transaction(db):
-            removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?",
-                                 (workspace, dataset, file_id)).rowcount
+            removed, ranges = self._delete(db, workspace, dataset, file_id)
             db.executemany(_INSERT, rows)
             if self.settings.dense and any(c.vector is not None for c in chunks):
                 ids = dict(db.execute(
@@ -703,46 +768,38 @@ class SqliteVectorStore(VectorStoreDriver):
                     "INSERT INTO chunk_vectors (id, workspace, dataset, vector) VALUES (?, ?, ?, ?)",
                     [(ids[c.index], workspace, dataset, _pack(c.vector)) for c in chunks if c.vector],
                 )
-            self._bump(db, workspace, dataset, removed)
+            self._bump(db, workspace, dataset, ranges)
         return len(rows) - removed
 
     async def replace_file(self, workspace: str, dataset: str, file_id: str, chunks: list[Chunk]) -> None:
         change = await self._write(lambda db: self.replace_file_sync(db, workspace, dataset, file_id, chunks))
         self._freq.adjust_total(change)
 
-    async def delete_file(self, workspace: str, dataset: str, file_id: str) -> int:
+    async def _remove(self, workspace: str, dataset: str, file_id: str | None) -> int:
         def work(db: sqlite3.Connection) -> int:
             with self._transaction(db):
-                removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?",
-                                     (workspace, dataset, file_id)).rowcount
-                if removed:
-                    self._bump(db, workspace, dataset, removed)
+                removed, ranges = self._delete(db, workspace, dataset, file_id)
+                if ranges:
+                    self._bump(db, workspace, dataset, ranges)
             return removed
 
         removed = await self._write(work)
         self._freq.adjust_total(-removed)
         return removed
 
-    async def delete_dataset(self, workspace: str, dataset: str) -> int:
-        def work(db: sqlite3.Connection) -> int:
-            with self._transaction(db):
-                removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ?",
-                                     (workspace, dataset)).rowcount
-                if removed:
-                    self._bump(db, workspace, dataset, removed)  # versions never go back
-            return removed
+    async def delete_file(self, workspace: str, dataset: str, file_id: str) -> int:
+        return await self._remove(workspace, dataset, file_id)
 
-        removed = await self._write(work)
+    async def delete_dataset(self, workspace: str, dataset: str) -> int:
+        removed = await self._remove(workspace, dataset, None)
         self._dense.drop(workspace, dataset)
-        self._freq.adjust_total(-removed)
         return removed
 
     async def count(self, workspace: str, dataset: str, file_id: str | None = None) -> int:
-        if file_id is None:
-            sql, params = "SELECT count(*) FROM chunks WHERE workspace = ? AND dataset = ?", (workspace, dataset)
-        else:
-            sql = "SELECT count(*) FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?"
-            params = (workspace, dataset, file_id)
+        sql = "SELECT count(*) FROM chunks WHERE workspace = ? AND dataset = ?"
+        params: tuple[str, ...] = (workspace, dataset)
+        if file_id is not None:
+            sql, params = sql + " AND file_id = ?", (*params, file_id)
         return int(await self._read(lambda db: db.execute(sql, params).fetchone()[0]))
 
     # -- search -------------------------------------------------------------------------------
@@ -823,16 +880,17 @@ class SqliteVectorStore(VectorStoreDriver):
             f" ON c.id = chunks_fts.rowid WHERE chunks_fts MATCH ? AND chunks_fts.rowid >= ? AND {scope}"
             " ORDER BY score, c.id LIMIT ?"
         )
-        rows: list[tuple[int, float]] = []
+        best: dict[int, float] = {}
         for expression in plan.expressions():
-            rows.extend(db.execute(sql, (*self._weights, expression, floor, *scope_params, limit)))
-        rows.sort(key=lambda row: (row[1], row[0]))
-        return [(rowid, -score) for rowid, score in rows[:limit]]
+            for rowid, score in db.execute(sql, (*self._weights, expression, floor, *scope_params, limit)):
+                best[rowid] = min(score, best.get(rowid, score))   # bm25(): lower is better
+        ranked = sorted(best.items(), key=lambda row: (row[1], row[0]))[:limit]
+        return [(rowid, -score) for rowid, score in ranked]
 
     def _dense_entries(self, db: sqlite3.Connection, workspace: str, datasets: list[str]) -> list[_DenseEntry]:
         marks = ",".join("?" * len(datasets))
-        return [self._dense.get(db, workspace, dataset, version, deleted) for dataset, version, deleted in db.execute(
-            f"SELECT dataset, version, deleted FROM datasets WHERE workspace = ? AND dataset IN ({marks})",
+        return [self._dense.get(db, workspace, dataset, version, logged) for dataset, version, logged in db.execute(
+            f"SELECT dataset, version, logged_after FROM datasets WHERE workspace = ? AND dataset IN ({marks})",
             (workspace, *datasets)).fetchall()]
 
     def _top(self, db: sqlite3.Connection, workspace: str, scores: Any, rowids: Any, limit: int, where: str,
@@ -865,8 +923,11 @@ class SqliteVectorStore(VectorStoreDriver):
     def _hydrate(db: sqlite3.Connection, workspace: str, ranked: list[tuple[int, float]]) -> list[SearchHit]:
         if not ranked:
             return []
-        rows = {row[0]: row for row in db.execute(
-            _HYDRATE.format(marks=",".join("?" * len(ranked))), (workspace, *(r for r, _ in ranked)))}
+        rows: dict[int, tuple[Any, ...]] = {}
+        for start in range(0, len(ranked), 500):
+            part = [rowid for rowid, _ in ranked[start:start + 500]]
+            rows.update((row[0], row) for row in db.execute(_HYDRATE.format(marks=",".join("?" * len(part))),
+                                                             (workspace, *part)))
         hits: list[SearchHit] = []
         for rowid, score in ranked:
             row = rows.get(rowid)

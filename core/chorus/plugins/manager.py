@@ -82,6 +82,8 @@ class PluginManager:
         self.failures: list[PluginFailure] = []
         self.loaded: list[PluginInfo] = []
         self._drivers: dict[str, dict[str, type]] = {}
+        self._all_loaded: set[str] = set()
+        self._attempted: set[tuple[str, str]] = set()
         if load_entrypoints:
             self._load_hook_plugins()
 
@@ -152,10 +154,23 @@ class PluginManager:
 
     def drivers(self, kind: str) -> dict[str, type]:
         """All loadable drivers of ``kind`` (``providers``, ``tools``, ...) by entry point name."""
-        if kind in self._drivers:
-            return self._drivers[kind]
+        if kind not in self._all_loaded:
+            self._load_drivers(kind, None)
+            self._all_loaded.add(kind)
+        return self._drivers.setdefault(kind, {})
+
+    def _load_drivers(self, kind: str, only: str | None) -> None:
+        """Import the entry points of ``kind`` (just ``only`` when given) not imported yet."""
         group = DRIVER_GROUPS[kind]
-        eps = {ep.name: ep for ep in metadata.entry_points(group=group) if self._enabled(ep)}
+        found = self._drivers.setdefault(kind, {})
+        eps = {
+            ep.name: ep for ep in metadata.entry_points(group=group)
+            if self._enabled(ep) and (only is None or ep.name == only) and ep.name not in found
+            and (group, ep.name) not in self._attempted
+        }
+        if not eps:
+            return
+        self._attempted.update((group, name) for name in eps)
 
         def on_failure(_manager: Any, entrypoint: Any, exc: BaseException) -> None:
             dist_name = _dist(eps[entrypoint.name])[0] if entrypoint.name in eps else "?"
@@ -171,24 +186,27 @@ class PluginManager:
             on_load_failure_callback=on_failure,
             on_missing_entrypoints_callback=lambda names: None,
         )
-        found: dict[str, type] = {}
         for ext in manager:
             found[ext.name] = ext.plugin
             dist_name, version = _dist(eps[ext.name]) if ext.name in eps else ("?", "?")
             self.loaded.append(PluginInfo(group=group, name=ext.name, distribution=dist_name, version=version))
-        self._drivers[kind] = found
-        return found
 
     def register_driver(self, kind: str, name: str, driver: type) -> None:
         """Add a driver without an entry point (custom builds, tests); it wins over one of the same name."""
-        self.drivers(kind)[name] = driver
+        self._drivers.setdefault(kind, {})[name] = driver
         self.loaded.append(PluginInfo(group=DRIVER_GROUPS[kind], name=name, distribution="(registered)", version="-"))
 
     def driver(self, kind: str, name: str) -> type:
-        """The driver class ``name`` of ``kind``; a clear error lists the installed ones."""
-        found = self.drivers(kind)
+        """The driver class ``name`` of ``kind``, importing only that entry point.
+
+        A clear error lists the installed ones when it is missing.
+        """
+        found = self._drivers.setdefault(kind, {})
+        if name not in found:
+            self._load_drivers(kind, name)
         if name in found:
             return found[name]
+        found = self.drivers(kind)
         failed = [f for f in self.failures if f.group == DRIVER_GROUPS[kind] and f.name == name]
         if failed:
             raise PluginError(f"{kind} driver {name!r} is installed but failed to load: {failed[0].error}")
