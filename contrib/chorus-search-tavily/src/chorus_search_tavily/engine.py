@@ -1,0 +1,112 @@
+"""The ``tavily`` driver: settings, the pooled client, and error mapping.
+
+Errors (:class:`~chorus.search.SearchError` kinds): timeout → ``timeout``; connection failure
+or 5xx → ``unavailable``; 429 (rate limit), 432 (plan limit) and 433 (pay-as-you-go limit) →
+``quota``; 401/403 → ``auth``; other statuses (400), redirects and bodies that are not the
+documented JSON → ``bad_response``. Messages carry the status and its documented meaning,
+never upstream free text, so never the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar, Literal
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+from chorus.errors import ConfigError
+from chorus.search import SearchEngineDriver, SearchEngineSettings, SearchError, SearchQuery, SearchResult
+from chorus.secrets import Secret
+
+from chorus_search_tavily.mapping import STATUS_MEANING, Response, body, status_kind, to_results
+
+DEFAULT_BASE_URL = "https://api.tavily.com"
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Response).decode
+
+
+class TavilySettings(SearchEngineSettings, kw_only=True):  # type: ignore[misc]  # mypy misreads inherited msgspec frozen=True
+    """``driver = "tavily"`` keys."""
+
+    #: API root; ``/search`` is appended (override for a proxy or a test server).
+    base_url: str = DEFAULT_BASE_URL
+    #: The API key (``tvly-...``), sent as ``Authorization: Bearer`` (required).
+    api_key: Secret
+    #: ``general``, ``news`` (results carry ``published_date``) or ``finance``.
+    topic: Literal["general", "news", "finance"] = "general"
+    #: ``basic`` (1 credit) or ``advanced`` (2 credits, more relevant excerpts).
+    search_depth: Literal["basic", "advanced"] = "basic"
+
+
+class TavilyEngine(SearchEngineDriver):
+    """Web search through the Tavily search API (one pooled client per engine)."""
+
+    settings_type: ClassVar[type[SearchEngineSettings]] = TavilySettings
+    settings: TavilySettings
+
+    def __init__(self, settings: SearchEngineSettings) -> None:
+        super().__init__(settings)
+        self._client: httpx.AsyncClient | None = None
+        if not _is_http_url(self.settings.base_url):
+            raise ConfigError(f"search engine {self.id!r}: base_url must be an http(s) URL")
+
+    async def start(self) -> None:
+        """Open the connection pool (idempotent)."""
+        if self._client is not None:
+            return
+        s = self.settings
+        self._client = httpx.AsyncClient(
+            base_url=s.base_url.rstrip("/"),
+            headers={
+                "accept": "application/json",
+                "content-type": "application/json",
+                "authorization": f"Bearer {s.api_key.get()}",
+            },
+            timeout=httpx.Timeout(s.timeout),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool (idempotent)."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def search(self, query: SearchQuery) -> list[SearchResult]:
+        """At most ``query.count`` results, best first; failures raise :class:`SearchError`."""
+        if query.count < 1 or not query.query.strip():
+            return []
+        client = self._client
+        if client is None:
+            raise SearchError("unavailable", f"search engine {self.id!r} is not started")
+        s = self.settings
+        payload = _encode(body(query, topic=s.topic, search_depth=s.search_depth))
+        try:
+            async with asyncio.timeout(s.timeout):
+                response = await client.post("/search", content=payload)
+        except (TimeoutError, httpx.TimeoutException):
+            raise SearchError("timeout", f"search engine {self.id!r} did not answer in time") from None
+        except httpx.DecodingError:
+            raise SearchError("bad_response", f"search engine {self.id!r} sent an undecodable body") from None
+        except httpx.HTTPError as exc:
+            raise SearchError(
+                "unavailable", f"search engine {self.id!r} is unreachable ({type(exc).__name__})"
+            ) from None
+        if response.status_code != 200:
+            status = response.status_code
+            meaning = STATUS_MEANING.get(status, "server error" if status >= 500 else "")
+            text = f"search engine {self.id!r} answered HTTP {status}" + (f" ({meaning})" if meaning else "")
+            raise SearchError(status_kind(status), text)
+        try:
+            return to_results(_decode(response.content), query)
+        except msgspec.DecodeError:
+            raise SearchError(
+                "bad_response", f"search engine {self.id!r} sent a body that is not Tavily JSON"
+            ) from None
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
