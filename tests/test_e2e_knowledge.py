@@ -183,13 +183,17 @@ def test_failed_reingest_keeps_previous_chunks(kb_server: LiveServer, kc: openai
 
     knowledge.store.replace_file = crash
     try:
-        again = kc.vector_stores.files.create(vector_store_id=store.id, file_id=file.id)
+        # New attributes force a re-ingestion of the same file (unchanged input would be a no-op).
+        again = kc.vector_stores.files.create(vector_store_id=store.id, file_id=file.id, attributes={"v": "2"})
     finally:
         knowledge.store.replace_file = original
     assert again.status == "failed"
     assert "disk full" not in (again.last_error.message if again.last_error else "")
     hits = kc.vector_stores.search(store.id, query="refund payment method").data
     assert hits and hits[0].file_id == file.id
+    # Attaching the same content again is a no-op that keeps the completed record.
+    same = kc.vector_stores.files.create(vector_store_id=store.id, file_id=file.id)
+    assert same.status == "completed"
 
 
 def test_embeddings_endpoint(kc: openai.OpenAI, up: ScriptedUpstream) -> None:

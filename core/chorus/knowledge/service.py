@@ -93,25 +93,32 @@ class Knowledge:
                                last_error=None, created_at=now, chunks=0, usage_bytes=0, sha256=file.sha256,
                                attributes=attributes, source=source)
         previous = await self.catalog.get_store_file(workspace, dataset, file.id)
+        if (previous is not None and previous.status == "completed" and previous.sha256 == file.sha256
+                and previous.attributes == attributes and previous.source == source):
+            return previous  # same content, same attributes: re-ingesting is a no-op
         try:
             data = await self.catalog.read_file(workspace, file.id)
             chunks = await self._chunks(workspace, dataset, file, data, attributes, source)
             await self.store.replace_file(workspace, dataset, file.id, chunks)
         except ParseError as exc:
-            record = msgspec.structs.replace(base, status="failed",
-                                             last_error={"code": "unsupported_file", "message": f"{file.filename}: {exc}"})
-            if previous is not None and previous.status == "completed":
-                record = msgspec.structs.replace(previous, status="failed", last_error=record.last_error)
-            await self.catalog.put_store_file(record)
-            return record
+            return await self._failed(base, previous, "unsupported_file", f"{file.filename}: {exc}")
         except Exception as exc:
             log.exception("ingesting %s into %s failed", file.filename, dataset)
-            record = msgspec.structs.replace(base, status="failed",
-                                             last_error={"code": "server_error", "message": f"{file.filename}: ingestion failed ({type(exc).__name__})"})
-            await self.catalog.put_store_file(previous or record if previous and previous.status == "completed" else record)
-            return record
+            return await self._failed(base, previous, "server_error",
+                                      f"{file.filename}: ingestion failed ({type(exc).__name__})")
         record = msgspec.structs.replace(base, status="completed", chunks=len(chunks),
                                          usage_bytes=sum(len(c.text.encode()) for c in chunks))
+        await self.catalog.put_store_file(record)
+        return record
+
+    async def _failed(self, base: StoreFileRecord, previous: StoreFileRecord | None, code: str,
+                      message: str) -> StoreFileRecord:
+        """Record a failed ingestion; a previously ingested version keeps its chunks and counts."""
+        error = {"code": code, "message": message}
+        if previous is not None and previous.status == "completed":
+            record = msgspec.structs.replace(previous, status="failed", last_error=error)
+        else:
+            record = msgspec.structs.replace(base, status="failed", last_error=error)
         await self.catalog.put_store_file(record)
         return record
 
