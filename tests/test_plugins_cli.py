@@ -17,6 +17,7 @@ from chorus.defaults import KEY_FILE, default_config
 from chorus.keys import digest
 from chorus.plugins.manager import PluginManager
 from tests.conftest import free_port
+from tests.upstream import Reply
 
 ENTRY_POINTS = """
 [chorus.plugins]
@@ -137,3 +138,28 @@ def test_chorus_serve_subprocess(tmp_path: Path, upstream) -> None:  # type: ign
         process.terminate()
         output, _ = process.communicate(timeout=10)
     assert "sk-serve-test" not in output
+
+
+def test_demo_bot_answers_from_the_project_docs_with_citations(tmp_path: Path, upstream) -> None:  # type: ignore[no-untyped-def]
+    """The embedded default (OpenAI flavour, pointed at the scripted upstream) cites the docs."""
+    import openai
+
+    from chorus.app import create_app
+    from tests.live import LiveServer
+
+    upstream.reset()
+    env = {"CHORUS_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": upstream.base_url}
+    config, key = default_config(env)
+    assert config.datasets[0].id == "chorus-docs" and config.bots[0].datasets == ["chorus-docs"]
+    assert key is not None
+    upstream.push(Reply(content="Use the bot/id= selector [1]."))
+    with LiveServer(create_app(config)) as server, openai.OpenAI(
+        base_url=server.url + "/v1", api_key=key, max_retries=0
+    ) as client:
+        completion = client.chat.completions.create(
+            model="bot/id=demo", messages=[{"role": "user", "content": "What is the selector grammar for bots?"}])
+    system = upstream.requests[-1].json["messages"][0]["content"]
+    assert "bot/id=" in system and "[1]" in system
+    annotation = completion.choices[0].message.annotations[0].url_citation  # type: ignore[index]
+    assert annotation.url.startswith("chorus://datasets/chorus-docs/files/")
+    upstream.reset()

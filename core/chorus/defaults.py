@@ -4,7 +4,8 @@
   in-process local model of ``chorus-provider-llamacpp`` (Gemma 3 270M).
 * Workspace ``default`` whose key is generated on first run, printed once, and stored only as a
   SHA-256 digest in the data directory.
-* Bot ``demo`` on that provider.
+* Bot ``demo`` on that provider, answering from dataset ``chorus-docs`` (the project's own docs,
+  ingested incrementally at startup) with citations.
 """
 
 from __future__ import annotations
@@ -19,8 +20,20 @@ from chorus.keys import digest, new_key
 KEY_FILE = "default-workspace.key.sha256"
 DEMO_BACKSTORY = (
     "You are Chorus Demo, a concise and friendly assistant served by the Chorus gateway. "
+    "Answer questions about Chorus from the sources below and cite them as [n]. "
     "Answer in one or two short sentences."
 )
+
+
+def docs_dir() -> Path | None:
+    """The project's documentation: shipped inside the wheel, or beside ``core/`` in a checkout."""
+    import chorus
+
+    package = Path(chorus.__file__).resolve().parent
+    for candidate in (package / "docs", package.parents[1] / "docs"):
+        if candidate.is_dir() and any(candidate.glob("*.md")):
+            return candidate
+    return None
 
 
 def data_dir(configured: str | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -66,19 +79,25 @@ def default_config(env: Mapping[str, str] | None = None) -> tuple[Config, str | 
     else:
         provider = {"id": "local", "driver": "llamacpp", "models": ["gemma-3-270m"]}
         model = "local/gemma-3-270m"
+    docs = docs_dir()
+    datasets = [{"id": "chorus-docs", "workspace": "default", "name": "Chorus documentation",
+                 "sources": [str(docs / "*.md")]}] if docs is not None else []
     raw = {
         "data_dir": str(directory),
         "providers": [provider],
         "workspaces": [{"id": "default", "name": "Default workspace", "api_keys": [key_digest]}],
+        "datasets": datasets,
         "bots": [
             {
                 "id": "demo",
                 "workspace": "default",
                 "name": "Chorus Demo",
-                "description": "A small demo bot on the default provider",
+                "description": "Answers questions about Chorus from its documentation, with citations",
                 "model": model,
                 "backstory": DEMO_BACKSTORY,
                 "params": {"temperature": 0.2, "max_tokens": 200},
+                "datasets": [d["id"] for d in datasets],
+                "retrieval": {"top_k": 3, "max_context_chars": 3000},
             }
         ],
     }
