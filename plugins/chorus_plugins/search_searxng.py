@@ -29,22 +29,29 @@ and status only, never the API key or the response body.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import re
-from collections.abc import Iterable
-from datetime import datetime
-from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import ClassVar, Literal
 
 import httpx
 import msgspec
 
 from chorus import __version__
 from chorus.errors import ConfigError
-from chorus.search import SearchEngineDriver, SearchEngineSettings, SearchError, SearchQuery, SearchResult
+from chorus.search import (
+    SearchEngineDriver,
+    SearchEngineSettings,
+    SearchError,
+    SearchQuery,
+    SearchResult,
+    collapse_space,
+    is_http_url,
+    iso_date,
+    select_results,
+    status_kind,
+    transport_errors,
+    with_sites,
+)
 
 TIME_RANGE: dict[str, str] = {"hour": "day", "day": "day", "week": "week", "month": "month", "year": "year"}
-_SPACE = re.compile(r"\s+")
 _HINTS = {
     403: " (is the json format enabled in settings.yml search.formats?)",
     429: " (the instance's bot limiter? disable it or add the gateway to botdetection pass_ip)",
@@ -90,7 +97,7 @@ class SearxngEngine(SearchEngineDriver):
     def __init__(self, settings: SearchEngineSettings) -> None:
         super().__init__(settings)
         self._client: httpx.AsyncClient | None = None
-        if not _is_http_url(self.settings.base_url):
+        if not is_http_url(self.settings.base_url):
             raise ConfigError(f"search engine {self.id!r}: base_url must be an http(s) URL")
 
     async def start(self) -> None:
@@ -135,17 +142,9 @@ class SearxngEngine(SearchEngineDriver):
         client = self._client
         if client is None:
             raise SearchError("unavailable", f"search engine {self.id!r} is not started")
-        try:
+        with transport_errors(self.id):
             async with asyncio.timeout(self.settings.timeout):
                 response = await client.get("/search", params=self.params(query))
-        except (TimeoutError, httpx.TimeoutException):
-            raise SearchError("timeout", f"search engine {self.id!r} did not answer in time") from None
-        except httpx.DecodingError:
-            raise SearchError("bad_response", f"search engine {self.id!r} sent an undecodable body") from None
-        except httpx.HTTPError as exc:
-            raise SearchError(
-                "unavailable", f"search engine {self.id!r} is unreachable ({type(exc).__name__})"
-            ) from None
         if response.status_code != 200:
             raise self._status_error(response.status_code)
         try:
@@ -168,23 +167,7 @@ class SearxngEngine(SearchEngineDriver):
         return SearchError(kind, f"search engine {self.id!r} answered HTTP {status}{hint}")
 
 
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
 # -- mapping helpers (pure) -------------------------------------------------------------------------
-
-
-def status_kind(status: int) -> str:
-    """The :class:`SearchError` kind for a non-200 HTTP status."""
-    if status == 429:
-        return "quota"
-    if status in (401, 403):
-        return "auth"
-    if status >= 500:
-        return "unavailable"
-    return "bad_response"
 
 
 def locale(language: str, country: str | None) -> str:
@@ -195,65 +178,17 @@ def locale(language: str, country: str | None) -> str:
     return language
 
 
-def with_sites(text: str, domains: list[str]) -> str:
-    """``text`` restricted to ``domains`` with ``site:`` operators (unchanged when there are none)."""
-    sites = [f"site:{d}" for d in normalize_domains(domains)]
-    if not sites:
-        return text
-    return f"{text} {sites[0]}" if len(sites) == 1 else f"{text} ({' OR '.join(sites)})"
-
-
-def normalize_domains(domains: Iterable[str]) -> list[str]:
-    """Bare lower-case host names: scheme, path, port, ``*.`` and dots around are removed; empties dropped."""
-    out: list[str] = []
-    for raw in domains:
-        value = raw.strip().lower()
-        host = urlsplit(value if "//" in value else f"//{value}").hostname or ""
-        host = host.removeprefix("*.").strip(".")
-        if host and host not in out:
-            out.append(host)
-    return out
-
-
-def on_domains(url: str, domains: list[str]) -> bool:
-    """Whether ``url``'s host is one of ``domains`` or a subdomain of one (``domains`` normalised)."""
-    host = (urlsplit(url).hostname or "").rstrip(".")
-    return any(host == d or host.endswith("." + d) for d in domains)
-
-
-def iso_date(value: Any) -> str | None:
-    """``YYYY-MM-DD`` from an ISO 8601 or RFC 2822 timestamp (the date as written); ``None`` if unparsable."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return datetime.fromisoformat(text).date().isoformat()
-    except ValueError:
-        pass
-    try:
-        return email.utils.parsedate_to_datetime(text).date().isoformat()
-    except (TypeError, ValueError, IndexError):
-        return None
+def to_result(item: _Result) -> SearchResult:
+    """One SearXNG result as a :class:`SearchResult` (whitespace collapsed, an empty title → the URL)."""
+    url = (item.url or "").strip()
+    return SearchResult(
+        title=collapse_space(item.title) or url,
+        url=url,
+        snippet=collapse_space(item.content),
+        date=iso_date(item.published_date or item.pubdate),
+    )
 
 
 def to_results(items: list[_Result], query: SearchQuery) -> list[SearchResult]:
     """Map SearXNG results: http(s) URLs only, deduplicated, domain filters applied, first ``count``."""
-    include = normalize_domains(query.include_domains)
-    exclude = normalize_domains(query.exclude_domains)
-    seen: set[str] = set()
-    results: list[SearchResult] = []
-    for item in items:
-        url = (item.url or "").strip()
-        if not url.startswith(("http://", "https://")) or url in seen:
-            continue
-        if (include and not on_domains(url, include)) or (exclude and on_domains(url, exclude)):
-            continue
-        seen.add(url)
-        title = _SPACE.sub(" ", item.title or "").strip() or url
-        snippet = _SPACE.sub(" ", item.content or "").strip()
-        results.append(
-            SearchResult(title=title, url=url, snippet=snippet, date=iso_date(item.published_date or item.pubdate))
-        )
-        if len(results) >= query.count:
-            break
-    return results
+    return select_results(map(to_result, items), query)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
@@ -17,8 +16,8 @@ from chorus.config import convert
 from chorus.errors import ConfigError
 from chorus.plugins.manager import PluginManager
 from chorus.search import SearchError, SearchQuery, SearchResult
+from chorus.testing.replay import Exchange, ReplayServer, load, unused_port
 
-from brave_replay import Exchange, ReplayServer, load
 from chorus_search_brave import BraveEngine, BraveSettings
 from chorus_search_brave.mapping import country_code, search_lang
 
@@ -38,11 +37,8 @@ def settings(**raw: Any) -> BraveSettings:
 
 @pytest.fixture
 async def server() -> AsyncIterator[ReplayServer]:
-    replay = await ReplayServer().start()
-    yield replay
-    await replay.close()
-    assert replay.mismatches == []
-    assert not replay.script, "a queued exchange was never requested"
+    async with ReplayServer() as replay:  # fails at teardown on a mismatch or an unrequested exchange
+        yield replay
 
 
 @pytest.fixture
@@ -269,10 +265,7 @@ async def test_a_slow_answer_is_a_timeout(server: ReplayServer, engine: Make) ->
 
 
 async def test_a_refused_connection_is_unavailable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    driver = BraveEngine(settings(api_key=KEY, base_url=f"http://127.0.0.1:{port}/res/v1", timeout=2.0))
+    driver = BraveEngine(settings(api_key=KEY, base_url=f"http://127.0.0.1:{unused_port()}/res/v1", timeout=2.0))
     await driver.start()
     try:
         with pytest.raises(SearchError) as caught:

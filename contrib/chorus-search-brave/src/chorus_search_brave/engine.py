@@ -13,12 +13,19 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import ClassVar, Literal
-from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 from chorus.errors import ConfigError
-from chorus.search import SearchEngineDriver, SearchEngineSettings, SearchError, SearchQuery, SearchResult
+from chorus.search import (
+    SearchEngineDriver,
+    SearchEngineSettings,
+    SearchError,
+    SearchQuery,
+    SearchResult,
+    is_http_url,
+    transport_errors,
+)
 from chorus.secrets import Secret
 
 from chorus_search_brave.mapping import ErrorResponse, Response, params, status_kind, to_results
@@ -52,7 +59,7 @@ class BraveEngine(SearchEngineDriver):
     def __init__(self, settings: SearchEngineSettings) -> None:
         super().__init__(settings)
         self._client: httpx.AsyncClient | None = None
-        if not _is_http_url(self.settings.base_url):
+        if not is_http_url(self.settings.base_url):
             raise ConfigError(f"search engine {self.id!r}: base_url must be an http(s) URL")
 
     async def start(self) -> None:
@@ -81,19 +88,11 @@ class BraveEngine(SearchEngineDriver):
         if client is None:
             raise SearchError("unavailable", f"search engine {self.id!r} is not started")
         s = self.settings
-        try:
+        with transport_errors(self.id):
             async with asyncio.timeout(s.timeout):
                 response = await client.get(
                     "/web/search", params=params(query, safesearch=s.safesearch, extra_snippets=s.extra_snippets)
                 )
-        except (TimeoutError, httpx.TimeoutException):
-            raise SearchError("timeout", f"search engine {self.id!r} did not answer in time") from None
-        except httpx.DecodingError:
-            raise SearchError("bad_response", f"search engine {self.id!r} sent an undecodable body") from None
-        except httpx.HTTPError as exc:
-            raise SearchError(
-                "unavailable", f"search engine {self.id!r} is unreachable ({type(exc).__name__})"
-            ) from None
         if response.status_code != 200:
             raise self._status_error(response.status_code, response.content)
         try:
@@ -112,8 +111,3 @@ class BraveEngine(SearchEngineDriver):
         code = code if code and _CODE.fullmatch(code) else None
         text = f"search engine {self.id!r} answered HTTP {status}" + (f" {code}" if code else "")
         return SearchError(status_kind(status, code), text)
-
-
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -15,21 +15,19 @@ removed) → snippet, ``page_age`` (else ``age``) → date as ``YYYY-MM-DD``.
 
 from __future__ import annotations
 
-import email.utils
 import html
 import re
-from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
-from chorus.search import SearchQuery, SearchResult
+from chorus import search
+from chorus.search import SearchQuery, SearchResult, collapse_space, select_results, with_sites
 
 MAX_COUNT = 20
 FRESHNESS: dict[str, str] = {"hour": "pd", "day": "pd", "week": "pw", "month": "pm", "year": "py"}
+#: Absolute dates Brave writes in ``page_age``/``age`` besides ISO 8601 and RFC 2822.
+DATE_LAYOUTS = ("%B %d, %Y", "%b %d, %Y")
 _TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
 
 
 class WebResult(msgspec.Struct):
@@ -101,89 +99,38 @@ def params(query: SearchQuery, *, safesearch: str | None = None, extra_snippets:
     return out
 
 
+def to_result(item: WebResult) -> SearchResult:
+    """One web result as a :class:`SearchResult`: plain text, extra snippets on their own lines."""
+    url = (item.url or "").strip()
+    parts = [plain(item.description), *(plain(extra) for extra in item.extra_snippets or [])]
+    return SearchResult(
+        title=plain(item.title) or url,
+        url=url,
+        snippet="\n".join(part for part in parts if part),
+        date=iso_date(item.page_age) or iso_date(item.age),
+    )
+
+
 def to_results(response: Response, query: SearchQuery) -> list[SearchResult]:
     """Map ``web.results``: http(s) URLs only, deduplicated, domain filters applied, first ``count``."""
-    include = normalize_domains(query.include_domains)
-    exclude = normalize_domains(query.exclude_domains)
-    seen: set[str] = set()
-    results: list[SearchResult] = []
-    for item in response.web.results if response.web else []:
-        url = (item.url or "").strip()
-        if not url.startswith(("http://", "https://")) or url in seen:
-            continue
-        if (include and not on_domains(url, include)) or (exclude and on_domains(url, exclude)):
-            continue
-        seen.add(url)
-        parts = [plain(item.description), *(plain(extra) for extra in item.extra_snippets or [])]
-        results.append(
-            SearchResult(
-                title=plain(item.title) or url,
-                url=url,
-                snippet="\n".join(part for part in parts if part),
-                date=iso_date(item.page_age) or iso_date(item.age),
-            )
-        )
-        if len(results) >= query.count:
-            break
-    return results
+    return select_results(map(to_result, response.web.results if response.web else []), query)
 
 
 def plain(text: str | None) -> str:
     """Text without HTML tags and entities, whitespace collapsed."""
-    return _SPACE.sub(" ", html.unescape(_TAG.sub("", text or ""))).strip()
-
-
-def with_sites(text: str, domains: list[str]) -> str:
-    """``text`` restricted to ``domains`` with ``site:`` operators (unchanged when there are none)."""
-    sites = [f"site:{d}" for d in normalize_domains(domains)]
-    if not sites:
-        return text
-    return f"{text} {sites[0]}" if len(sites) == 1 else f"{text} ({' OR '.join(sites)})"
-
-
-def normalize_domains(domains: Iterable[str]) -> list[str]:
-    """Bare lower-case host names: scheme, path, port, ``*.`` and dots around are removed; empties dropped."""
-    out: list[str] = []
-    for raw in domains:
-        value = raw.strip().lower()
-        host = (urlsplit(value if "//" in value else f"//{value}").hostname or "").removeprefix("*.").strip(".")
-        if host and host not in out:
-            out.append(host)
-    return out
-
-
-def on_domains(url: str, domains: list[str]) -> bool:
-    """Whether ``url``'s host is one of ``domains`` or a subdomain of one (``domains`` normalised)."""
-    host = (urlsplit(url).hostname or "").rstrip(".")
-    return any(host == d or host.endswith("." + d) for d in domains)
+    return collapse_space(html.unescape(_TAG.sub("", text or "")))
 
 
 def iso_date(value: Any) -> str | None:
     """``YYYY-MM-DD`` from ISO 8601, RFC 2822 or ``May 1, 2024``; ``None`` for relative ages (``2 days ago``)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return datetime.fromisoformat(text).date().isoformat()
-    except ValueError:
-        pass
-    for layout in ("%B %d, %Y", "%b %d, %Y"):
-        try:
-            return datetime.strptime(text, layout).date().isoformat()
-        except ValueError:
-            pass
-    try:
-        return email.utils.parsedate_to_datetime(text).date().isoformat()
-    except (TypeError, ValueError, IndexError):
-        return None
+    return search.iso_date(value, DATE_LAYOUTS)
 
 
 def status_kind(status: int, code: str | None) -> str:
-    """The :class:`~chorus.search.SearchError` kind for a non-200 status and Brave error ``code``."""
-    if status == 429:
-        return "quota"
-    if status in (401, 403) or code == "SUBSCRIPTION_TOKEN_INVALID":
+    """The :class:`~chorus.search.SearchError` kind for a non-200 status and Brave error ``code``.
+
+    :func:`chorus.search.status_kind`, except that 422 ``SUBSCRIPTION_TOKEN_INVALID`` is ``auth``.
+    """
+    if status != 429 and code == "SUBSCRIPTION_TOKEN_INVALID":
         return "auth"
-    if status >= 500:
-        return "unavailable"
-    return "bad_response"
+    return search.status_kind(status)

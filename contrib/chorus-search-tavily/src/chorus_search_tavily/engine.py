@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import asyncio
 from typing import ClassVar, Literal
-from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 from chorus.errors import ConfigError
-from chorus.search import SearchEngineDriver, SearchEngineSettings, SearchError, SearchQuery, SearchResult
+from chorus.search import (
+    SearchEngineDriver,
+    SearchEngineSettings,
+    SearchError,
+    SearchQuery,
+    SearchResult,
+    is_http_url,
+    status_kind,
+    transport_errors,
+)
 from chorus.secrets import Secret
 
-from chorus_search_tavily.mapping import STATUS_MEANING, Response, body, status_kind, to_results
+from chorus_search_tavily.mapping import QUOTA_STATUSES, STATUS_MEANING, Response, body, to_results
 
 DEFAULT_BASE_URL = "https://api.tavily.com"
 
@@ -49,7 +57,7 @@ class TavilyEngine(SearchEngineDriver):
     def __init__(self, settings: SearchEngineSettings) -> None:
         super().__init__(settings)
         self._client: httpx.AsyncClient | None = None
-        if not _is_http_url(self.settings.base_url):
+        if not is_http_url(self.settings.base_url):
             raise ConfigError(f"search engine {self.id!r}: base_url must be an http(s) URL")
 
     async def start(self) -> None:
@@ -83,30 +91,17 @@ class TavilyEngine(SearchEngineDriver):
             raise SearchError("unavailable", f"search engine {self.id!r} is not started")
         s = self.settings
         payload = _encode(body(query, topic=s.topic, search_depth=s.search_depth))
-        try:
+        with transport_errors(self.id):
             async with asyncio.timeout(s.timeout):
                 response = await client.post("/search", content=payload)
-        except (TimeoutError, httpx.TimeoutException):
-            raise SearchError("timeout", f"search engine {self.id!r} did not answer in time") from None
-        except httpx.DecodingError:
-            raise SearchError("bad_response", f"search engine {self.id!r} sent an undecodable body") from None
-        except httpx.HTTPError as exc:
-            raise SearchError(
-                "unavailable", f"search engine {self.id!r} is unreachable ({type(exc).__name__})"
-            ) from None
         if response.status_code != 200:
             status = response.status_code
             meaning = STATUS_MEANING.get(status, "server error" if status >= 500 else "")
             text = f"search engine {self.id!r} answered HTTP {status}" + (f" ({meaning})" if meaning else "")
-            raise SearchError(status_kind(status), text)
+            raise SearchError(status_kind(status, quota=QUOTA_STATUSES), text)
         try:
             return to_results(_decode(response.content), query)
         except msgspec.DecodeError:
             raise SearchError(
                 "bad_response", f"search engine {self.id!r} sent a body that is not Tavily JSON"
             ) from None
-
-
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -16,15 +16,10 @@ Settings add ``topic`` and ``search_depth``. Response: ``results[]`` ``title``, 
 
 from __future__ import annotations
 
-import email.utils
-import re
-from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
-from chorus.search import SearchQuery, SearchResult
+from chorus.search import SearchQuery, SearchResult, collapse_space, iso_date, normalize_domains, select_results
 
 from chorus_search_tavily.countries import country_name
 
@@ -39,7 +34,6 @@ STATUS_MEANING: dict[int, str] = {
     432: "plan usage limit exceeded",
     433: "pay-as-you-go limit exceeded",
 }
-_SPACE = re.compile(r"\s+")
 
 
 class Result(msgspec.Struct):
@@ -74,65 +68,17 @@ def body(query: SearchQuery, *, topic: str = "general", search_depth: str = "bas
     return out
 
 
+def to_result(item: Result) -> SearchResult:
+    """One Tavily result as a :class:`SearchResult` (whitespace collapsed, an empty title → the URL)."""
+    url = (item.url or "").strip()
+    return SearchResult(
+        title=collapse_space(item.title) or url,
+        url=url,
+        snippet=collapse_space(item.content),
+        date=iso_date(item.published_date),
+    )
+
+
 def to_results(response: Response, query: SearchQuery) -> list[SearchResult]:
     """Map ``results``: http(s) URLs only, deduplicated, domain filters enforced, first ``count``."""
-    include = normalize_domains(query.include_domains)
-    exclude = normalize_domains(query.exclude_domains)
-    seen: set[str] = set()
-    results: list[SearchResult] = []
-    for item in response.results:
-        url = (item.url or "").strip()
-        if not url.startswith(("http://", "https://")) or url in seen:
-            continue
-        if (include and not on_domains(url, include)) or (exclude and on_domains(url, exclude)):
-            continue
-        seen.add(url)
-        title = _SPACE.sub(" ", item.title or "").strip() or url
-        snippet = _SPACE.sub(" ", item.content or "").strip()
-        results.append(SearchResult(title=title, url=url, snippet=snippet, date=iso_date(item.published_date)))
-        if len(results) >= query.count:
-            break
-    return results
-
-
-def normalize_domains(domains: Iterable[str]) -> list[str]:
-    """Bare lower-case host names: scheme, path, port, ``*.`` and dots around are removed; empties dropped."""
-    out: list[str] = []
-    for raw in domains:
-        value = raw.strip().lower()
-        host = (urlsplit(value if "//" in value else f"//{value}").hostname or "").removeprefix("*.").strip(".")
-        if host and host not in out:
-            out.append(host)
-    return out
-
-
-def on_domains(url: str, domains: list[str]) -> bool:
-    """Whether ``url``'s host is one of ``domains`` or a subdomain of one (``domains`` normalised)."""
-    host = (urlsplit(url).hostname or "").rstrip(".")
-    return any(host == d or host.endswith("." + d) for d in domains)
-
-
-def iso_date(value: Any) -> str | None:
-    """``YYYY-MM-DD`` from an ISO 8601 or RFC 2822 timestamp (the date as written); ``None`` if unparsable."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return datetime.fromisoformat(text).date().isoformat()
-    except ValueError:
-        pass
-    try:
-        return email.utils.parsedate_to_datetime(text).date().isoformat()
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def status_kind(status: int) -> str:
-    """The :class:`~chorus.search.SearchError` kind for a non-200 status."""
-    if status in QUOTA_STATUSES:
-        return "quota"
-    if status in (401, 403):
-        return "auth"
-    if status >= 500:
-        return "unavailable"
-    return "bad_response"
+    return select_results(map(to_result, response.results), query)
