@@ -47,7 +47,7 @@ def render() -> str:
     ]
     for name in hook_names():
         func = getattr(hookspecs, name)
-        opts = getattr(func, "chorus_spec")
+        opts = func.chorus_spec
         flags = " (firstresult)" if opts.get("firstresult") else ""
         returns = inspect.signature(func).return_annotation
         out += [

@@ -78,15 +78,17 @@ async def run_tools(ctx: RequestContext, tool_calls: list[dict[str, Any]]) -> di
         ctx.add_usage(member_ctx.usage)
         offset = len(ctx.sources)
         ctx.sources.extend(member_ctx.sources)
-        renumbered = MARKER.sub(
-            lambda m: f"[{int(m.group(1)) + offset}]" if 1 <= int(m.group(1)) <= len(member_ctx.sources) else m.group(0),
-            answer,
-        )
+        renumbered = renumber(answer, offset, len(member_ctx.sources))
         if member_ctx.sources:
             listing = "\n".join(f"[{offset + i}] {s.title} <{s.url}>" for i, s in enumerate(member_ctx.sources, start=1))
             renumbered += f"\n\nSources:\n{listing}"
         results[call["id"]] = renumbered
     return results
+
+
+def renumber(text: str, offset: int, count: int) -> str:
+    """Shift citation markers ``[1]``..``[count]`` of a member's answer by ``offset``."""
+    return MARKER.sub(lambda m: f"[{int(m.group(1)) + offset}]" if 1 <= int(m.group(1)) <= count else m.group(0), text)
 
 
 async def _ask(ctx: RequestContext, member: BotConfig, call: dict[str, Any]) -> tuple[str, RequestContext | None]:
