@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from chorus.knowledge.model import Chunk
-from chorus_plugins.vectorstore_sqlite import SqliteVectorStore, SqliteVectorStoreSettings
+from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "retrieval.md"

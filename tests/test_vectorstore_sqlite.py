@@ -20,8 +20,8 @@ import pytest
 from chorus.errors import InvalidRequest
 from chorus.knowledge.model import Chunk
 
-import chorus_plugins.vectorstore_sqlite as vs
-from chorus_plugins.vectorstore_sqlite import SqliteVectorStore, SqliteVectorStoreSettings, plan_query, query_terms
+import chorus_plugins.sqlite_store as vs
+from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings, plan_query, query_terms
 
 FILLER = [
     "The quarterly report covers revenue and staffing in the northern offices.",
@@ -438,7 +438,7 @@ async def test_failed_replace_keeps_previous_chunks(store: SqliteVectorStore, mo
     def boom(vector: Any) -> bytes:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(vs, "_pack", boom)
+    monkeypatch.setattr(vs.driver, "_pack", boom)
     with pytest.raises(RuntimeError):
         await store.replace_file("acme", "docs", "f", chunks("f", ["new zeta"], vector=[1.0, 0.0]))
     monkeypatch.undo()
@@ -455,7 +455,7 @@ CRASH_CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from chorus.knowledge.model import Chunk
-    from chorus_plugins.vectorstore_sqlite import SqliteVectorStore, SqliteVectorStoreSettings
+    from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
 
     store = SqliteVectorStore(SqliteVectorStoreSettings(readers=1), Path(sys.argv[1]))
     store.open()
@@ -626,7 +626,7 @@ async def test_sees_writes_of_another_process(tmp_path: Path) -> None:
 
 async def test_dense_refresh_after_the_deletion_log_moved_on(store: SqliteVectorStore,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vs, "DELETION_LOG", 4)
+    monkeypatch.setattr(vs.driver, "DELETION_LOG", 4)
     await store.replace_file("acme", "docs", "keep", [chunk("keep", 0, "k", vector=[0.0, 1.0])])
     await store.replace_file("acme", "docs", "f", [chunk("f", 0, "v0", vector=[1.0, 0.0])])
     assert await ids(store, "", vector=[1.0, 0.0]) == ["f:0", "keep:0"]   # cached at an early version

@@ -190,7 +190,7 @@ async def test_case_diacritics_and_inflections_fold(store: QdrantVectorStore) ->
 
 async def test_ranking_agrees_with_the_sqlite_store(store: QdrantVectorStore, tmp_path: Path) -> None:
     """Sanity against the built-in BM25 (FTS5): the same best chunk for unambiguous queries."""
-    from chorus_plugins.vectorstore_sqlite import SqliteVectorStore, SqliteVectorStoreSettings
+    from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
 
     corpus = FILLER + [
         "Standard delivery to Europe takes seven business days from the Rotterdam warehouse.",

@@ -1,0 +1,155 @@
+"""Lexical (FTS5/BM25) query planning of the ``sqlite`` store: query terms, plans, document frequencies."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAX_QUERY_TERMS = 64
+_TERM = re.compile(r"[^\W_]+")
+
+
+def query_terms(text: str) -> list[str]:
+    """Lower-cased, de-duplicated word tokens of ``text`` (at most ``MAX_QUERY_TERMS``), in order."""
+    seen: dict[str, None] = {}
+    for match in _TERM.finditer(text):
+        seen.setdefault(match.group().lower(), None)
+        if len(seen) >= MAX_QUERY_TERMS:
+            break
+    return list(seen)
+
+
+def _phrase(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _any(terms: Sequence[str]) -> str:
+    return " OR ".join(_phrase(t) for t in terms)
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """Which chunks BM25 scores: those matching ``gate``; ``rest`` terms only add to their scores.
+
+    ``bounded``: the gate may still match more than the budget, so only its newest ``budget``
+    matches in scope are scored.
+    """
+
+    gate: str
+    rest: tuple[str, ...] = ()
+    bounded: bool = False
+
+    def expressions(self) -> list[str]:
+        """FTS5 queries whose best scores per chunk, merged, give the exact top of the gate chunks.
+
+        ``gate AND rest`` scores the chunks holding rest terms exactly; ``gate`` alone scores the
+        others exactly and under-scores those, which the first query ranks anyway: a chunk without
+        rest terms in the true top n is in the gate-only top n (every chunk above it there is above
+        it in truth), and an under-scored chunk missing from the first query's top n has n exact
+        scores above it. Cheaper than ``gate NOT rest``, which would count the rest terms twice.
+        """
+        if not self.rest:
+            return [self.gate]
+        return [f"({self.gate}) AND ({_any(self.rest)})", self.gate]
+
+
+def plan_query(terms: Sequence[str], df: dict[str, int], total: int, budget: int) -> QueryPlan | None:
+    """Plan a lexical query from its terms' document frequencies (``None`` when there are no terms).
+
+    Exact BM25 (one OR of every term) while the summed frequencies fit ``budget``. Beyond it:
+    terms in at least half the chunks are dropped (FTS5's BM25 gives them ~zero weight anyway);
+    the rarest terms whose frequencies fit the budget form the *gate* (or, when no single term is
+    rare enough, the conjunction of the rarest few, ``bounded``); the other kept terms are scored
+    for gate chunks without widening the set. So work stays near ``budget`` chunks while the chunks
+    most likely to rank first, those holding the rarest terms, get their exact score.
+    """
+    if not terms:
+        return None
+    if budget <= 0 or sum(df.get(t, 0) for t in terms) <= budget:
+        return QueryPlan(_any(terms))
+    kept = sorted((t for t in terms if df.get(t, 0) < total / 2), key=lambda t: df.get(t, 0))
+    if not kept:
+        kept = [min(terms, key=lambda t: df.get(t, 0))]
+    if sum(df.get(t, 0) for t in kept) <= budget:
+        return QueryPlan(_any(kept))
+    gate: list[str] = []
+    spent = 0
+    for term in kept:
+        if spent + df.get(term, 0) > budget:
+            break
+        gate.append(term)
+        spent += df.get(term, 0)
+    if gate:
+        return QueryPlan(_any(gate), tuple(kept[len(gate):]))
+    gate = [kept[0]]
+    estimate = float(df.get(kept[0], 0))
+    for term in kept[1:]:
+        if estimate <= budget:
+            break
+        gate.append(term)
+        estimate *= df.get(term, 0) / max(total, 1)
+    return QueryPlan(" AND ".join(_phrase(t) for t in gate), tuple(kept[len(gate):]), bounded=True)
+
+
+# -- document frequencies (planning only) ---------------------------------------------------------
+
+
+class _Frequencies:
+    """Cached document frequencies and chunk total, used only to plan queries (never to score).
+
+    Entries expire after ``ttl`` seconds or when the total has moved by more than 10% since they
+    were read, so stale values can only make a query slower or its gate wider, never wrong.
+    """
+
+    def __init__(self, ttl: float = 300.0, size: int = 50_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._df: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
+        self._total: tuple[int, float] | None = None
+        self._lock = threading.Lock()
+
+    def adjust_total(self, change: int) -> None:
+        """Follow this process's own writes (other processes' show after ``ttl``)."""
+        with self._lock:
+            if self._total is not None:
+                self._total = (max(0, self._total[0] + change), self._total[1])
+
+    def total(self, db: sqlite3.Connection) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if self._total is not None and now - self._total[1] < self.ttl:
+                return self._total[0]
+        total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        with self._lock:
+            self._total = (total, now)
+        return int(total)
+
+    def df(self, db: sqlite3.Connection, terms: Sequence[str], total: int) -> dict[str, int]:
+        now = time.monotonic()
+        out: dict[str, int] = {}
+        missing: list[str] = []
+        with self._lock:
+            for term in terms:
+                cached = self._df.get(term)
+                if cached and now - cached[2] < self.ttl and abs(total - cached[1]) <= 0.1 * cached[1] + 100:
+                    out[term] = cached[0]
+                else:
+                    missing.append(term)
+        cap = total // 2 + 1  # past half the chunks a term is dropped anyway: stop counting there
+        for term in missing:
+            out[term] = db.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
+                (_phrase(term), cap)).fetchone()[0]
+        with self._lock:
+            for term in missing:
+                self._df[term] = (out[term], total, now)
+                self._df.move_to_end(term)
+            while len(self._df) > self.size:
+                self._df.popitem(last=False)
+        return out
+
