@@ -46,6 +46,8 @@ class ProbeTool(ToolDriver):
             raise RuntimeError("internal detail that must not leak")
         if name == "refuse":
             raise ToolError("order 42 does not exist")
+        if name == "opaque":
+            return object()  # not JSON: must become an error result, not a failed request
         if name == "meet":
             if self._barrier is None:
                 self._barrier = asyncio.Barrier(self.settings.barrier)
@@ -76,6 +78,9 @@ driver = "probe"
 name = "meet"
 driver = "probe"
 barrier = 2
+[[skillsets.tools]]
+name = "opaque"
+driver = "probe"
 
 [[skillsets]]
 id = "foreign"
@@ -118,7 +123,7 @@ ASK = [{"role": "user", "content": "go"}]
 def test_server_tools_are_offered_to_the_model(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
     ac.chat.completions.create(model="bot/id=agent", messages=ASK)  # type: ignore[arg-type]
     names = [t["function"]["name"] for t in up.requests[-1].json["tools"]]
-    assert names == ["echo", "sleep", "boom", "refuse", "meet"]
+    assert names == ["echo", "sleep", "boom", "refuse", "meet", "opaque"]
 
 
 def test_single_server_tool(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
@@ -139,7 +144,8 @@ def test_parallel_server_tools_run_concurrently(ac: openai.OpenAI, up: ScriptedU
 
 
 def test_tool_errors_and_timeouts_become_results(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
-    calls = [call("b", "boom"), call("r", "refuse"), call("s", "sleep", seconds=3), {"id": "j", "type": "function", "function": {"name": "echo", "arguments": "{oops"}}]
+    calls = [call("b", "boom"), call("r", "refuse"), call("s", "sleep", seconds=3), call("o", "opaque"),
+             {"id": "j", "type": "function", "function": {"name": "echo", "arguments": "{oops"}}]
     up.push(Reply(content=None, tool_calls=calls), Reply(content="Handled."))
     completion = ac.chat.completions.create(model="bot/id=agent", messages=ASK)  # type: ignore[arg-type]
     assert completion.choices[0].message.content == "Handled."
@@ -148,6 +154,7 @@ def test_tool_errors_and_timeouts_become_results(ac: openai.OpenAI, up: Scripted
     assert results["r"] == "Error: order 42 does not exist"
     assert results["s"] == "Error: sleep timed out after 0.5 seconds."
     assert results["j"] == "Error: the arguments for echo are not valid JSON."
+    assert results["o"].startswith("Error: opaque returned a result that cannot be shown")
 
 
 def test_bot_step_limit(ac: openai.OpenAI, up: ScriptedUpstream) -> None:
@@ -254,7 +261,7 @@ def _raw_lines(server: LiveServer, body: dict[str, Any], headers: dict[str, str]
 def test_models_list_shows_bot_tools(ac: openai.OpenAI) -> None:
     agent = ac.models.retrieve("bot/id=agent").model_dump()
     assert agent["capabilities"]["skillsets"] == ["probe"]
-    assert agent["capabilities"]["server_tools"] == ["echo", "sleep", "boom", "refuse", "meet"]
+    assert agent["capabilities"]["server_tools"] == ["echo", "sleep", "boom", "refuse", "meet", "opaque"]
 
 
 async def orders_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

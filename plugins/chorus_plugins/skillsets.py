@@ -100,4 +100,8 @@ async def _run_one(
             return f"Error: {name} failed internally (request id {ctx.request_id})."
     if isinstance(result, str):
         return result
-    return _encode(result).decode()
+    try:
+        return _encode(result).decode()
+    except (TypeError, msgspec.EncodeError):
+        log.error("request %s: tool %s returned a %s, which is not JSON", ctx.request_id, name, type(result).__name__)
+        return f"Error: {name} returned a result that cannot be shown (request id {ctx.request_id})."
