@@ -16,7 +16,8 @@ overlap of the lexical top 8 with exact BM25 (``match_budget = 0``); ``source@8`
 chunk the query came from is in the top 8.
 
 Prints a markdown table and writes it to ``benchmarks/results/retrieval.md`` and, with machine
-information and the method, to ``docs/benchmarks-retrieval.md``.
+information and the method, into the "Knowledge retrieval" section of ``docs/benchmarks.md``
+(between the ``retrieval-results`` markers).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSett
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "retrieval.md"
-DOC = HERE.parent / "docs" / "benchmarks-retrieval.md"
+DOC = HERE.parent / "docs" / "benchmarks.md"
+START_MARK = "<!-- retrieval-results:start -->"
+END_MARK = "<!-- retrieval-results:end -->"
 WORKSPACE = "bench"
 DATASET = "corpus"
 FILE_CHUNKS = 100
@@ -308,7 +311,7 @@ def write(rows: list[dict[str, object]], notes: list[str], args: argparse.Namesp
     defaults = SqliteVectorStoreSettings()
     body = table(rows)
     section = (
-        "## Retrieval: the embedded `sqlite` vector store\n\n"
+        "### The embedded `sqlite` vector store\n\n"
         f"Run {stamp} on {machine()}. Command: `python benchmarks/retrieval.py"
         f"{' --quick' if args.quick else ''}` ({args.queries} queries per size); 1-minute load average"
         f" {load[0]:.2f} before and {load[1]:.2f} after (other work on the machine shows up in p95).\n\n"
@@ -318,8 +321,21 @@ def write(rows: list[dict[str, object]], notes: list[str], args: argparse.Namesp
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(section)
-    DOC.write_text(section)
+    write_doc(section)
     return body
+
+
+def write_doc(section: str) -> None:
+    """Replace the retrieval section of ``docs/benchmarks.md`` (between the markers), or append it."""
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    block = f"{START_MARK}\n{section.rstrip()}\n{END_MARK}"
+    if START_MARK in text and END_MARK in text:
+        head, _, rest = text.partition(START_MARK)
+        _, _, tail = rest.partition(END_MARK)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n## Knowledge retrieval\n\n" + block + "\n"
+    DOC.write_text(text)
 
 
 def main() -> None:

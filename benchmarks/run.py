@@ -370,7 +370,7 @@ class Bench:
             info["chorus"] = subprocess.run([self.chorus_bin, "--version"], capture_output=True, text=True,
                                             timeout=30).stdout.strip().replace("chorus ", "")
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            code = ("import importlib.metadata as m\nfor d in ('litestar','msgspec','httpx','uvicorn','uvloop'):\n"
+            code = ("import importlib.metadata as m\nfor d in ('litestar','msgspec','aiohttp','httpx','uvicorn','uvloop','httptools','pluggy'):\n"
                     "  try: print(d, m.version(d))\n  except Exception: print(d, '-')")
             out = subprocess.run([self.python, "-c", code], capture_output=True, text=True, timeout=30).stdout
             info["stack"] = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
@@ -679,21 +679,35 @@ general_settings:
     def scenario_multiworker(self) -> None:
         if self.args.no_multiworker:
             return
-        self.log("multi-worker: chorus --workers 2 (unpinned, co-located with mock and load generator)")
+        self.log("multi-worker: chorus --workers 1 and --workers 2, both unpinned (co-located with the mock and "
+                 "the load generator)")
         cfg = self.out / "chorus.toml"
+        started: list[Proc] = []
         try:
+            # The 1-worker reference is a second, unpinned instance: the pinned one of the ladder would
+            # compare a gateway with a core of its own against one that shares both cores.
+            proc1, port1 = self.start_chorus(cfg, 1, None, "chorus-1w")
+            started.append(proc1)
             proc, port = self.start_chorus(cfg, 2, None, "chorus-2w")
+            started.append(proc)
         except RuntimeError as exc:
             self.results["multiworker_problem"] = str(exc)[:500]
+            for p in started:
+                p.stop()
             return
+        self.gateways["chorus-1w"] = proc1
         self.gateways["chorus-2w"] = proc
-        one = {0: self.targets["chorus"], 50: self.targets["chorus@50"]}
+        one = {0: Target("chorus", "Chorus, 1 worker", port1, "model/name=fast/gpt-4o-mini", proc1),
+               50: Target("chorus", "Chorus, 1 worker", port1, "model/name=slow/gpt-4o-mini", proc1)}
         two = {0: Target("chorus-2w", "Chorus, 2 workers", port, "model/name=fast/gpt-4o-mini", proc),
                50: Target("chorus-2w", "Chorus, 2 workers", port, "model/name=slow/gpt-4o-mini", proc)}
-        problem = two[0].check()
+        problem = two[0].check() or one[0].check()
         if problem:
             self.results["multiworker_problem"] = problem
-            proc.stop()
+            for p in started:
+                p.stop()
+            self.gateways.pop("chorus-1w", None)
+            self.gateways.pop("chorus-2w", None)
             return
         rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
         reps = max(1, self.repeats - 1) if self.quick else self.repeats
@@ -708,8 +722,56 @@ general_settings:
                             self.closed_run(t, c, self.rung_seconds, cores=None))
         self.results["multiworker"] = rows
         self.results["multiworker_peak_rss_mb"] = proc.peak_rss_bytes() / 2**20
-        proc.stop()
+        self.results["multiworker_rss_by_process_mb"] = {str(pid): status_kb(pid, "VmHWM") / 1024 for pid in proc.tree()}
+        for p in started:
+            p.stop()
+        self.gateways.pop("chorus-1w", None)
         self.gateways.pop("chorus-2w", None)
+        self._save()
+
+    def scenario_ceiling(self) -> None:
+        """Upper bounds on this stack (``benchmarks/ceiling_app.py``), interleaved with direct and Chorus.
+
+        Each reference app runs under the same uvicorn (httptools, uvloop), one worker, pinned to the
+        gateway core, and does strictly less than Chorus: ``static`` answers from memory (the server
+        stack alone); ``aiohttp`` relays the body to the 0 ms mock with the driver's client and
+        relays the answer back (a bare proxy: no auth, no JSON, no pipeline).
+        """
+        if self.args.no_ceiling:
+            return
+        self.log("ceilings: uvicorn + a fixed answer, uvicorn + an aiohttp relay (benchmarks/ceiling_app.py)")
+        started: list[Proc] = []
+        targets: list[Target] = []
+        try:
+            for mode in ("static", "aiohttp"):
+                port = free_port()
+                env = dict(os.environ, CEILING_MODE=mode,
+                           CEILING_UPSTREAM=f"http://{HOST}:{self.up_fast}/v1/chat/completions")
+                argv = [self.python, "-m", "uvicorn", "ceiling_app:app", "--app-dir", str(HERE), "--host", HOST,
+                        "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                        "--log-level", "warning", "--lifespan", "on"]
+                proc = Proc(f"ceiling-{mode}", argv, GATEWAY_CORE, self.out / "logs" / f"ceiling-{mode}.log", env).start()
+                started.append(proc)
+                wait_ready(proc, port, "/health", 30)
+                target = Target(f"ceiling-{mode}", f"uvicorn + {mode}", port, "gpt-4o-mini", proc, auth=False)
+                problem = target.check()
+                if problem:
+                    raise RuntimeError(f"ceiling-{mode}: {problem}")
+                targets.append(target)
+        except RuntimeError as exc:
+            self.results["ceiling_problem"] = str(exc)[:500]
+            for p in started:
+                p.stop()
+            return
+        targets += self.available("direct", "chorus")
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for rep in range(self.repeats):
+            k = rep % len(targets)
+            for t in targets[k:] + targets[:k]:
+                rows.setdefault(t.name, []).append(self.closed_run(t, 32, self.rung_seconds))
+        self.results["ceiling"] = rows
+        for p in started:
+            p.stop()
         self._save()
 
     def scenario_soak(self) -> None:
@@ -770,8 +832,7 @@ general_settings:
             dest = self.out / name
             argv = [spy, "record", "--pid", str(target.proc.pid), "--rate", "200", "--duration", str(int(seconds)),
                     "--format", fmt, "-o", str(dest)]
-            if fmt == "flamegraph":
-                argv.append("--gil")  # only stacks holding the GIL: the Python CPU, without idle helper threads
+            argv.append("--gil")  # only stacks holding the GIL: CPU time, not the loop waiting in epoll or idle threads
             spy_proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             time.sleep(1.0)
             load = self.closed_run(target, conc, seconds - 1.0)
@@ -818,6 +879,8 @@ general_settings:
         if want("stream"):
             self.scenario_stream()
         self.results["peak_rss_mb"] = {name: p.peak_rss_bytes() / 2**20 for name, p in self.gateways.items()}
+        if want("ceiling"):
+            self.scenario_ceiling()
         if want("multiworker"):
             self.scenario_multiworker()
         if want("soak"):
@@ -890,11 +953,47 @@ def analyse_collapsed(text: str, top: int = 15) -> dict[str, Any]:
     def share(d: dict[str, int]) -> list[tuple[str, float]]:
         return [(k, round(100.0 * v / total, 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
 
+    layers: dict[str, int] = {}
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if f]
+        if not frames or frames[-1].startswith(IDLE_LEAVES):
+            continue
+        name = layer_of(frames)
+        layers[name] = layers.get(name, 0) + int(count)
     return {"samples": total, "idle_samples": idle, "self_by_package": share(self_pkg), "inclusive_by_package": share(incl_pkg),
-            "self_by_function": share(self_fn), "inclusive_by_function": share(incl_fn)}
+            "self_by_function": share(self_fn), "inclusive_by_function": share(incl_fn),
+            "layers": [(k, round(100.0 * v / total, 1)) for k, v in sorted(layers.items(), key=lambda kv: -kv[1])]}
 
 
-PACKAGES = ("httpx", "httpcore", "h11", "anyio", "litestar", "uvicorn", "httptools", "msgspec", "pluggy", "chorus_plugins",
+# Where a sample's time goes: the leaf-most frame that matches a rule decides (first rule wins).
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("upstream HTTP client (aiohttp: request, pool, response parsing, its socket I/O)", ("(aiohttp/", "(yarl/", "(multidict/")),
+    ("socket writes to the client (uvicorn `send`: response head and body)", ("RequestResponseCycle.send ",)),
+    ("request parsing and task start (uvicorn + httptools)", ("HttpToolsProtocol.", "RequestResponseCycle.receive ")),
+    ("provider driver (encode the upstream body, decode the answer or each SSE event)", ("openai_provider.py", "(chorus/sse.py")),
+    ("hooks: pluggy/HookRunner calls, plugin code, tasks for async hooks", ("HookRunner.", "(pluggy/", "(chorus_plugins/", "Pipeline._gather", "Pipeline._post_process")),
+    ("pipeline (resolve, layering, agent loop, chunk rewrite, encode for the client)", ("Pipeline.", "(chorus/pipeline.py", "(chorus/layering.py", "(chorus/turns.py", "(chorus/legacy.py")),
+    ("request handler (auth, body, decode, context, request id, disconnect watch, relay)",
+     ("(chorus/api/", "(chorus/requestid.py", "(chorus/context.py", "(chorus/schemas.py", "(chorus/keys.py",
+      "(chorus/registry.py", "(chorus/targets.py")),
+    ("Litestar (routing, exception middleware, before_send wrapper)", ("(litestar/",)),
+    ("uvicorn ASGI glue (proxy headers, run_asgi)", ("RequestResponseCycle.run_asgi ", "ProxyHeadersMiddleware.")),
+)
+
+
+def layer_of(frames: list[str]) -> str:
+    """The layer of one sampled stack (``LAYERS``); the event loop itself when nothing matches."""
+    for frame in reversed(frames):
+        for name, needles in LAYERS:
+            if any(n in frame for n in needles):
+                return name
+    return "event loop and task switching (uvloop, asyncio)"
+
+
+PACKAGES = ("aiohttp", "yarl", "multidict", "propcache", "httpx", "httpcore", "h11", "anyio", "litestar", "uvicorn", "httptools", "msgspec", "pluggy", "chorus_plugins",
             "chorus", "asyncio", "uvloop", "logging", "json", "ssl", "secrets", "typing", "multidict", "contextlib",
             "email", "urllib", "http", "selectors", "socket", "concurrent", "threading", "idna", "certifi")
 
@@ -957,7 +1056,8 @@ def render(r: dict[str, Any]) -> str:
     lines.append(
         f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}. Python {m.get('server_python') or m['python']}; "
         f"chorus {m.get('chorus', '?')} (litestar {stack.get('litestar', '?')}, msgspec {stack.get('msgspec', '?')}, "
-        f"httpx {stack.get('httpx', '?')}, uvicorn {stack.get('uvicorn', '?')}, uvloop {stack.get('uvloop', '?')}); "
+        f"aiohttp {stack.get('aiohttp', '?')} upstream client, uvicorn {stack.get('uvicorn', '?')} with httptools "
+        f"{stack.get('httptools', '?')} and uvloop {stack.get('uvloop', '?')}, pluggy {stack.get('pluggy', '?')}); "
         f"LiteLLM {m.get('litellm') or 'not measured'}; load generator {s['load_generator']}"
         f"{' ' + m['wrk'] if m.get('wrk') and s['load_generator'] == 'wrk' else ''} + asyncio client. "
         f"Load average {m.get('loadavg_start', 0):.2f} at start, {m.get('loadavg_end') or 0:.2f} at end "
@@ -1116,9 +1216,35 @@ def render(r: dict[str, Any]) -> str:
                      f"{fmt_num(r['peak_rss_mb'][name], 1)} |")
     lines.append("")
 
+    ceil = r.get("ceiling")
+    if ceil:
+        lines.append("#### What this stack allows (c=32, 0 ms mock, one pinned worker each; `benchmarks/ceiling_app.py`)")
+        lines.append("")
+        lines.append("| target | does | req/s | p99 ms | CPU µs/request | of direct | Chorus of it |")
+        lines.append("| --- | --- | --: | --: | --: | --: | --: |")
+        d_rps = med(ceil.get("direct", []), "rps")
+        c_rps = med(ceil.get("chorus", []), "rps")
+        for name, label, does in (
+            ("direct", "direct (mock)", "raw asyncio, pre-built bytes"),
+            ("ceiling-static", "uvicorn, fixed answer", "the server stack alone: parse, ASGI, respond"),
+            ("ceiling-aiohttp", "uvicorn + aiohttp relay", "a bare proxy: the same two hops as Chorus, no auth/JSON/pipeline"),
+            ("chorus", "Chorus", "auth, decode, pipeline and hooks, upstream call, encode"),
+        ):
+            rows_ = ceil.get(name, [])
+            if not rows_:
+                continue
+            rps = med(rows_, "rps")
+            lines.append(f"| {label} | {does} | {fmt_num(rps)} | {fmt_ms(med(rows_, 'p99_us'))} | "
+                         f"{fmt_num(med(rows_, 'cpu_us_per_req'))} | {ratio(rps, d_rps)} | "
+                         f"{ratio(c_rps, rps) if name != 'chorus' else '–'} |")
+        lines.append("")
+    elif r.get("ceiling_problem"):
+        lines += [f"Reference apps not measured: {r['ceiling_problem']}", ""]
+
     mw = r.get("multiworker")
     if mw:
-        lines.append("#### Multi-worker (`--workers 2`, nothing pinned: gateway, mock and load generator share both cores)")
+        lines.append("#### Multi-worker (`--workers 1` vs `--workers 2`, both unpinned: the gateway workers share both cores "
+                     "with the load generator; the upstream mock stays on core 0)")
         lines.append("")
         lines.append("| mock | c | 1 worker req/s | 1 worker p99 ms | 2 workers req/s | 2 workers p99 ms | 2w/1w |")
         lines.append("| --- | --: | --: | --: | --: | --: | --: |")
@@ -1146,9 +1272,15 @@ def render(r: dict[str, Any]) -> str:
     prof = r.get("profile")
     if prof and prof.get("analysis"):
         a = prof["analysis"]
-        lines.append(f"#### py-spy profile of Chorus (wrk c={prof.get('concurrency', 32)}, 0 ms mock, {a['samples']} samples of the event loop; "
-                     f"{a.get('idle_samples', 0)} idle helper-thread samples left out)")
+        lines.append(f"#### py-spy profile of Chorus (wrk c={prof.get('concurrency', 32)}, 0 ms mock, {a['samples']} samples holding "
+                     f"the GIL, i.e. CPU time of the worker; flame graph: `profile.svg` in the results directory)")
         lines.append("")
+        if a.get("layers"):
+            lines.append("| where the time goes | share of samples % |")
+            lines.append("| --- | --: |")
+            for name, pct in a["layers"]:
+                lines.append(f"| {name} | {pct} |")
+            lines.append("")
         lines.append("| package | self % | inclusive % |")
         lines.append("| --- | --: | --: |")
         incl = dict(a["inclusive_by_package"])
@@ -1187,9 +1319,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-litellm", action="store_true", help="do not measure LiteLLM")
     parser.add_argument("--no-litellm-install", action="store_true", help="do not create benchmarks/.venv-litellm")
     parser.add_argument("--no-multiworker", action="store_true", help="skip the --workers 2 run")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the reference apps (benchmarks/ceiling_app.py)")
     parser.add_argument("--no-wrk", action="store_true", help="use the asyncio load generator for the ladder too")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
-    parser.add_argument("--only", help="comma-separated scenarios to run (latency, ladder, stream, multiworker, "
+    parser.add_argument("--only", help="comma-separated scenarios to run (latency, ladder, stream, ceiling, multiworker, "
                                        "soak, profile); implies --no-doc")
     parser.add_argument("--doc", default=str(DOC), help="markdown file whose results section is replaced")
     parser.add_argument("--python", help="interpreter for the mock and the asyncio client (default: .venv's)")

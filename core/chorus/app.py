@@ -11,7 +11,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from chorus.api.chat import ChatController, ClientGone
+from chorus.api.chat import ClientGone, chat_completions
 from chorus.api.embeddings import EmbeddingsController
 from chorus.api.files import FilesController
 from chorus.api.models import ModelsController
@@ -188,7 +188,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            ChatController, ModelsController, EmbeddingsController, FilesController, VectorStoresController, health,
+            chat_completions, ModelsController, EmbeddingsController, FilesController, VectorStoresController, health,
         ],
         state=State(
             {

@@ -15,6 +15,28 @@ from chorus.errors import ConfigError
 from chorus.keys import digest, new_key
 
 CONFIG_ENV = "CHORUS_CONFIG"
+GC_ENV = "CHORUS_GC_THRESHOLD"
+GC_THRESHOLD = 7000  # generation-0 threshold of the cyclic GC while serving (Python's default: 700)
+
+
+def tune_gc(threshold: int | None) -> None:
+    """Garbage-collector settings for a long-running server, applied once the app is built.
+
+    ``gc.freeze()`` moves everything alive after startup (modules, Litestar's route tables,
+    plugin registries: ~75,000 objects) out of the collector's reach, so full collections no
+    longer walk it on every pass (measured: ~25 ms per full collection before, ~2 ms after). A
+    generation-0 threshold of 7,000 instead of 700 lets most request objects die by reference
+    counting before a collection looks at them. Together: 5,700 -> 7,450 req/s and p99
+    34 -> 5 ms on one core at c=32 (docs/benchmarks.md). ``threshold`` 0 keeps Python's
+    thresholds (the freeze still applies).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    if threshold:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(threshold, gen1, gen2)
 
 
 def _load(path: str | None) -> tuple[Config, str | None]:
@@ -30,7 +52,9 @@ def app_factory():  # type: ignore[no-untyped-def]
     """ASGI app factory for multi-worker serving (reads ``$CHORUS_CONFIG`` or the default)."""
     from chorus.app import create_app
 
-    return create_app(_load(None)[0])
+    app = create_app(_load(None)[0])
+    tune_gc(int(os.environ.get(GC_ENV) or GC_THRESHOLD))
+    return app
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -55,8 +79,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1:
         if args.config:
             os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+        os.environ[GC_ENV] = str(args.gc_threshold)
+        del app  # each worker builds its own; the supervisor keeps none
         uvicorn.run("chorus.cli:app_factory", factory=True, workers=workers, **options)
     else:
+        tune_gc(args.gc_threshold)
         uvicorn.run(app, **options)
     return 0
 
@@ -111,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
     serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.add_argument("--gc-threshold", type=int, default=GC_THRESHOLD, metavar="N",
+                       help=f"generation-0 threshold of Python's garbage collector while serving (default {GC_THRESHOLD}; "
+                            "0 keeps Python's own); the startup heap is frozen either way")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API key utilities").add_subparsers(dest="keys_command", required=True)

@@ -68,13 +68,13 @@ class Pipeline:
         self.registry = registry
         self.server = server
         self.turns = TurnStore()
-        hook = pm.hook
-        self._resolve = hook.resolve_target
-        self._prompt = hook.build_system_prompt if pm.implements("build_system_prompt") else None
-        self._retrieve = hook.retrieve_context if pm.implements("retrieve_context") else None
-        self._list_tools = hook.list_tools if pm.implements("list_tools") else None
-        self._run_tools = hook.run_tools if pm.implements("run_tools") else None
-        self._post = hook.post_process if pm.implements("post_process") else None
+        # HookRunner: the same calls as pm.hook.<name>(...), without pluggy's generic per-call overhead.
+        self._resolve = pm.runner("resolve_target")
+        self._prompt = pm.runner("build_system_prompt") if pm.implements("build_system_prompt") else None
+        self._retrieve = pm.runner("retrieve_context") if pm.implements("retrieve_context") else None
+        self._list_tools = pm.runner("list_tools") if pm.implements("list_tools") else None
+        self._run_tools = pm.runner("run_tools") if pm.implements("run_tools") else None
+        self._post = pm.runner("post_process") if pm.implements("post_process") else None
         self._bot_defaults: dict[tuple[str, str], dict[str, Any]] = {}
 
     # -- request preparation ---------------------------------------------------------------------
@@ -178,7 +178,9 @@ class Pipeline:
 
     async def _post_process(self, ctx: RequestContext, payload: dict[str, Any], chunk: bool) -> None:
         if self._post is not None:
-            await self._gather(self._post(ctx=ctx, payload=payload, chunk=chunk))
+            results = self._post(ctx=ctx, payload=payload, chunk=chunk)
+            if results:  # only implementations that returned something (e.g. a coroutine) are awaited
+                await self._gather(results)
 
     # -- the agent loop ---------------------------------------------------------------------------
 
@@ -311,7 +313,7 @@ class Pipeline:
         assert target is not None
         selector, cid, created = target.selector, ctx.completion_id, ctx.created
         include_usage, legacy_mode = ctx.include_usage, ctx.legacy_functions
-        post = self._post is not None
+        post = self._post
         sent_role = False
         steps = 0
         hidden: list[Message] = []
@@ -339,8 +341,10 @@ class Pipeline:
             if not sent_role and chunk["choices"]:
                 chunk["choices"][0]["delta"].setdefault("role", "assistant")
                 sent_role = True
-            if post:
-                await self._post_process(ctx, chunk, True)
+            if post is not None:
+                results = post(ctx=ctx, payload=chunk, chunk=True)
+                if results:  # as _post_process, inlined: this runs once per streamed chunk
+                    await self._gather(results)
             return sse(chunk)
 
         def progress(event: dict[str, Any]) -> bytes:
@@ -418,7 +422,7 @@ class Pipeline:
         if include_usage:
             final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": selector,
                      "choices": [], "usage": ctx.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
-            if post:
+            if post is not None:
                 await self._post_process(ctx, final, True)
             yield sse(final)
 
