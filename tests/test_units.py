@@ -81,3 +81,60 @@ def test_layering_bot_keeps_later_system_messages_in_place() -> None:
 def test_layering_model_untouched_without_parts() -> None:
     messages = [Message(role="developer", content="D"), Message(role="user", content="u")]
     assert layer_messages(messages, backstory=None, parts=[], sources=[]) is messages
+
+
+class _Early:
+    from chorus import hookimpl as _hookimpl
+
+    @_hookimpl(tryfirst=True)
+    def build_system_prompt(self, ctx: object) -> str:
+        return "early"
+
+    @_hookimpl
+    def resolve_target(self, selector: str) -> object:
+        return "early-target" if selector == "x" else None
+
+
+class _Late:
+    from chorus import hookimpl as _hookimpl
+
+    @_hookimpl(trylast=True)
+    def build_system_prompt(self, ctx: object) -> str:
+        return "late"
+
+    @_hookimpl
+    def post_process(self, ctx: object, payload: dict, chunk: bool) -> None:  # type: ignore[type-arg]
+        payload["seen"] = payload.get("seen", 0) + 1
+
+
+class _Plain:
+    from chorus import hookimpl as _hookimpl
+
+    @_hookimpl
+    def build_system_prompt(self) -> None:
+        return None
+
+    @_hookimpl
+    def resolve_target(self, selector: str, workspace: object) -> object:
+        return "plain-target"
+
+
+def test_hook_runner_matches_pluggy() -> None:
+    """The pipeline's HookRunner gives exactly what ``pm.hook.<name>(...)`` gives, also after changes."""
+    from chorus.plugins.manager import PluginManager
+
+    pm = PluginManager(load_entrypoints=False)
+    for name, plugin in (("late", _Late()), ("plain", _Plain()), ("early", _Early())):
+        pm.register(plugin, name=name)
+    prompt, resolve = pm.runner("build_system_prompt"), pm.runner("resolve_target")
+    assert prompt(ctx=None) == pm.hook.build_system_prompt(ctx=None) == ["early", "late"]
+    for selector in ("x", "y"):
+        kwargs = {"selector": selector, "workspace": None, "registry": None}
+        assert resolve(**kwargs) == pm.hook.resolve_target(**kwargs)
+    assert resolve(selector="x", workspace=None, registry=None) == "early-target"
+    payload: dict = {}  # type: ignore[type-arg]
+    assert pm.runner("post_process")(ctx=None, payload=payload, chunk=True) == []
+    assert payload == {"seen": 1}
+    pm.unregister("early")  # the runner sees registration changes at once
+    assert prompt(ctx=None) == pm.hook.build_system_prompt(ctx=None) == ["late"]
+    assert resolve(selector="x", workspace=None, registry=None) == "plain-target"

@@ -27,7 +27,7 @@ Contracts:
   and a pool of reader connections, one per reader thread; the event loop never blocks on them.
 
 Dense search is exact (brute force) with numpy; sqlite-vec cannot be loaded by interpreters whose
-``sqlite3`` lacks ``enable_load_extension`` and was slower here (see ``docs/benchmarks-retrieval.md``).
+``sqlite3`` lacks ``enable_load_extension`` and was slower here (see "Knowledge retrieval" in ``docs/benchmarks.md``).
 Without numpy installed, vectors are stored but searches are lexical only.
 """
 
