@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +11,7 @@ from typing import TextIO
 
 from chorus.config import Config
 from chorus.errors import ConfigError
-from chorus.knowledge.service import IngestSummary, Knowledge, expand_sources
+from chorus.knowledge.service import Knowledge
 
 
 class ProgressBar:
@@ -97,7 +96,7 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
                 if await catalog.get_store(workspace, dataset) is None:
                     print(f"chorus: no dataset {dataset!r} in workspace {workspace!r}", file=sys.stderr)
                     return 1
-                summary = await _ingest_paths(knowledge, workspace, dataset, args.paths, bar)
+                summary = await knowledge.ingest_paths(workspace, dataset, args.paths, bar)
             print(f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
                   f"removed {summary.removed}, failed {len(summary.failed)}, chunks {summary.chunks}")
             for name, reason in summary.failed:
@@ -116,33 +115,6 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
             print(f"deleted {dataset}")
             return 0
     return 2
-
-
-async def _ingest_paths(knowledge: Knowledge, workspace: str, dataset: str, patterns: list[str],
-                        bar: ProgressBar) -> IngestSummary:
-    """Upload and attach files by path; a file already attached with the same content is skipped."""
-    known = {(f.source, f.sha256) for f in await knowledge.catalog.list_store_files(workspace, dataset)}
-    paths = expand_sources(patterns)
-    summary = IngestSummary()
-    for number, (display, path) in enumerate(paths, start=1):
-        bar(display, number, len(paths))
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if (display, digest) in known:
-            summary.unchanged += 1
-            continue
-        file_id = "file-" + hashlib.sha256(f"{dataset}\0{display}".encode()).hexdigest()[:24]
-        existed = await knowledge.catalog.get_store_file(workspace, dataset, file_id) is not None
-        file = await knowledge.catalog.add_file(workspace, path.name, data, "assistants", digest, file_id=file_id)
-        record = await knowledge.attach(workspace, dataset, file, source=display)
-        if record.status == "failed":
-            summary.failed.append((display, (record.last_error or {}).get("message", "failed")))
-        elif existed:
-            summary.updated += 1
-        else:
-            summary.added += 1
-        summary.chunks += record.chunks
-    return summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -36,6 +36,12 @@ def text_of(content: Any) -> str:
     return ""
 
 
+def user_texts(messages: Sequence[Message]) -> list[str]:
+    """The non-empty text of every user message, in conversation order."""
+    texts = (text_of(m.content).strip() for m in messages if m.role == "user")
+    return [t for t in texts if t]
+
+
 def render_sources(sources: Sequence[Source]) -> str:
     """The numbered sources block: ``[n] title (url)`` then the text, one blank line apart."""
     blocks = [SOURCES_HEADER]

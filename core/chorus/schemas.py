@@ -9,12 +9,15 @@ OpenAI shape, so vendor extensions pass through untouched.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from chorus.errors import InvalidRequest
+
+
+T = TypeVar("T")
 
 
 class Wire(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -83,17 +86,22 @@ def validation_param(message: str) -> str | None:
     return match.group(1) or None if match else None
 
 
-def decode_chat_request(body: bytes) -> ChatCompletionRequest:
-    """Decode a chat completion body, turning every decode problem into a 400."""
-    if not body:
-        raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """Decode a request body with ``decoder``; every decode problem becomes a 400 naming the field."""
     try:
-        request = _request_decoder.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         text = str(exc)
         raise InvalidRequest(f"Invalid request: {text.replace('`$.', '`')}", param=validation_param(text)) from None
     except msgspec.DecodeError:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+
+
+def decode_chat_request(body: bytes) -> ChatCompletionRequest:
+    """Decode a chat completion body, turning every decode problem into a 400."""
+    if not body:
+        raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+    request = decode_body(body, _request_decoder)
     _check(request)
     return request
 

@@ -14,15 +14,14 @@ import asyncio
 from chorus import hookimpl
 from chorus.context import RequestContext, Source
 from chorus.knowledge.model import SearchHit
-from chorus.layering import text_of
+from chorus.layering import user_texts
 
 RRF_K = 60
 
 
 def conversation_queries(ctx: RequestContext) -> list[str]:
     """The last user message, and (for follow-ups) it together with the previous user message."""
-    users = [text_of(m.content).strip() for m in ctx.request.messages if m.role == "user"]
-    users = [u for u in users if u]
+    users = user_texts(ctx.request.messages)
     if not users:
         return []
     if len(users) == 1:

@@ -24,7 +24,7 @@ from chorus import hookimpl
 from chorus.config import SearchOptions
 from chorus.context import RequestContext, Source
 from chorus.errors import ChorusError
-from chorus.layering import text_of
+from chorus.layering import user_texts
 from chorus.search import SearchError, SearchQuery, SearchResult
 
 log = logging.getLogger("chorus.search")
@@ -124,8 +124,7 @@ async def fetch_pages(results: list[SearchResult], options: SearchOptions) -> di
 
 def conversation_query(ctx: RequestContext) -> str:
     """The last user message; a short follow-up is joined with the previous user message."""
-    users = [text_of(m.content).strip() for m in ctx.request.messages if m.role == "user"]
-    users = [u for u in users if u]
+    users = user_texts(ctx.request.messages)
     if not users:
         return ""
     if len(users) > 1 and len(users[-1].split()) < 6:

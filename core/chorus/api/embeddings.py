@@ -12,7 +12,7 @@ from msgspec import UNSET, UnsetType
 
 from chorus.errors import InvalidRequest
 from chorus.pipeline import Pipeline
-from chorus.schemas import Wire, validation_param
+from chorus.schemas import Wire, decode_body
 from chorus.targets import MODEL_PREFIX, unknown_target
 
 _encode = msgspec.json.Encoder().encode
@@ -29,15 +29,6 @@ class EmbeddingsRequest(Wire):
 _decoder = msgspec.json.Decoder(EmbeddingsRequest)
 
 
-def decode(body: bytes) -> EmbeddingsRequest:
-    try:
-        return _decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid request: {str(exc).replace('`$.', '`')}", param=validation_param(str(exc))) from None
-    except msgspec.DecodeError:
-        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
-
-
 class EmbeddingsController(Controller):
     path = "/"
 
@@ -46,7 +37,7 @@ class EmbeddingsController(Controller):
         """Embed text with a provider's model; the response echoes the selector as ``model``."""
         pipeline: Pipeline = request.app.state.pipeline
         pipeline.authenticate(request.headers.get("authorization"))
-        body = decode(await request.body())
+        body = decode_body(await request.body(), _decoder)
         if not body.model.startswith(MODEL_PREFIX):
             raise unknown_target(body.model)
         found = pipeline.registry.find_model(body.model[len(MODEL_PREFIX):])

@@ -12,7 +12,7 @@ from chorus.api.files import json_response, paginate, services
 from chorus.errors import InvalidRequest, NotFound
 from chorus.knowledge.catalog import StoreFileRecord, StoreRecord
 from chorus.knowledge.service import Knowledge
-from chorus.schemas import Wire, validation_param
+from chorus.schemas import Wire, decode_body
 
 
 class CreateStore(Wire):
@@ -43,13 +43,14 @@ class SearchStore(Wire):
     ranking_options: RankingOptions | UnsetType = UNSET
 
 
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
+    t: msgspec.json.Decoder(t) for t in (CreateStore, UpdateStore, CreateStoreFile, SearchStore)
+}
+
+
 def _decode(body: bytes, type_: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(body or b"{}", type=type_)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid request: {str(exc).replace('`$.', '`')}", param=validation_param(str(exc))) from None
-    except msgspec.DecodeError:
-        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+    """An empty body means ``{}`` (the SDK sends none for some calls)."""
+    return decode_body(body or b"{}", _DECODERS[type_])
 
 
 async def store_object(knowledge: Knowledge, record: StoreRecord) -> dict[str, Any]:

@@ -151,11 +151,21 @@ class Knowledge:
     # -- datasets declared in configuration -----------------------------------------------------
 
     async def sync_dataset(self, dataset: DatasetConfig, progress: Progress | None = None) -> IngestSummary:
-        """Ingest a config dataset's sources incrementally: unchanged files (by SHA-256) are skipped."""
-        summary = IngestSummary()
+        """Ingest a config dataset's sources incrementally; files gone from the sources are removed."""
         await self.catalog.create_store(dataset.workspace, dataset.name or dataset.id, {}, store_id=dataset.id, origin="config")
-        paths = expand_sources(dataset.sources)
-        known = {r.source: r for r in await self.catalog.list_store_files(dataset.workspace, dataset.id)}
+        return await self.ingest_paths(dataset.workspace, dataset.id, dataset.sources, progress, remove_missing=True)
+
+    async def ingest_paths(self, workspace: str, dataset: str, patterns: list[str], progress: Progress | None = None,
+                           *, remove_missing: bool = False) -> IngestSummary:
+        """Ingest files matching ``patterns``; unchanged files (by SHA-256) that ingested fine are skipped.
+
+        File ids derive from the dataset and display path, so a changed file replaces its earlier
+        version. With ``remove_missing``, files the dataset got from paths that no longer match are
+        deleted.
+        """
+        summary = IngestSummary()
+        paths = expand_sources(patterns)
+        known = {r.source: r for r in await self.catalog.list_store_files(workspace, dataset)}
         for number, (relative, path) in enumerate(paths, start=1):
             if progress is not None:
                 progress(relative, number, len(paths))
@@ -165,9 +175,9 @@ class Knowledge:
             if existing is not None and existing.sha256 == digest and existing.status == "completed":
                 summary.unchanged += 1
                 continue
-            file_id = "file-" + hashlib.sha256(f"{dataset.id}\0{relative}".encode()).hexdigest()[:24]
-            file = await self.catalog.add_file(dataset.workspace, path.name, data, "assistants", digest, file_id=file_id)
-            record = await self.attach(dataset.workspace, dataset.id, file, source=relative)
+            file_id = "file-" + hashlib.sha256(f"{dataset}\0{relative}".encode()).hexdigest()[:24]
+            file = await self.catalog.add_file(workspace, path.name, data, "assistants", digest, file_id=file_id)
+            record = await self.attach(workspace, dataset, file, source=relative)
             if record.status == "failed":
                 summary.failed.append((relative, (record.last_error or {}).get("message", "failed")))
             elif existing is None:
@@ -175,9 +185,10 @@ class Knowledge:
             else:
                 summary.updated += 1
             summary.chunks += record.chunks
-        for gone in known.values():
-            await self.delete_file(dataset.workspace, gone.file_id)
-            summary.removed += 1
+        if remove_missing:
+            for gone in known.values():
+                await self.delete_file(workspace, gone.file_id)
+                summary.removed += 1
         return summary
 
 
