@@ -14,10 +14,13 @@ import email.utils
 import re
 from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import msgspec
+
+if TYPE_CHECKING:
+    import httpx
 
 from chorus.config import Strict
 from chorus.secrets import Secret
@@ -86,6 +89,43 @@ class SearchEngineDriver(abc.ABC):
     @abc.abstractmethod
     async def search(self, query: SearchQuery) -> list[SearchResult]:
         """At most ``query.count`` results, best first. Failures raise :class:`SearchError`."""
+
+
+class HttpSearchEngine(SearchEngineDriver):
+    """A search engine reached over HTTP: validates ``base_url`` and owns one pooled client.
+
+    Subclasses give the headers every request carries (:meth:`headers`) and use ``self._client``
+    (``None`` until :meth:`start`) in :meth:`search`.
+    """
+
+    def __init__(self, settings: SearchEngineSettings) -> None:
+        super().__init__(settings)
+        self._client: httpx.AsyncClient | None = None
+        if not is_http_url(self.settings.base_url):
+            from chorus.errors import ConfigError
+
+            raise ConfigError(f"search engine {self.id!r}: base_url must be an http(s) URL")
+
+    def headers(self) -> dict[str, str]:
+        """Headers sent with every request (authentication included)."""
+        return {"accept": "application/json"}
+
+    async def start(self) -> None:
+        """Open the connection pool (idempotent)."""
+        if self._client is not None:
+            return
+        import httpx
+
+        self._client = httpx.AsyncClient(
+            base_url=(self.settings.base_url or "").rstrip("/"), headers=self.headers(),
+            timeout=httpx.Timeout(self.settings.timeout), follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool (idempotent)."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
 
 
 # -- helpers for drivers (pure unless noted) --------------------------------------------------------

@@ -31,19 +31,16 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar, Literal
 
-import httpx
 import msgspec
 
 from chorus import __version__
-from chorus.errors import ConfigError
 from chorus.search import (
-    SearchEngineDriver,
     SearchEngineSettings,
     SearchError,
     SearchQuery,
     SearchResult,
     collapse_space,
-    is_http_url,
+    HttpSearchEngine,
     iso_date,
     select_results,
     status_kind,
@@ -88,35 +85,18 @@ class _Response(msgspec.Struct):
 _decode = msgspec.json.Decoder(_Response).decode
 
 
-class SearxngEngine(SearchEngineDriver):
+class SearxngEngine(HttpSearchEngine):
     """Web search through a SearXNG instance's JSON API (one pooled client per engine)."""
 
     settings_type: ClassVar[type[SearchEngineSettings]] = SearxngSettings
     settings: SearxngSettings
 
-    def __init__(self, settings: SearchEngineSettings) -> None:
-        super().__init__(settings)
-        self._client: httpx.AsyncClient | None = None
-        if not is_http_url(self.settings.base_url):
-            raise ConfigError(f"search engine {self.id!r}: base_url must be an http(s) URL")
-
-    async def start(self) -> None:
-        """Open the connection pool (idempotent)."""
-        if self._client is not None:
-            return
-        s = self.settings
+    def headers(self) -> dict[str, str]:
+        """JSON, our user agent, and a bearer token for instances behind an authenticating proxy."""
         headers = {"accept": "application/json", "user-agent": f"chorus-gateway/{__version__}"}
-        if s.api_key:
-            headers["authorization"] = f"Bearer {s.api_key.get()}"
-        self._client = httpx.AsyncClient(
-            base_url=s.base_url.rstrip("/"), headers=headers, timeout=httpx.Timeout(s.timeout), follow_redirects=False
-        )
-
-    async def aclose(self) -> None:
-        """Close the connection pool (idempotent)."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        if self.settings.api_key:
+            headers["authorization"] = f"Bearer {self.settings.api_key.get()}"
+        return headers
 
     def params(self, query: SearchQuery) -> dict[str, str]:
         """The query string of ``GET /search`` for ``query``."""

@@ -14,16 +14,13 @@ import asyncio
 import re
 from typing import ClassVar, Literal
 
-import httpx
 import msgspec
-from chorus.errors import ConfigError
 from chorus.search import (
-    SearchEngineDriver,
     SearchEngineSettings,
     SearchError,
     SearchQuery,
     SearchResult,
-    is_http_url,
+    HttpSearchEngine,
     transport_errors,
 )
 from chorus.secrets import Secret
@@ -50,35 +47,15 @@ class BraveSettings(SearchEngineSettings, kw_only=True):  # type: ignore[misc]  
     extra_snippets: bool = False
 
 
-class BraveEngine(SearchEngineDriver):
+class BraveEngine(HttpSearchEngine):
     """Web search through the Brave Search API (one pooled client per engine)."""
 
     settings_type: ClassVar[type[SearchEngineSettings]] = BraveSettings
     settings: BraveSettings
 
-    def __init__(self, settings: SearchEngineSettings) -> None:
-        super().__init__(settings)
-        self._client: httpx.AsyncClient | None = None
-        if not is_http_url(self.settings.base_url):
-            raise ConfigError(f"search engine {self.id!r}: base_url must be an http(s) URL")
-
-    async def start(self) -> None:
-        """Open the connection pool (idempotent)."""
-        if self._client is not None:
-            return
-        s = self.settings
-        self._client = httpx.AsyncClient(
-            base_url=s.base_url.rstrip("/"),
-            headers={"accept": "application/json", "x-subscription-token": s.api_key.get()},
-            timeout=httpx.Timeout(s.timeout),
-            follow_redirects=False,
-        )
-
-    async def aclose(self) -> None:
-        """Close the connection pool (idempotent)."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+    def headers(self) -> dict[str, str]:
+        """JSON and the subscription token."""
+        return {"accept": "application/json", "x-subscription-token": self.settings.api_key.get()}
 
     async def search(self, query: SearchQuery) -> list[SearchResult]:
         """At most ``query.count`` results, best first; failures raise :class:`SearchError`."""

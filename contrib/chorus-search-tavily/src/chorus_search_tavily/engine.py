@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar, Literal
 
-import httpx
 import msgspec
-from chorus.errors import ConfigError
 from chorus.search import (
-    SearchEngineDriver,
     SearchEngineSettings,
     SearchError,
     SearchQuery,
     SearchResult,
-    is_http_url,
+    HttpSearchEngine,
     status_kind,
     transport_errors,
 )
@@ -48,39 +45,19 @@ class TavilySettings(SearchEngineSettings, kw_only=True):  # type: ignore[misc] 
     search_depth: Literal["basic", "advanced"] = "basic"
 
 
-class TavilyEngine(SearchEngineDriver):
+class TavilyEngine(HttpSearchEngine):
     """Web search through the Tavily search API (one pooled client per engine)."""
 
     settings_type: ClassVar[type[SearchEngineSettings]] = TavilySettings
     settings: TavilySettings
 
-    def __init__(self, settings: SearchEngineSettings) -> None:
-        super().__init__(settings)
-        self._client: httpx.AsyncClient | None = None
-        if not is_http_url(self.settings.base_url):
-            raise ConfigError(f"search engine {self.id!r}: base_url must be an http(s) URL")
-
-    async def start(self) -> None:
-        """Open the connection pool (idempotent)."""
-        if self._client is not None:
-            return
-        s = self.settings
-        self._client = httpx.AsyncClient(
-            base_url=s.base_url.rstrip("/"),
-            headers={
-                "accept": "application/json",
-                "content-type": "application/json",
-                "authorization": f"Bearer {s.api_key.get()}",
-            },
-            timeout=httpx.Timeout(s.timeout),
-            follow_redirects=False,
-        )
-
-    async def aclose(self) -> None:
-        """Close the connection pool (idempotent)."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+    def headers(self) -> dict[str, str]:
+        """JSON both ways and the bearer token."""
+        return {
+            "accept": "application/json",
+            "content-type": "application/json",
+            "authorization": f"Bearer {self.settings.api_key.get()}",
+        }
 
     async def search(self, query: SearchQuery) -> list[SearchResult]:
         """At most ``query.count`` results, best first; failures raise :class:`SearchError`."""
