@@ -10,8 +10,8 @@ msgspec (or json). Reported: requests/s and CPU microseconds per request of this
     benchmarks/.venv-bench/bin/pip install httpx aiohttp httpx2 uvloop msgspec
     benchmarks/.venv-bench/bin/python benchmarks/client_compare.py [--seconds 3] [--conc 1 32 128]
 
-Clients: httpx.AsyncClient (as the driver configures it), httpx2, aiohttp, and a ~60-line raw asyncio
-protocol client (a lower bound). Missing libraries are skipped. Loopback only; bounded in time.
+Clients: ``chorus.http1`` (what the ``openai`` driver uses; needs Chorus installed in the venv),
+httpx.AsyncClient, httpx2, aiohttp, and a ~60-line raw asyncio protocol client (a lower bound). Missing libraries are skipped. Loopback only; bounded in time.
 """
 
 from __future__ import annotations
@@ -135,7 +135,24 @@ async def with_raw(url: str, conc: int, seconds: float) -> tuple[int, int]:
     return result
 
 
+async def with_chorus(url: str, conc: int, seconds: float) -> tuple[int, int]:
+    from chorus.http1 import HTTPPool
+
+    pool = HTTPPool(url, headers=HEADERS, max_connections=512, timeout=600, connect_timeout=10)
+
+    async def call() -> bytes:
+        response = await pool.request("POST", "/chat/completions", BODY)
+        return await response.read()
+
+    try:
+        await closed_loop(call, conc, 0.3, False)
+        return await closed_loop(call, conc, seconds)
+    finally:
+        await pool.aclose()
+
+
 CLIENTS = {
+    "chorus.http1": with_chorus,
     "httpx": lambda url, c, s: with_httpx(url, c, s, "httpx"),
     "httpx2": lambda url, c, s: with_httpx(url, c, s, "httpx2"),
     "aiohttp": with_aiohttp,
@@ -144,7 +161,8 @@ CLIENTS = {
 
 
 def available(name: str) -> bool:
-    mod = {"httpx": "httpx", "httpx2": "httpx2", "aiohttp": "aiohttp", "raw-asyncio": "asyncio"}[name]
+    mod = {"httpx": "httpx", "httpx2": "httpx2", "aiohttp": "aiohttp", "raw-asyncio": "asyncio",
+           "chorus.http1": "chorus.http1"}[name]
     try:
         __import__(mod)
         return True

@@ -59,6 +59,16 @@ MESSAGES = [
     {"role": "system", "content": "Answer in one short paragraph."},
     {"role": "user", "content": "Where is my order #4711? I ordered two anvils last Tuesday."},
 ]
+# The retrieval bot: Ada's backstory plus a dataset of the project's own docs (a snapshot copied
+# into the results directory), asked a question those docs answer, so every request retrieves.
+RAG_BOT = "ada-docs"
+RAG_DATASET = "chorus-docs-bench"
+RAG_DOCS = "dataset-docs"  # under the results directory, next to chorus.toml
+RAG_TOP_K = 5
+RAG_MESSAGES = [
+    {"role": "system", "content": "Answer in one short paragraph."},
+    {"role": "user", "content": "How do I configure a dataset for a bot, and how are its sources cited?"},
+]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,10 +281,10 @@ class Target:
     """A request route: where to send, which body, how to authenticate, which process serves it."""
 
     def __init__(self, name: str, label: str, port: int, model: str, proc: Proc, *, stream: bool = False,
-                 auth: bool = True) -> None:
+                 auth: bool = True, messages: list[dict[str, str]] | None = None) -> None:
         self.name, self.label, self.port, self.model, self.proc, self.stream = name, label, port, model, proc, stream
         self.auth = f"Bearer {API_KEY}" if auth else ""
-        body: dict[str, Any] = {"model": model, "messages": MESSAGES, "max_tokens": 256, "temperature": 0.7}
+        body: dict[str, Any] = {"model": model, "messages": messages or MESSAGES, "max_tokens": 256, "temperature": 0.7}
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -464,8 +474,69 @@ name = "Ada"
 model = "fast/gpt-4o-mini"
 backstory = {json.dumps(BACKSTORY)}
 params = {{ temperature = 0.2, max_tokens = 400 }}
+
+[[datasets]]
+id = "{RAG_DATASET}"
+workspace = "bench"
+name = "Chorus docs (benchmark snapshot)"
+sources = ["{RAG_DOCS}/*.md"]
+
+[[bots]]
+id = "{RAG_BOT}"
+workspace = "bench"
+name = "Ada with the Chorus docs"
+model = "fast/gpt-4o-mini"
+backstory = {json.dumps(BACKSTORY)}
+params = {{ temperature = 0.2, max_tokens = 400 }}
+datasets = ["{RAG_DATASET}"]
+retrieval = {{ top_k = {RAG_TOP_K} }}
 """)
         return path
+
+    def chorus_env(self) -> dict[str, str]:
+        """The environment of every ``chorus`` command: this run's data directory, no ambient config."""
+        env = dict(os.environ)
+        env.pop("CHORUS_CONFIG", None)
+        env["CHORUS_DATA_DIR"] = str(self.out / "chorus-data")
+        return env
+
+    def ingest_dataset(self, config: Path) -> dict[str, Any]:
+        """Snapshot ``docs/*.md`` next to ``config`` and ingest it with ``chorus datasets`` (before serve).
+
+        Ingesting first keeps the server's startup (and its peak RSS) to a no-op re-sync; the file
+        and chunk counts come from ``chorus datasets list``.
+        """
+        docs = self.out / RAG_DOCS
+        docs.mkdir(exist_ok=True)
+        for md in sorted((REPO / "docs").glob("*.md")):
+            shutil.copyfile(md, docs / md.name)
+        base = [self.chorus_bin, "datasets"]
+        t0 = time.monotonic()
+        out = subprocess.run([*base, "ingest", RAG_DATASET, "--config", str(config)], capture_output=True, text=True,
+                             env=self.chorus_env(), timeout=300, cwd=str(REPO))
+        ingest_s = time.monotonic() - t0
+        if out.returncode != 0:
+            raise RuntimeError(f"chorus datasets ingest failed: {(out.stdout + out.stderr)[-800:]}")
+        out = subprocess.run([*base, "list", "--config", str(config)], capture_output=True, text=True,
+                             env=self.chorus_env(), timeout=60, cwd=str(REPO))
+        row = next((ln.split() for ln in out.stdout.splitlines() if ln.split()[:1] == [RAG_DATASET]), None)
+        if out.returncode != 0 or row is None:
+            raise RuntimeError(f"chorus datasets list: no {RAG_DATASET}: {(out.stdout + out.stderr)[-800:]}")
+        files, failed, chunks = (int(x) for x in row[-3:])  # ... FILES FAILED CHUNKS
+        if not chunks or failed:
+            raise RuntimeError(f"dataset {RAG_DATASET}: {chunks} chunks, {failed} files failed")
+        return {"bot": RAG_BOT, "dataset": RAG_DATASET, "files": files, "chunks": chunks, "top_k": RAG_TOP_K,
+                "ingest_s": ingest_s, "question": RAG_MESSAGES[-1]["content"]}
+
+    def check_retrieval(self, target: Target) -> dict[str, Any]:
+        """One request with ``return_citations``: the sources retrieval put into the upstream prompt."""
+        body = dict(json.loads(target.body), return_citations=True)
+        status, raw = http_request("POST", target.port, "/v1/chat/completions", json.dumps(body).encode(),
+                                   {"content-type": "application/json", "authorization": target.auth}, timeout=30)
+        results = json.loads(raw).get("search_results") if status == 200 else None
+        if not results:
+            raise RuntimeError(f"{target.name}: retrieval returned no sources (status {status}): {raw[:300]!r}")
+        return {"sources": len(results), "titles": [r.get("title") for r in results]}
 
     def write_litellm_config(self, fast: int, slow: int) -> Path:
         path = self.out / "litellm.yaml"
@@ -493,9 +564,7 @@ general_settings:
 
     def start_chorus(self, config: Path, workers: int, cores: str | None, name: str) -> tuple[Proc, int]:
         port = free_port()
-        env = dict(os.environ)
-        env.pop("CHORUS_CONFIG", None)
-        env["CHORUS_DATA_DIR"] = str(self.out / "chorus-data")
+        env = self.chorus_env()
         argv = [self.chorus_bin, "serve", "--config", str(config), "--host", HOST, "--port", str(port),
                 "--workers", str(workers)]
         proc = Proc(name, argv, cores, self.out / "logs" / f"{name}.log", env).start()
@@ -532,11 +601,15 @@ general_settings:
         T["direct-stream"] = Target("direct", "direct (mock)", p_dfast, "gpt-4o-mini", d_fast, stream=True, auth=False)
 
         chorus_cfg = self.write_chorus_config(self.up_fast, self.up_slow)
+        self.results["retrieval_bot"] = rag = self.ingest_dataset(chorus_cfg)
+        self.log(f"dataset {RAG_DATASET}: {rag['files']} docs files, {rag['chunks']} chunks, ingested in {rag['ingest_s']:.1f} s")
         chorus, p_chorus = self.start_chorus(chorus_cfg, 1, GATEWAY_CORE, "chorus")
         self.gateways["chorus"] = chorus
         T["chorus"] = Target("chorus", "Chorus", p_chorus, "model/name=fast/gpt-4o-mini", chorus)
         T["chorus@50"] = Target("chorus", "Chorus", p_chorus, "model/name=slow/gpt-4o-mini", chorus)
         T["chorus-bot"] = Target("chorus-bot", "Chorus bot", p_chorus, "bot/id=ada", chorus)
+        T["chorus-rag"] = Target("chorus-rag", "Chorus bot + retrieval", p_chorus, f"bot/id={RAG_BOT}", chorus,
+                                 messages=RAG_MESSAGES)
         T["chorus-stream"] = Target("chorus", "Chorus", p_chorus, "model/name=fast/gpt-4o-mini", chorus, stream=True)
 
         if self.args.no_litellm:
@@ -562,6 +635,8 @@ general_settings:
                     self.gateways.pop("litellm", None)
                     continue
                 raise RuntimeError(f"{key} does not work: {problem}")
+        self.results["retrieval_bot"].update(self.check_retrieval(T["chorus-rag"]))
+        self.log(f"retrieval bot: {self.results['retrieval_bot']['sources']} sources per request")
         if self.litellm_problem:
             self.log(f"LiteLLM not measured: {self.litellm_problem}")
         self.results["litellm_problem"] = self.litellm_problem
@@ -628,12 +703,12 @@ general_settings:
         return [self.targets[k] for k in keys if k in self.targets]
 
     def scenario_latency(self) -> None:
-        targets = self.available("direct", "chorus", "chorus-bot", "litellm")
+        targets = self.available("direct", "chorus", "chorus-bot", "chorus-rag", "litellm")
         self.log(f"added latency at c=1: {self.lat_rounds} rounds x {self.lat_per_round} requests x {len(targets)} targets")
         cpu0 = {t.name: t.proc.cpu_seconds() for t in targets}
         res = self.loadgen("latency", targets, ["--rounds", str(self.lat_rounds), "--per-round",
                                                 str(self.lat_per_round), "--warmup", "100"], timeout=900)
-        for t in targets:  # chorus and chorus-bot share a process: CPU split is not attributable
+        for t in targets:  # chorus, chorus-bot and chorus-rag share a process: CPU split is not attributable
             res[t.name]["proc_cpu_s"] = t.proc.cpu_seconds() - cpu0[t.name]
         self.results["latency"] = res
         self._save()
@@ -642,15 +717,16 @@ general_settings:
         rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
         per_target = {0: self.available("direct", "chorus", "litellm"),
                       50: self.available("direct@50", "chorus@50", "litellm@50")}
-        total = sum(len(v) for v in per_target.values()) * len(self.ladder) * self.repeats + self.repeats
+        bots = len(self.available("chorus-bot", "chorus-rag"))
+        total = (sum(len(v) for v in per_target.values()) * len(self.ladder) + bots) * self.repeats
         self.log(f"concurrency ladder {self.ladder} x mocks {self.mock_latencies} ms: {total} runs of "
                  f"{self.rung_seconds:g} s ({'wrk' if self.wrk else 'asyncio loadgen'})")
         for rep in range(self.repeats):
             for latency in self.mock_latencies:
                 for c in self.ladder:
                     targets = list(per_target[latency])
-                    if latency == 0 and c == 32 and "chorus-bot" in self.targets:
-                        targets.append(self.targets["chorus-bot"])
+                    if latency == 0 and c == 32:
+                        targets += self.available("chorus-bot", "chorus-rag")
                     k = (rep + c) % len(targets)  # rotate the order between rungs and repeats
                     for t in targets[k:] + targets[:k]:
                         res = self.closed_run(t, c, self.rung_seconds)
@@ -1132,7 +1208,8 @@ def render(r: dict[str, Any]) -> str:
         lines.append("| target | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms | errors |")
         lines.append("| --- | --: | --: | --: | --: | --: | --: |")
         for name, label in (("direct", "direct (mock)"), ("chorus", "Chorus, `model/name=`"),
-                            ("chorus-bot", "Chorus, `bot/id=` with backstory"), ("litellm", "LiteLLM")):
+                            ("chorus-bot", "Chorus, `bot/id=` with backstory"),
+                            ("chorus-rag", "Chorus, `bot/id=` with backstory + retrieval"), ("litellm", "LiteLLM")):
             row = lat.get(name)
             if not row:
                 continue
@@ -1170,16 +1247,30 @@ def render(r: dict[str, Any]) -> str:
             row += " " + "/".join(str(e) for e in errs) + " |"
             lines.append(row)
         lines.append("")
-        bot = ladder.get("0ms/c32", {}).get("chorus-bot")
-        plain = ladder.get("0ms/c32", {}).get("chorus")
-        lines.append("#### Bot request (`bot/id=` with a 480-character backstory and default params) vs plain model")
+        c32 = ladder.get("0ms/c32", {})
+        rag = r.get("retrieval_bot") or {}
+        rag_label = (f"`bot/id={rag.get('bot', RAG_BOT)}`: same backstory + retrieval over {rag.get('chunks', '?')} chunks "
+                     f"of the project docs (top_k {rag.get('top_k', '?')}, {rag.get('sources', '?')} sources layered), "
+                     f"a docs question")
+        lines.append("#### Bot request (`bot/id=` with a 480-character backstory and default params, without and with "
+                     "retrieval) vs plain model")
         lines.append("")
         lines.append("| | c=1 p50 ms | c=1 p99 ms | c=32 req/s (0 ms mock) | CPU µs/request at c=32 |")
         lines.append("| --- | --: | --: | --: | --: |")
-        for label, name, rows_ in (("`model/name=fast/gpt-4o-mini`", "chorus", plain), ("`bot/id=ada`", "chorus-bot", bot)):
+        for label, name in (("`model/name=fast/gpt-4o-mini`", "chorus"), ("`bot/id=ada`", "chorus-bot"),
+                            (rag_label, "chorus-rag")):
+            rows_ = c32.get(name)
             l1 = lat.get(name, {})
+            if not rows_ and not l1:
+                continue
             lines.append(f"| {label} | {fmt_ms(l1.get('p50_us'), 3)} | {fmt_ms(l1.get('p99_us'), 3)} | "
                          f"{fmt_num(med(rows_ or [], 'rps'))} | {fmt_num(med(rows_ or [], 'cpu_us_per_req'))} |")
+        if rag and (c32.get("chorus-rag") or lat.get("chorus-rag")):
+            lines.append("")
+            lines.append(f"The retrieval bot is asked “{rag.get('question')}” (the others the order question); its "
+                         f"dataset is a snapshot of `docs/*.md` ({rag.get('files')} files) in the SQLite FTS5 store, "
+                         f"ingested before the server starts, so every request runs a BM25 search and layers the "
+                         f"numbered sources into the system prompt before the upstream call.")
         lines.append("")
 
     # streaming

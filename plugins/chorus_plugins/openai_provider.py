@@ -1,12 +1,14 @@
 """Built-in provider driver ``openai``: any OpenAI-compatible upstream.
 
 Works with OpenAI, Azure-compatible gateways, Ollama, vLLM, llama.cpp server, LM Studio and the
-like. One pooled :class:`aiohttp.ClientSession` per configured provider, created at startup.
+like. One keep-alive connection pool (:class:`chorus.http1.HTTPPool`) per configured provider,
+created at startup.
 
-Why aiohttp and not httpx here: measured in ``benchmarks/client_compare.py`` (see
-``docs/benchmarks.md``), httpx's connection pool costs O(idle connections) per request and collapses
-under concurrency (about 100 req/s at 128 concurrent requests on one core, against about 11,900 for
-aiohttp). The driver interface is unchanged; httpx remains what tools and tests use.
+Why not httpx or aiohttp here: measured in ``benchmarks/client_compare.py`` (see
+``docs/benchmarks.md``), httpx's connection pool collapses under concurrency (about 100 req/s at 128
+concurrent requests on one core) and aiohttp costs 60-125 µs of CPU per request, the largest share
+of the gateway's own cost; ``chorus.http1`` does the same exchange for a fraction of that. httpx
+remains what tools and tests use.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncio
+from collections.abc import Mapping
 
-import aiohttp
 import msgspec
-from multidict import CIMultiDictProxy
 
 from chorus.context import RequestContext
 from chorus.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from chorus.http1 import HTTPError, HTTPPool, RequestTimeout, Response
 from chorus.providers import ProviderDriver, ProviderSettings
 from chorus.schemas import ChatCompletionRequest
 from chorus.sse import iter_sse_data
@@ -46,55 +47,52 @@ class OpenAIProvider(ProviderDriver):
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
-        self._session: aiohttp.ClientSession | None = None
-        self._base = (settings.base_url or "").rstrip("/")
+        self._pool: HTTPPool | None = None
 
     async def start(self) -> None:
-        """Open the connection pool."""
+        """Open the connection pool (connections are made on first use)."""
         s = self.settings
         headers = {"content-type": "application/json", "accept": "application/json", **s.headers}
         if s.api_key:
             headers["authorization"] = f"Bearer {s.api_key.get()}"
         if s.organization:
             headers["openai-organization"] = s.organization
-        self._session = aiohttp.ClientSession(
+        self._pool = HTTPPool(
+            s.base_url or "",
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=s.timeout, connect=s.connect_timeout),
-            connector=aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=300),
-            auto_decompress=True,
-            trust_env=False,
+            max_connections=s.max_connections,
+            timeout=s.timeout,
+            connect_timeout=s.connect_timeout,
         )
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def pool(self) -> HTTPPool:
+        if self._pool is None:
             raise UpstreamUnavailable(f"provider {self.id!r} is not started")
-        return self._session
+        return self._pool
 
-    async def _post(self, path: str, payload: bytes) -> aiohttp.ClientResponse:
+    async def _post(self, path: str, payload: bytes) -> Response:
         try:
-            return await self.session.post(self._base + path, data=payload, allow_redirects=False)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            return await self.pool.request("POST", path, payload)
+        except RequestTimeout:
             raise self._timeout() from None
-        except aiohttp.ClientError as exc:
+        except HTTPError as exc:
             raise self._unreachable(exc) from None
 
     async def _read_json(self, path: str, payload: bytes, what: str) -> dict[str, Any]:
         response = await self._post(path, payload)
         try:
             content = await response.read()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except RequestTimeout:
             raise self._timeout() from None
-        except aiohttp.ClientError as exc:
+        except HTTPError as exc:
             raise self._unreachable(exc) from None
-        finally:
-            response.release()
         if response.status >= 400:
             raise self._error(response.status, content, response.headers)
         try:
@@ -130,7 +128,7 @@ class OpenAIProvider(ProviderDriver):
         try:
             if response.status >= 400:
                 raise self._error(response.status, await response.read(), response.headers)
-            async for data in iter_sse_data(response.content.iter_any()):
+            async for data in iter_sse_data(response.aiter_bytes()):
                 if data == b"[DONE]":
                     finished = True
                     return
@@ -143,9 +141,9 @@ class OpenAIProvider(ProviderDriver):
                         raise self._error(502, data, response.headers)
                     yield chunk
             raise UpstreamError(f"provider {self.id!r} ended the stream without [DONE]")
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except RequestTimeout:
             raise self._timeout() from None
-        except aiohttp.ClientError as exc:
+        except HTTPError as exc:
             raise UpstreamError(f"provider {self.id!r} stream broke: {type(exc).__name__}") from None
         finally:
             if finished:
@@ -161,7 +159,7 @@ class OpenAIProvider(ProviderDriver):
     def _unreachable(self, exc: Exception) -> UpstreamUnavailable:
         return UpstreamUnavailable(f"provider {self.id!r} is unreachable ({type(exc).__name__})")
 
-    def _error(self, status: int, content: bytes, headers: CIMultiDictProxy[str]) -> UpstreamError:
+    def _error(self, status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamError:
         """Relay a client-side upstream error with its status; anything else becomes a 502."""
         message, code, param, kind = "", None, None, None
         try:
