@@ -36,10 +36,17 @@ async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
         (b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',),
         (b'data: {"a"', b':1}\r\n\r\n: keep-alive\n\nevent: x\ndata: {"b":2}\n', b"\ndata: [DONE]"),
         tuple(bytes([c]) for c in b'data:{"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n'),
+        tuple(bytes([c]) for c in b'data:{"a":1}\r\n\r\ndata: {"b":2}\r\n\r\ndata: [DONE]\r\n\r\n'),
+        (b'id: 1\r\ndata: {"a":1}\r\n\r\n\r\n\ndata: {"b":2}\r', b'\n\r\ndata: [DONE]\r\n',),
     ],
 )
 async def test_sse_parser_handles_any_split(parts: tuple[bytes, ...]) -> None:
     assert [d async for d in iter_sse_data(_chunks(*parts))] == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+
+
+async def test_sse_parser_joins_multi_line_data_and_keeps_empty_data() -> None:
+    stream = b"data: first\ndata:second\ndata: \n\ndata:\n\ndata\n\n: comment\ndata: last"
+    assert [d async for d in iter_sse_data(_chunks(stream))] == [b"first\nsecond\n", b"", b"last"]
 
 
 def test_legacy_history_pairs_ids() -> None:
