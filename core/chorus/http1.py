@@ -113,7 +113,10 @@ class _Connection(asyncio.Protocol):
         self.streaming = False
         if self.closed or self.transport is None or self.transport.is_closing():
             raise RemoteProtocolError("the connection was closed by the server")
-        self.transport.write(payload)
+        try:
+            self.transport.write(payload)
+        except (OSError, RuntimeError) as exc:  # the socket died between the check and the write
+            raise RemoteProtocolError(f"the connection broke while sending ({exc})") from None
 
     async def wait(self) -> None:
         """Wait until the response makes progress; raise the connection's error if it failed."""
