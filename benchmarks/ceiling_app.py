@@ -5,11 +5,18 @@ They do strictly less than Chorus, so each is an upper bound, not a competitor:
 
 * ``CEILING_MODE=static``: answer every POST with a fixed ``chat.completion`` body; no upstream,
   no JSON work. The server stack alone (uvicorn's HTTP parsing, ASGI messages, two socket writes).
-* ``CEILING_MODE=aiohttp``: read the body, POST it unchanged to ``CEILING_UPSTREAM`` with one
-  pooled :class:`aiohttp.ClientSession` (the client Chorus's ``openai`` driver uses, same settings),
-  relay the upstream bytes. A proxy with no authentication, no decoding, no pipeline.
+* ``CEILING_MODE=http1``: read the body, POST it unchanged to ``CEILING_UPSTREAM`` +
+  ``/chat/completions`` with one :class:`chorus.http1.HTTPPool` set up like Chorus's ``openai``
+  driver (same client, base URL, headers and pool size), read the whole answer and relay its bytes.
+  A proxy with no authentication, no decoding, no pipeline.
+* ``CEILING_MODE=aiohttp``: the same relay with one pooled :class:`aiohttp.ClientSession` (the
+  client the driver used before ``chorus.http1``). Only when aiohttp is installed; Chorus no
+  longer depends on it.
 
-    CEILING_MODE=aiohttp CEILING_UPSTREAM=http://127.0.0.1:9100/v1/chat/completions \
+``CEILING_UPSTREAM`` is the API root (ending in ``/v1``), like a provider's ``base_url``;
+``CEILING_API_KEY``, if set, is sent as ``authorization: Bearer …`` as the driver does.
+
+    CEILING_MODE=http1 CEILING_UPSTREAM=http://127.0.0.1:9100/v1 \
         uvicorn benchmarks.ceiling_app:app --loop uvloop --http httptools --no-access-log --port 9200
 """
 
@@ -20,14 +27,58 @@ import os
 from typing import Any
 
 MODE = os.environ.get("CEILING_MODE", "static")
-UPSTREAM = os.environ.get("CEILING_UPSTREAM", "")
+UPSTREAM = os.environ.get("CEILING_UPSTREAM", "").rstrip("/")
+API_KEY = os.environ.get("CEILING_API_KEY", "")
+PATH = "/chat/completions"
 BODY = json.dumps({
     "id": "chatcmpl-ceiling", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! This is a fixed reply."},
                  "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 25, "completion_tokens": 8, "total_tokens": 33},
 }, separators=(",", ":")).encode()
-_session: Any = None
+_client: Any = None  # the HTTPPool (``http1``) or ClientSession (``aiohttp``)
+
+
+def _headers() -> dict[str, str]:
+    """The headers the ``openai`` driver sends with every upstream request."""
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    if API_KEY:
+        headers["authorization"] = f"Bearer {API_KEY}"
+    return headers
+
+
+async def _start() -> None:
+    global _client
+    if MODE == "http1":
+        from chorus.http1 import HTTPPool
+
+        _client = HTTPPool(UPSTREAM, headers=_headers(), max_connections=512, timeout=600.0, connect_timeout=10.0)
+    elif MODE == "aiohttp":
+        import aiohttp
+
+        _client = aiohttp.ClientSession(
+            headers=_headers(),
+            timeout=aiohttp.ClientTimeout(total=600, connect=10),
+            connector=aiohttp.TCPConnector(limit=512, ttl_dns_cache=300),
+            trust_env=False,
+        )
+
+
+async def _stop() -> None:
+    if _client is None:
+        return
+    if MODE == "http1":
+        await _client.aclose()
+    else:
+        await _client.close()
+
+
+async def _relay(body: bytes) -> bytes:
+    if MODE == "http1":
+        response = await _client.request("POST", PATH, body)
+        return await response.read()
+    async with _client.post(UPSTREAM + PATH, data=body, allow_redirects=False) as response:
+        return await response.read()
 
 
 async def _read(receive: Any) -> bytes:
@@ -43,24 +94,14 @@ async def _read(receive: Any) -> bytes:
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    global _session
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if MODE == "aiohttp":
-                    import aiohttp
-
-                    _session = aiohttp.ClientSession(
-                        headers={"content-type": "application/json", "accept": "application/json"},
-                        timeout=aiohttp.ClientTimeout(total=600, connect=10),
-                        connector=aiohttp.TCPConnector(limit=512, ttl_dns_cache=300),
-                        trust_env=False,
-                    )
+                await _start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if _session is not None:
-                    await _session.close()
+                await _stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] != "http":
@@ -68,9 +109,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     body = await _read(receive)
     if scope["path"] == "/health":
         out = b'{"status":"ok"}'
-    elif MODE == "aiohttp":
-        async with _session.post(UPSTREAM, data=body, allow_redirects=False) as response:
-            out = await response.read()
+    elif MODE in ("http1", "aiohttp"):
+        out = await _relay(body)
     else:
         out = BODY
     await send({"type": "http.response.start", "status": 200,

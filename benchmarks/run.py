@@ -810,19 +810,26 @@ general_settings:
 
         Each reference app runs under the same uvicorn (httptools, uvloop), one worker, pinned to the
         gateway core, and does strictly less than Chorus: ``static`` answers from memory (the server
-        stack alone); ``aiohttp`` relays the body to the 0 ms mock with the driver's client and
-        relays the answer back (a bare proxy: no auth, no JSON, no pipeline).
+        stack alone); ``http1`` relays the body to the 0 ms mock with the driver's client
+        (:class:`chorus.http1.HTTPPool`, same base URL, headers and pool size) and relays the answer
+        back (a bare proxy: no auth, no JSON, no pipeline). If aiohttp is importable by the server
+        Python, the same relay on aiohttp (the driver's former client) is measured as an extra row.
         """
         if self.args.no_ceiling:
             return
-        self.log("ceilings: uvicorn + a fixed answer, uvicorn + an aiohttp relay (benchmarks/ceiling_app.py)")
+        modes = ["static", "http1"]
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            if subprocess.run([self.python, "-c", "import aiohttp"], capture_output=True, timeout=30, check=False).returncode == 0:
+                modes.append("aiohttp")
+        self.log("ceilings: uvicorn + a fixed answer, uvicorn + a chorus.http1 relay"
+                 f"{' (and an aiohttp relay)' if 'aiohttp' in modes else ''} (benchmarks/ceiling_app.py)")
         started: list[Proc] = []
         targets: list[Target] = []
         try:
-            for mode in ("static", "aiohttp"):
+            for mode in modes:
                 port = free_port()
-                env = dict(os.environ, CEILING_MODE=mode,
-                           CEILING_UPSTREAM=f"http://{HOST}:{self.up_fast}/v1/chat/completions")
+                env = dict(os.environ, CEILING_MODE=mode, CEILING_UPSTREAM=f"http://{HOST}:{self.up_fast}/v1",
+                           CEILING_API_KEY=UPSTREAM_KEY)
                 argv = [self.python, "-m", "uvicorn", "ceiling_app:app", "--app-dir", str(HERE), "--host", HOST,
                         "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                         "--log-level", "warning", "--lifespan", "on"]
@@ -1046,7 +1053,10 @@ def analyse_collapsed(text: str, top: int = 15) -> dict[str, Any]:
 
 # Where a sample's time goes: the leaf-most frame that matches a rule decides (first rule wins).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("upstream HTTP client (aiohttp: request, pool, response parsing, its socket I/O)", ("(aiohttp/", "(yarl/", "(multidict/")),
+    # chorus/http1.py comes first and, being leaf-most, wins over the driver/pipeline/handler frames above it;
+    # matched without the "(" so a full path (…/core/chorus/http1.py:123) counts too. aiohttp: older runs.
+    ("upstream HTTP client (chorus.http1: request, pool, response parsing, its socket I/O)",
+     ("chorus/http1.py:", "(aiohttp/", "(yarl/", "(multidict/")),
     ("socket writes to the client (uvicorn `send`: response head and body)", ("RequestResponseCycle.send ",)),
     ("request parsing and task start (uvicorn + httptools)", ("HttpToolsProtocol.", "RequestResponseCycle.receive ")),
     ("provider driver (encode the upstream body, decode the answer or each SSE event)", ("openai_provider.py", "(chorus/sse.py")),
@@ -1132,7 +1142,7 @@ def render(r: dict[str, Any]) -> str:
     lines.append(
         f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}. Python {m.get('server_python') or m['python']}; "
         f"chorus {m.get('chorus', '?')} (litestar {stack.get('litestar', '?')}, msgspec {stack.get('msgspec', '?')}, "
-        f"aiohttp {stack.get('aiohttp', '?')} upstream client, uvicorn {stack.get('uvicorn', '?')} with httptools "
+        f"chorus.http1 (httptools {stack.get('httptools', '?')}) upstream client, uvicorn {stack.get('uvicorn', '?')} with httptools "
         f"{stack.get('httptools', '?')} and uvloop {stack.get('uvloop', '?')}, pluggy {stack.get('pluggy', '?')}); "
         f"LiteLLM {m.get('litellm') or 'not measured'}; load generator {s['load_generator']}"
         f"{' ' + m['wrk'] if m.get('wrk') and s['load_generator'] == 'wrk' else ''} + asyncio client. "
@@ -1318,7 +1328,10 @@ def render(r: dict[str, Any]) -> str:
         for name, label, does in (
             ("direct", "direct (mock)", "raw asyncio, pre-built bytes"),
             ("ceiling-static", "uvicorn, fixed answer", "the server stack alone: parse, ASGI, respond"),
-            ("ceiling-aiohttp", "uvicorn + aiohttp relay", "a bare proxy: the same two hops as Chorus, no auth/JSON/pipeline"),
+            ("ceiling-http1", "uvicorn + chorus.http1 relay",
+             "a bare proxy: the same two hops and client as Chorus, no auth/JSON/pipeline"),
+            ("ceiling-aiohttp", f"uvicorn + aiohttp {stack.get('aiohttp', '').strip(' -')} relay".replace("  ", " "),
+             "the same bare proxy on aiohttp (not a Chorus dependency; measured when installed)"),
             ("chorus", "Chorus", "auth, decode, pipeline and hooks, upstream call, encode"),
         ):
             rows_ = ceil.get(name, [])

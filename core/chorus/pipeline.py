@@ -172,7 +172,13 @@ class Pipeline:
 
     @staticmethod
     async def _gather(results: list[Any]) -> list[Any]:
-        if not any(inspect.isawaitable(r) for r in results):
+        """Await the awaitable results, concurrently when there are several (order is kept)."""
+        pending = [i for i, r in enumerate(results) if inspect.isawaitable(r)]
+        if not pending:
+            return results
+        if len(pending) == 1:  # nothing to run alongside: await it in this task
+            results = list(results)
+            results[pending[0]] = await results[pending[0]]
             return results
         return list(await asyncio.gather(*(await_me_maybe(r) for r in results)))
 

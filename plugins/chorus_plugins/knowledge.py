@@ -10,10 +10,13 @@ Sources are numbered in the system prompt (see ``docs/layering.md``) and cited b
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from chorus import hookimpl
+from chorus.config import BotConfig
 from chorus.context import RequestContext, Source
 from chorus.knowledge.model import SearchHit
+from chorus.knowledge.service import Knowledge
 from chorus.layering import user_texts
 
 RRF_K = 60
@@ -51,18 +54,26 @@ def to_source(hit: SearchHit) -> Source:
 
 
 @hookimpl
-async def retrieve_context(ctx: RequestContext) -> list[Source] | None:
-    """Top chunks of the bot's datasets within its ``retrieval`` limits."""
+def retrieve_context(ctx: RequestContext) -> Awaitable[list[Source]] | None:
+    """Top chunks of the bot's datasets within its ``retrieval`` limits.
+
+    Synchronous when there is nothing to search (no task for requests without datasets); returns
+    the search as an awaitable otherwise.
+    """
     target = ctx.target
     knowledge = ctx.registry.knowledge
     if target is None or target.bot is None or not target.bot.datasets or knowledge is None:
         return None
-    settings = target.bot.retrieval
     queries = conversation_queries(ctx)
     if not queries:
         return None
+    return _retrieve(ctx, knowledge, target.bot, queries)
+
+
+async def _retrieve(ctx: RequestContext, knowledge: Knowledge, bot: BotConfig, queries: list[str]) -> list[Source]:
+    settings = bot.retrieval
     rankings = await asyncio.gather(*(
-        knowledge.search(ctx.workspace.id, list(target.bot.datasets), q, k=settings.top_k * 2, min_score=settings.min_score)
+        knowledge.search(ctx.workspace.id, list(bot.datasets), q, k=settings.top_k * 2, min_score=settings.min_score)
         for q in queries
     ))
     fused: dict[str, tuple[float, SearchHit]] = {}

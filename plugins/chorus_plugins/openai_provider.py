@@ -13,10 +13,8 @@ remains what tools and tests use.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
-
-from collections.abc import Mapping
 
 import msgspec
 

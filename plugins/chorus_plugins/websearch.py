@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
@@ -133,15 +134,18 @@ def conversation_query(ctx: RequestContext) -> str:
 
 
 @hookimpl
-async def retrieve_context(ctx: RequestContext) -> list[Source] | None:
-    """``mode = "always"``: search from the conversation before the model runs."""
+def retrieve_context(ctx: RequestContext) -> Awaitable[list[Source]] | None:
+    """``mode = "always"``: search from the conversation before the model runs.
+
+    Synchronous (no task) for bots that do not search this way; returns the search otherwise.
+    """
     options = _options(ctx)
     if options is None or options.mode != "always":
         return None
     text = conversation_query(ctx)
     if not text:
         return None
-    return await run_search(ctx, options, build_query(ctx, options, text))
+    return run_search(ctx, options, build_query(ctx, options, text))
 
 
 @hookimpl
