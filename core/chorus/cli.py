@@ -57,17 +57,38 @@ def app_factory():  # type: ignore[no-untyped-def]
     return app
 
 
+def _check_in_child(config_path: str | None) -> None:
+    """Build the app once in a short-lived child process (``chorus config check``).
+
+    The supervisor of ``--workers N`` serves nothing itself; validating in a child keeps Litestar,
+    the plugins and their drivers out of its memory (each worker builds its own app).
+    """
+    import subprocess
+
+    argv = ["config", "check"] + (["--config", os.path.abspath(config_path)] if config_path else [])
+    code = f"import sys\nfrom chorus.cli import main\nsys.exit(main({argv!r}))"
+    result = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            check=False)
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr)
+        raise SystemExit(result.returncode)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Validate the configuration, then serve until interrupted."""
     import uvicorn
-
-    from chorus.app import create_app
 
     config, fresh_key = _load(args.config)
     host = args.host or config.server.host
     port = args.port or config.server.port
     workers = args.workers or config.server.workers
-    app = create_app(config)  # validates drivers and references before binding the port
+    app = None
+    if workers > 1:
+        _check_in_child(args.config)  # drivers and references are validated before binding the port
+    else:
+        from chorus.app import create_app
+
+        app = create_app(config)  # validates drivers and references before binding the port
     if fresh_key:
         print(
             "Created the default workspace. Its API key is shown only this once; only its hash is stored:\n\n"
@@ -76,11 +97,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     print(f"Chorus {__version__} serving the OpenAI API at http://{host}:{port}/v1", file=sys.stderr)
     options = {"host": host, "port": port, "access_log": args.access_log, "log_level": "info", "lifespan": "on"}
-    if workers > 1:
+    if app is None:
         if args.config:
             os.environ[CONFIG_ENV] = os.path.abspath(args.config)
         os.environ[GC_ENV] = str(args.gc_threshold)
-        del app  # each worker builds its own; the supervisor keeps none
         uvicorn.run("chorus.cli:app_factory", factory=True, workers=workers, **options)
     else:
         tune_gc(args.gc_threshold)

@@ -1,0 +1,104 @@
+"""``chorus serve --workers N``: real worker processes behind one port, a lean supervisor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from chorus.keys import digest
+from tests.conftest import free_port
+from tests.upstream import Reply, ScriptedUpstream
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+
+KEY = "sk-workers-test"
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def rss_kb(pid: int) -> int:
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def serve(config: Path, port: int, data: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "chorus.cli", "serve", "--config", str(config), "--port", str(port), "--workers", "2"],
+        env={**os.environ, "CHORUS_DATA_DIR": str(data)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_two_workers_serve_and_stop(tmp_path: Path, upstream: ScriptedUpstream) -> None:
+    upstream.reset()
+    port = free_port()
+    config = tmp_path / "chorus.toml"
+    config.write_text(
+        f'[[providers]]\nid = "up"\ndriver = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-test"]\n'
+        f'[[workspaces]]\nid = "w"\napi_keys = ["{digest(KEY)}"]\n'
+    )
+    process = serve(config, port, tmp_path / "data")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            workers = [pid for pid in children(process.pid) if "spawn_main" in cmdline(pid)]
+            try:
+                if len(workers) == 2 and httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "chorus serve --workers 2 did not start"
+            time.sleep(0.2)
+        upstream.push(*[Reply(content=f"answer {i}") for i in range(6)])
+        answers = []
+        for _ in range(6):  # a fresh connection each time, so the kernel may hand any worker the request
+            with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=20) as sdk:
+                completion = sdk.chat.completions.create(model="model/name=up/gpt-test", messages=[{"role": "user", "content": "hi"}])
+                answers.append(completion.choices[0].message.content)
+        assert sorted(answers) == [f"answer {i}" for i in range(6)]
+        # The supervisor validated the configuration in a child that has exited; it holds no app.
+        assert rss_kb(process.pid) < min(rss_kb(pid) for pid in workers) / 2
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=20)
+        upstream.reset()
+    assert process.returncode == 0
+    assert all(not Path(f"/proc/{pid}").exists() or "spawn_main" not in cmdline(pid) for pid in workers)
+    assert KEY not in output
+
+
+def test_a_bad_configuration_stops_before_binding(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "chorus.toml"
+    config.write_text('[[providers]]\nid = "up"\ndriver = "no-such-driver"\nmodels = ["m"]\n')
+    process = serve(config, port, tmp_path / "data")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "configuration error" in output and "no-such-driver" in output
+    assert "Traceback" not in output
