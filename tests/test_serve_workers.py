@@ -48,6 +48,33 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def established_on(port: int) -> set[int]:
+    """Socket inodes of established TCP connections whose local port is ``port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def sockets_of(pid: int) -> set[int]:
+    found = set()
+    for fd in (Path("/proc") / str(pid) / "fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
 def serve(config: Path, port: int, data: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "chorus.cli", "serve", "--config", str(config), "--port", str(port), "--workers", "2"],
@@ -82,8 +109,30 @@ def test_two_workers_serve_and_stop(tmp_path: Path, upstream: ScriptedUpstream) 
                 completion = sdk.chat.completions.create(model="model/name=up/gpt-test", messages=[{"role": "user", "content": "hi"}])
                 answers.append(completion.choices[0].message.content)
         assert sorted(answers) == [f"answer {i}" for i in range(6)]
+        # Keep-alive connections opened together are spread over the workers (SO_REUSEPORT), not
+        # all accepted by whichever worker woke first.
+        pool = [httpx.Client(base_url=f"http://127.0.0.1:{port}") for _ in range(16)]
+        try:
+            for http in pool:
+                assert http.get("/health").status_code == 200
+            established = established_on(port)
+            per_worker = [len(sockets_of(pid) & established) for pid in workers]
+        finally:
+            for http in pool:
+                http.close()
+        assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker
         # The supervisor validated the configuration in a child that has exited; it holds no app.
         assert rss_kb(process.pid) < min(rss_kb(pid) for pid in workers) / 2
+        # A worker that dies is replaced.
+        os.kill(workers[0], 9)
+        deadline = time.monotonic() + 60
+        while True:
+            now = [pid for pid in children(process.pid) if "spawn_main" in cmdline(pid)]
+            if len(now) == 2 and workers[0] not in now and httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                break
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.2)
+        workers = now
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=20)

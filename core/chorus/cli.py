@@ -101,6 +101,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.config:
             os.environ[CONFIG_ENV] = os.path.abspath(args.config)
         os.environ[GC_ENV] = str(args.gc_threshold)
+        from chorus import workers as supervisor
+
+        if supervisor.reuse_port_available():
+            options.pop("host")
+            options.pop("port")
+            return supervisor.serve(host, port, workers, options)
         uvicorn.run("chorus.cli:app_factory", factory=True, workers=workers, **options)
     else:
         tune_gc(args.gc_threshold)
