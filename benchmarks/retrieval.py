@@ -290,10 +290,11 @@ through the async API (thread hop, ranking, hydrating 8 hits), one at a time aft
 Default settings (`match_budget = {budget}`, `candidates = {candidates}`, `rrf_k = {rrf_k}`, {readers} readers).
 
 Design and library choice. Lexical search is SQLite FTS5 with `bm25()` (title and headings
-weighted). BM25 is exact while the summed document frequencies of the query terms fit
-`match_budget`; past it, terms found in at least half the chunks are dropped (FTS5 gives them
-~zero weight) and only the chunks holding the rarest terms are scored, exactly, which is what
-*recall@8 vs exact* measures against a 20-50x slower exact scan. Dense search is exact too: each
+weighted). Query terms found in at least half the chunks are dropped while another term
+remains (FTS5's BM25 gives them an IDF of 1e-6: they only break ties and widen the set of chunks
+scored); BM25 over the rest is exact while their summed document frequencies fit
+`match_budget`; past it, only the chunks holding the rarest terms are scored, exactly, which is
+what *recall@8 vs exact* measures against a 20-50x slower exact scan of every term. Dense search is exact too: each
 dataset's vectors live in memory as unit-norm float32 matrices, refreshed incrementally (a version
 per dataset and a log of deleted id ranges) and scanned with numpy's single-threaded `einsum` on a
 worker thread while FTS5 runs on another. sqlite-vec 0.1.9 was measured as the alternative: this

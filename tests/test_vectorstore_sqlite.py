@@ -208,6 +208,10 @@ def test_plan_query() -> None:
     exact = plan_query(["rare", "mid"], df, 10_000, 1000)
     assert exact is not None and exact.expressions() == ['"rare" OR "mid"']
     assert plan_query(["rare", "common"], df, 10_000, 0).expressions() == ['"rare" OR "common"']  # type: ignore[union-attr]
+    # terms in half the chunks or more get FTS5's IDF floor (1e-6): dropped while another remains
+    assert plan_query(["everywhere", "rare", "mid"], df, 10_000, 100_000).expressions() == ['"rare" OR "mid"']  # type: ignore[union-attr]
+    assert plan_query(["everywhere"], df, 10_000, 100_000).expressions() == ['"everywhere"']  # type: ignore[union-attr]
+    assert plan_query(["everywhere", "rare"], df, 10_000, 0).expressions() == ['"everywhere" OR "rare"']  # type: ignore[union-attr]
     # zero-weight terms dropped, rare ones gate, the rest only score
     plan = plan_query(["everywhere", "common", "mid", "rare"], df, 10_000, 1000)
     assert plan is not None and not plan.bounded

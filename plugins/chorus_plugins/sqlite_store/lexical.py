@@ -61,16 +61,24 @@ class QueryPlan:
 def plan_query(terms: Sequence[str], df: dict[str, int], total: int, budget: int) -> QueryPlan | None:
     """Plan a lexical query from its terms' document frequencies (``None`` when there are no terms).
 
-    Exact BM25 (one OR of every term) while the summed frequencies fit ``budget``. Beyond it:
-    terms in at least half the chunks are dropped (FTS5's BM25 gives them ~zero weight anyway);
-    the rarest terms whose frequencies fit the budget form the *gate* (or, when no single term is
-    rare enough, the conjunction of the rarest few, ``bounded``); the other kept terms are scored
-    for gate chunks without widening the set. So work stays near ``budget`` chunks while the chunks
-    most likely to rank first, those holding the rarest terms, get their exact score.
+    Terms in at least half the chunks are dropped while another term remains: FTS5's BM25 gives
+    them an IDF of 1e-6 (``log((N - n + 0.5) / (n + 0.5))`` is not positive there), so they only
+    break ties and widen the set of chunks scored to ones that match nothing but words like "how"
+    or "the". Then exact BM25 (one OR of the kept terms) while their summed frequencies fit
+    ``budget``. Beyond it: the rarest terms whose frequencies fit the budget form the *gate* (or,
+    when no single term is rare enough, the conjunction of the rarest few, ``bounded``); the other
+    kept terms are scored for gate chunks without widening the set. So work stays near ``budget``
+    chunks while the chunks most likely to rank first, those holding the rarest terms, get their
+    exact score. ``budget <= 0`` scores every term of every matching chunk (exact, slowest).
     """
     if not terms:
         return None
-    if budget <= 0 or sum(df.get(t, 0) for t in terms) <= budget:
+    if budget <= 0:
+        return QueryPlan(_any(terms))
+    informative = [t for t in terms if df.get(t, 0) < total / 2]
+    if informative:
+        terms = informative
+    if sum(df.get(t, 0) for t in terms) <= budget:
         return QueryPlan(_any(terms))
     kept = sorted((t for t in terms if df.get(t, 0) < total / 2), key=lambda t: df.get(t, 0))
     if not kept:
