@@ -68,8 +68,11 @@ class PoolClosed(HTTPError):
 
 
 def _check_header(name: str, value: str) -> None:
+    """Refuse header injection, and the framing headers the client writes itself."""
     if not name or any(c in name for c in " \t\r\n:") or "\r" in value or "\n" in value:
         raise ValueError(f"invalid HTTP header {name!r}")
+    if name.lower() in _FRAMING:
+        raise ValueError(f"header {name!r} is set by the client itself")
 
 
 class _Connection(asyncio.Protocol):
@@ -88,7 +91,6 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
-        self.streaming = False
         self.error: BaseException | None = None
         self._reset()
 
@@ -104,13 +106,13 @@ class _Connection(asyncio.Protocol):
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.received = False
+        self.streaming = False
 
     # -- request side ---------------------------------------------------------------------------
 
     def send(self, payload: bytes) -> None:
         """Start a new exchange on this connection."""
         self._reset()
-        self.streaming = False
         if self.closed or self.transport is None or self.transport.is_closing():
             raise RemoteProtocolError("the connection was closed by the server")
         try:
@@ -387,8 +389,6 @@ class HTTPPool:
         merged = {"host": authority, "user-agent": "chorus", "accept-encoding": "gzip, deflate"}
         for name, value in (headers or {}).items():
             _check_header(name, value)
-            if name.lower() in _FRAMING:
-                raise ValueError(f"header {name!r} is set by the client itself")
             merged[name.lower()] = value
         self._headers = "".join(f"{name}: {value}\r\n" for name, value in merged.items())
         self._idle: deque[_Connection] = deque()
@@ -412,8 +412,6 @@ class HTTPPool:
         if headers:
             for name, value in headers.items():
                 _check_header(name, value)
-                if name.lower() in _FRAMING:
-                    raise ValueError(f"header {name!r} is set by the client itself")
             extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         target = self.base_path + path
         if not target.startswith("/") or any(c in target for c in " \r\n"):

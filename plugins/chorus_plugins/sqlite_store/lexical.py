@@ -80,9 +80,7 @@ def plan_query(terms: Sequence[str], df: dict[str, int], total: int, budget: int
         terms = informative
     if sum(df.get(t, 0) for t in terms) <= budget:
         return QueryPlan(_any(terms))
-    kept = sorted((t for t in terms if df.get(t, 0) < total / 2), key=lambda t: df.get(t, 0))
-    if not kept:
-        kept = [min(terms, key=lambda t: df.get(t, 0))]
+    kept = sorted(informative, key=lambda t: df.get(t, 0)) or [min(terms, key=lambda t: df.get(t, 0))]
     if sum(df.get(t, 0) for t in kept) <= budget:
         return QueryPlan(_any(kept))
     gate: list[str] = []
