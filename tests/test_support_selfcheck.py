@@ -56,7 +56,7 @@ def chunks_of(events: list[str]) -> list[dict[str, Any]]:
     return [json.loads(e) for e in events[:-1]]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
@@ -221,7 +221,7 @@ def test_disconnect_is_counted(upstream: ScriptedUpstream) -> None:
             first = next(line for line in resp.iter_lines() if line.startswith("data: "))
             assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
         # leaving the block closes the half-read response (and its connection)
-        assert upstream.wait_for_disconnect(timeout=2.0)
+        assert upstream.wait_for_disconnect(timeout=30)
         assert upstream.disconnects == 1 and upstream.completed_streams == 0
         assert not upstream.wait_for_disconnect(timeout=0.05)  # the one disconnect was claimed
         stream_events(upstream, {**CHAT, "stream": True})
@@ -231,21 +231,23 @@ def test_disconnect_is_counted(upstream: ScriptedUpstream) -> None:
 async def test_hang_does_not_block_other_requests(upstream: ScriptedUpstream) -> None:
     upstream.push(Hang(30), Reply("delayed", delay=0.1))
     async with httpx.AsyncClient(base_url=upstream.base_url, timeout=5) as client:
-        hanging = asyncio.create_task(client.post("/chat/completions", json={**CHAT, "stream": True}, timeout=0.3))
+        hanging = asyncio.create_task(client.post("/chat/completions", json={**CHAT, "stream": True}, timeout=60))
         await asyncio.to_thread(wait_until, lambda: len(upstream.requests) == 1)
         started = time.monotonic()
         quick = await client.post("/chat/completions", json=CHAT)
         assert quick.json()["choices"][0]["message"]["content"] == "delayed"
-        assert 0.1 <= time.monotonic() - started < 1.0
-        with pytest.raises(httpx.ReadTimeout):
+        assert time.monotonic() - started >= 0.1  # the reply's delay was honoured
+        assert not hanging.done()  # answered while the other request still hangs
+        hanging.cancel()
+        with pytest.raises(asyncio.CancelledError):
             await hanging
     # the client gave up on a (streaming) request: that counts as a disconnect
-    assert await asyncio.to_thread(upstream.wait_for_disconnect, 2.0)
+    assert await asyncio.to_thread(upstream.wait_for_disconnect, 30)
 
 
 def test_stop_does_not_wait_for_a_hang() -> None:
     up = ScriptedUpstream().start()
-    up.push(Hang(30))
+    up.push(Hang(600))
     outcome: list[object] = []
 
     def call() -> None:
@@ -257,10 +259,11 @@ def test_stop_does_not_wait_for_a_hang() -> None:
     thread = threading.Thread(target=call)
     thread.start()
     wait_until(lambda: len(up.requests) == 1)
-    started = time.monotonic()
-    up.stop()
-    assert time.monotonic() - started < 2.0
-    thread.join(5)
+    stopper = threading.Thread(target=up.stop)
+    stopper.start()
+    stopper.join(60)
+    assert not stopper.is_alive()  # stop() returned long before the 600 s hang would have ended
+    thread.join(60)
     assert not thread.is_alive() and outcome
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{up.port}/v1/models")

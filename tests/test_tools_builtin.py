@@ -309,10 +309,9 @@ async def test_http_non_2xx_is_a_tool_error_with_an_excerpt(server: LiveServer, 
 
 
 async def test_http_timeout(server: LiveServer, ctx: ToolContext) -> None:
-    started = time.monotonic()
+    # /slow does answer, after 1.5 s: an error proves the 0.3 s timeout cut the call short
     with pytest.raises(ToolError, match="did not answer"):
         await _http(server, "/slow", timeout=0.3).call("t", {}, ctx)
-    assert time.monotonic() - started < 1.2
 
 
 async def test_http_respects_the_call_deadline(server: LiveServer, ctx: ToolContext) -> None:

