@@ -135,12 +135,13 @@ def globex(chorus_server: LiveServer, up: ScriptedUpstream) -> Iterator[openai.O
 
 
 def serve_with_plugins(
-    upstream_url: str, *plugins: Any, extra: str = "", server_extra: str = "", tools: dict[str, type] | None = None
+    upstream_url: str, *plugins: Any, extra: str = "", server_extra: str = "", tools: dict[str, type] | None = None,
+    data_dir: str | None = None,
 ) -> LiveServer:
-    """A separate live Chorus with extra hook plugins and tool drivers registered."""
+    """A separate live Chorus with extra hook plugins and tool drivers registered (a fresh data dir unless given)."""
     pm = PluginManager()
     for i, plugin in enumerate(plugins):
         pm.register(plugin, name=f"test-plugin-{i}")
     for name, driver in (tools or {}).items():
         pm.register_driver("tools", name, driver)
-    return LiveServer(create_app(make_config(upstream_url, extra, server_extra), pm=pm))
+    return LiveServer(create_app(make_config(upstream_url, extra, server_extra, data_dir), pm=pm))

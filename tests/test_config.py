@@ -70,6 +70,10 @@ def test_escaped_dollar_is_literal() -> None:
         (lambda d: d["workspaces"][0]["api_keys"].append("sha256:xyz"), "64 lowercase hex"),
         (lambda d: d["bots"].append(dict(d["bots"][0])), "used twice"),
         (lambda d: d["bots"][0].update(params={"temperature": "hot"}), "Expected `float`"),
+        (lambda d: d.update(server={"workers": 0}), r"Expected `int` >= 1 - at `server.workers`"),
+        (lambda d: d.update(server={"port": 70000}), r"Expected `int` <= 65535 - at `server.port`"),
+        (lambda d: d.update(server={"keepalive_seconds": 0}), r"Expected `float` > 0.0 - at `server.keepalive_seconds`"),
+        (lambda d: d.update(server={"parked_turns": "redis"}), r"Invalid enum value 'redis' - at `server.parked_turns`"),
     ],
 )
 def test_strict_config_errors_name_the_key(mutate, message: str) -> None:  # type: ignore[no-untyped-def]

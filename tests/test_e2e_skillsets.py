@@ -323,3 +323,28 @@ skillsets = ["ops"]
             assert json.loads(results["k1"]) == {"result": 39.0}
             closing.close()
         upstream.reset()
+
+
+def test_a_resume_on_another_server_sharing_the_data_dir_restores_the_hidden_steps(
+    upstream: ScriptedUpstream, up: ScriptedUpstream, tmp_path: Any,
+) -> None:
+    """What ``chorus serve --workers N`` relies on: workers share parked turns through the data dir."""
+    shared = str(tmp_path)
+    first_worker = serve_with_plugins(upstream.base_url, extra=SKILLSETS, tools={"probe": ProbeTool}, data_dir=shared)
+    second_worker = serve_with_plugins(upstream.base_url, extra=SKILLSETS, tools={"probe": ProbeTool}, data_dir=shared)
+    with first_worker, second_worker:
+        up.push(Reply(content=None, tool_calls=[call("s7", "echo", text="w"), call("u7", "ask_user")]))
+        with openai.OpenAI(base_url=first_worker.url + "/v1", api_key=ACME_KEY, max_retries=0) as one:
+            stream = one.chat.completions.create(model="bot/id=agent", messages=ASK, tools=[CLIENT_TOOL], stream=True)  # type: ignore[arg-type,list-item]
+            assert [tc.id for chunk in stream if chunk.choices for tc in chunk.choices[0].delta.tool_calls or []
+                    if tc.id] == ["u7"]
+        up.push(Reply(content="Done."))
+        history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call("u7", "ask_user")]},
+                   {"role": "tool", "tool_call_id": "u7", "content": "yes"}]
+        with openai.OpenAI(base_url=second_worker.url + "/v1", api_key=ACME_KEY, max_retries=0) as two:
+            answer = two.chat.completions.create(model="bot/id=agent", messages=history, tools=[CLIENT_TOOL])  # type: ignore[arg-type,list-item]
+    assert answer.choices[0].message.content == "Done."
+    sent = up.requests[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "tool"]
+    assert [c["id"] for c in sent[2]["tool_calls"]] == ["s7", "u7"]
+    assert sent[3]["tool_call_id"] == "s7" and json.loads(sent[3]["content"])["echo"] == "w"

@@ -29,6 +29,7 @@ from chorus.registry import Registry
 from chorus.search import SearchEngineDriver
 from chorus.skillsets import build_skillsets
 from chorus.requestid import add_request_id_header, request_id
+from chorus.turns import MemoryTurnStore, SqliteTurnStore, TurnStore
 
 log = logging.getLogger("chorus")
 _encode = msgspec.json.Encoder().encode
@@ -131,6 +132,14 @@ def build_search_engines(config: Config, pm: PluginManager) -> dict[str, SearchE
     return engines
 
 
+def build_turn_store(config: Config) -> TurnStore:
+    """Where parked agent turns live: ``[server] parked_turns`` (a SQLite file in the data dir by default)."""
+    ttl = config.server.parked_turns_ttl_seconds
+    if config.server.parked_turns == "memory":
+        return MemoryTurnStore(ttl)
+    return SqliteTurnStore(resolve_data_dir(config.data_dir) / "turns.sqlite3", ttl)
+
+
 def build_keyring(config: Config) -> KeyRing:
     """The key ring of every workspace's configured keys."""
     ring = KeyRing()
@@ -148,7 +157,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
     registry = Registry.from_config(config, providers, build_keyring(config), skillsets)
     knowledge = registry.knowledge = build_knowledge(config, pm, registry)
     engines = registry.search_engines = build_search_engines(config, pm)
-    pipeline = Pipeline(pm, registry, config.server)
+    pipeline = Pipeline(pm, registry, config.server, build_turn_store(config))
 
     async def start_providers(app: Litestar) -> None:
         for provider in providers:
@@ -162,6 +171,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
         for engine in engines.values():
             await engine.start()
         await knowledge.start()
+        await pipeline.turns.start()
         for dataset in config.datasets:
             summary = await knowledge.sync_dataset(dataset)
             log.info("dataset %s: %d added, %d updated, %d unchanged, %d removed, %d failed",
@@ -170,6 +180,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
                 log.warning("dataset %s: %s not ingested: %s", dataset.id, name, reason)
 
     async def stop_providers(app: Litestar) -> None:
+        await pipeline.turns.aclose()
         await knowledge.aclose()
         for engine in engines.values():
             await engine.aclose()

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -31,12 +31,15 @@ class ServerConfig(Strict):
     """``[server]``: how ``chorus serve`` listens and request limits."""
 
     host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_tool_steps: int = 8
-    keepalive_seconds: float = 5.0
-    max_team_depth: int = 3
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    workers: Annotated[int, msgspec.Meta(ge=1)] = 1
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 * 1024 * 1024
+    max_tool_steps: Annotated[int, msgspec.Meta(ge=0)] = 8
+    keepalive_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    max_team_depth: Annotated[int, msgspec.Meta(ge=0)] = 3
+    # where hidden agent steps wait for a client's tool results (see chorus.turns)
+    parked_turns: Literal["sqlite", "memory"] = "sqlite"
+    parked_turns_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
 
 
 class WorkspaceConfig(Strict):

@@ -31,7 +31,7 @@ from chorus.plugins.manager import PluginManager
 from chorus.registry import Registry, Workspace
 from chorus.schemas import ChatCompletionRequest, Message
 from chorus.targets import Target, unknown_target
-from chorus.turns import ParkedTurn, TurnStore, restore_messages
+from chorus.turns import MemoryTurnStore, ParkedTurn, TurnStore, restore_messages, resumed_call_ids
 
 log = logging.getLogger("chorus.pipeline")
 
@@ -63,11 +63,12 @@ class Prepared(msgspec.Struct, kw_only=True):
 class Pipeline:
     """Authenticates, resolves, layers, calls the provider, loops over server tools, post-processes."""
 
-    def __init__(self, pm: PluginManager, registry: Registry, server: ServerConfig) -> None:
+    def __init__(self, pm: PluginManager, registry: Registry, server: ServerConfig,
+                 turns: TurnStore | None = None) -> None:
         self.pm = pm
         self.registry = registry
         self.server = server
-        self.turns = TurnStore()
+        self.turns = turns if turns is not None else MemoryTurnStore(server.parked_turns_ttl_seconds)
         # HookRunner: the same calls as pm.hook.<name>(...), without pluggy's generic per-call overhead.
         self._resolve = pm.runner("resolve_target")
         self._prompt = pm.runner("build_system_prompt") if pm.implements("build_system_prompt") else None
@@ -132,7 +133,9 @@ class Pipeline:
             request = legacy.translate_request(request)
         if legacy.uses_legacy_messages(messages):
             messages = legacy.translate_messages(messages)
-        messages = restore_messages(messages, ctx.workspace.id, self.turns)
+        call_ids = resumed_call_ids(messages)
+        if call_ids:
+            messages = await restore_messages(messages, ctx.workspace.id, self.turns, call_ids)
         backstory = target.bot.backstory if target.bot is not None else None
         messages = layer_messages(messages, backstory=backstory, parts=parts, sources=ctx.sources)
 
@@ -200,7 +203,7 @@ class Pipeline:
                 merged.update(result)
         return merged
 
-    def _advance(
+    async def _advance(
         self, ctx: RequestContext, prepared: Prepared, hidden: list[Message],
         calls: list[dict[str, Any]], results: dict[str, str], content: Any, steps: int,
     ) -> list[dict[str, Any]]:
@@ -209,7 +212,7 @@ class Pipeline:
         tool_messages = [Message(role="tool", tool_call_id=c["id"], content=results[c["id"]]) for c in calls if c["id"] in results]
         client_calls = [c for c in calls if c["id"] not in results]
         if client_calls:
-            self.turns.park(
+            await self.turns.park(
                 ctx.workspace.id, [c["id"] for c in client_calls],
                 ParkedTurn(hidden=list(hidden), assistant=assistant, results=tool_messages),
             )
@@ -221,12 +224,12 @@ class Pipeline:
         prepared.body = msgspec.structs.replace(prepared.body, **changes)
         return []
 
-    def _park_client_turn(self, ctx: RequestContext, hidden: list[Message], message: dict[str, Any]) -> None:
+    async def _park_client_turn(self, ctx: RequestContext, hidden: list[Message], message: dict[str, Any]) -> None:
         """A turn that ends with client calls after hidden steps: park those steps for the resume."""
         calls = message.get("tool_calls") or []
         if hidden and calls:
             assistant = Message(role="assistant", content=message.get("content"), tool_calls=calls)
-            self.turns.park(ctx.workspace.id, [c["id"] for c in calls], ParkedTurn(hidden=list(hidden), assistant=assistant, results=[]))
+            await self.turns.park(ctx.workspace.id, [c["id"] for c in calls], ParkedTurn(hidden=list(hidden), assistant=assistant, results=[]))
 
     # -- non-streaming ---------------------------------------------------------------------------
 
@@ -260,12 +263,12 @@ class Pipeline:
             server_calls = [c for c in calls if c.get("function", {}).get("name") in prepared.server_tools]
             if not server_calls or steps >= prepared.max_steps:
                 _drop_server_calls(choices[0] if choices else {}, prepared.server_tools)
-                self._park_client_turn(ctx, hidden, message)
+                await self._park_client_turn(ctx, hidden, message)
                 break
             steps += 1
             results = await self._execute_tools(ctx, server_calls)
             results = {c["id"]: results.get(c["id"], _unanswered(c)) for c in server_calls}
-            client_calls = self._advance(ctx, prepared, hidden, calls, results, message.get("content"), steps)
+            client_calls = await self._advance(ctx, prepared, hidden, calls, results, message.get("content"), steps)
             if client_calls:
                 message["tool_calls"] = client_calls
                 choices[0]["finish_reason"] = "tool_calls"
@@ -408,7 +411,7 @@ class Pipeline:
                 if ctx.state.get("progress"):
                     for call in server_calls:
                         yield progress({"type": "tool.finished", "name": call["function"]["name"], "step": steps})
-                client_calls = self._advance(ctx, prepared, hidden, calls, results, "".join(content), steps)
+                client_calls = await self._advance(ctx, prepared, hidden, calls, results, "".join(content), steps)
                 if not client_calls:
                     continue
                 calls, finish = client_calls, "tool_calls"
@@ -416,7 +419,7 @@ class Pipeline:
                 calls = [c for c in calls if c["function"]["name"] not in prepared.server_tools]
                 if not calls and finish == "tool_calls":
                     finish = "stop"
-                self._park_client_turn(ctx, hidden, {"content": "".join(content) or None, "tool_calls": calls})
+                await self._park_client_turn(ctx, hidden, {"content": "".join(content) or None, "tool_calls": calls})
             for index, call in enumerate(calls):
                 fragment = {"index": index, "id": call["id"], "type": "function", "function": dict(call["function"])}
                 yield await emit({"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}]})
