@@ -172,3 +172,17 @@ def test_resumed_call_ids_skips_messages_without_calls() -> None:
 async def test_an_unstarted_sqlite_store_says_so(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not started"):
         await SqliteTurnStore(tmp_path / "t.sqlite3").take_many("acme", ["u1"])
+
+
+async def test_a_broken_database_is_logged_and_never_fails_the_request(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    store = SqliteTurnStore(tmp_path / "t.sqlite3")
+    await store.start()
+    try:
+        await store._run(lambda: store._db.execute("DROP TABLE parked_turns"))  # type: ignore[union-attr]
+        await store.park("acme", ["u1"], turn("a"))
+        assert await store.take_many("acme", ["u1"]) == {}
+    finally:
+        await store.aclose()
+    assert "parked turn of workspace acme not stored" in caplog.text
+    assert "parked turns of workspace acme not read" in caplog.text

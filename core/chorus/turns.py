@@ -12,12 +12,14 @@ Two stores, chosen by ``[server] parked_turns``:
 
 Entries expire after ``ttl`` seconds; a store holds at most ``max_entries`` call ids (the ones
 closest to expiry are dropped first). A take does not remove its entry: a client may retry the
-resume.
+resume. A SQLite error never fails the request: it is logged, and the turn goes on without the
+parked steps (the answer is still sent; a resume then sees only the client's copy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections import OrderedDict
@@ -32,6 +34,7 @@ import msgspec
 from chorus.schemas import Message
 
 T = TypeVar("T")
+log = logging.getLogger("chorus.turns")
 
 
 class ParkedTurn(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,7 +186,10 @@ class SqliteTurnStore(TurnStore):
                 if prune:
                     self._prune(db)
 
-        await self._run(write)
+        try:
+            await self._run(write)
+        except sqlite3.Error as exc:  # the answer still goes out; its resume will lack the hidden steps
+            log.error("parked turn of workspace %s not stored in %s: %s", workspace, self.path, exc)
 
     def _prune(self, db: sqlite3.Connection) -> None:
         db.execute("DELETE FROM parked_turns WHERE expires < ?", (time.time(),))
@@ -210,7 +216,12 @@ class SqliteTurnStore(TurnStore):
                 ).fetchall()
             return rows
 
-        return {call_id: self._decode(blob) for call_id, blob in await self._run(read)}
+        try:
+            rows = await self._run(read)
+        except sqlite3.Error as exc:  # serve the request with the client's copy of the history
+            log.error("parked turns of workspace %s not read from %s: %s", workspace, self.path, exc)
+            return {}
+        return {call_id: self._decode(blob) for call_id, blob in rows}
 
 
 @contextmanager
