@@ -33,7 +33,11 @@ class Skillset:
         return self.config.id
 
     async def start(self) -> None:
-        """Start every driver and index its tools; duplicate tool names are a configuration error."""
+        """Start every driver and index its tools; duplicate tool names are a configuration error.
+
+        A driver whose tool list changes later (:meth:`ToolDriver.tools_changed`) is re-indexed;
+        a name that then clashes is logged and the tool listed first keeps it.
+        """
         self._http = self.egress.client(timeout=self.config.tool_timeout)
         for driver in self.drivers:
             await driver.start()
@@ -41,6 +45,21 @@ class Skillset:
                 if spec.name in self._tools:
                     raise ConfigError(f"skillset {self.id!r}: two tools are named {spec.name!r}")
                 self._tools[spec.name] = (driver, spec)
+            driver.watch_tools(self._reindex)
+
+    def _reindex(self, changed: ToolDriver) -> None:
+        tools: dict[str, tuple[ToolDriver, ToolSpec]] = {}
+        for driver in self.drivers:
+            for spec in driver.tools():
+                if spec.name in tools:
+                    log.warning("skillset %s: tool %s of %s clashes with another tool of that name; the first keeps it",
+                                self.id, spec.name, driver.settings.name)
+                    continue
+                tools[spec.name] = (driver, spec)
+        added, removed = sorted(tools.keys() - self._tools.keys()), sorted(self._tools.keys() - tools.keys())
+        self._tools = tools  # one assignment: a request reads the old index or the new one
+        log.info("skillset %s: %s changed its tools (added: %s; removed: %s)", self.id, changed.settings.name,
+                 ", ".join(added) or "none", ", ".join(removed) or "none")
 
     async def aclose(self) -> None:
         """Stop every driver and close the HTTP client; keeps going past failures."""

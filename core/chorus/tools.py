@@ -20,6 +20,8 @@ import msgspec
 from chorus.config import Strict
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
     from chorus.egress import EgressPolicy
@@ -73,6 +75,18 @@ class ToolDriver(abc.ABC):
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect or spawn what the tool needs. Called once before serving."""
+
+    def watch_tools(self, listener: Callable[[ToolDriver], None]) -> None:
+        """Have ``listener(self)`` called whenever :meth:`tools_changed` is (the skillset re-reads :meth:`tools`)."""
+        self.__dict__.setdefault("_tool_listeners", []).append(listener)
+
+    def tools_changed(self) -> None:
+        """Call after :meth:`tools` starts returning a different list (e.g. an MCP server said so).
+
+        Requests that start afterwards see the new list; calls in flight are unaffected.
+        """
+        for listener in self.__dict__.get("_tool_listeners", ()):
+            listener(self)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what :meth:`start` opened."""

@@ -99,6 +99,36 @@ def stats(values: list[float]) -> dict[str, Any]:
     return {"count": len(values), "sum": sum(values)}
 
 
+@server.tool()
+async def grow(name: str, ctx: Context) -> str:
+    """Add a tool called ``name`` (it echoes its text) and say that the tool list changed."""
+
+    def grown(text: str) -> str:
+        return f"{name}: {text}"
+
+    server.add_tool(grown, name=name, description=f"Added at run time as {name}.")
+    await _tools_changed(ctx)
+    return "added"
+
+
+@server.tool()
+async def shrink(name: str, ctx: Context) -> str:
+    """Remove tool ``name`` and say that the tool list changed."""
+    server.remove_tool(name)
+    await _tools_changed(ctx)
+    return "removed"
+
+
+async def _tools_changed(ctx: Context) -> None:
+    """Tell the client both ways: a ``subscriptions/listen`` event (2026-07-28 sessions) and the
+    earlier protocol versions' ``notifications/tools/list_changed`` (ignored by newer sessions)."""
+    await ctx.notify_tools_changed()
+    try:
+        await ctx.session.send_tool_list_changed()
+    except Exception:  # a 2026-07-28 session has no channel for it: the event above reached it
+        pass
+
+
 def _png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from chorus.egress import EgressDenied, EgressPolicy
 from chorus.tools import ToolContext, ToolError
-from mcp_testing import TOKEN, HttpServer
+from mcp_testing import TOKEN, HttpServer, wait_until
 
 from chorus_tools_mcp import McpStartError, McpTools
 from chorus_tools_mcp.transport import EgressBridge
@@ -126,3 +126,11 @@ async def test_session_traffic_goes_through_the_guarded_client(http_server: Http
             else:
                 with pytest.raises(EgressDenied):
                     await client.get(http_server.url, headers=AUTH)
+
+
+async def test_tools_follow_list_changes_over_http(drivers: Drivers, ctx: Ctx, http_server: HttpServer) -> None:
+    driver = drivers(url=http_server.url, headers=AUTH)
+    await driver.start()
+    await driver.call("grow", {"name": "remote_fresh"}, ctx())
+    await wait_until(lambda: "remote_fresh" in {spec.name for spec in driver.tools()})
+    assert await driver.call("remote_fresh", {"text": "over http"}, ctx()) == "remote_fresh: over http"

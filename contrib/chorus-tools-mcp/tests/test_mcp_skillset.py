@@ -11,7 +11,7 @@ from chorus.errors import ConfigError
 from chorus.plugins.manager import PluginManager
 from chorus.skillsets import build_skillsets
 from chorus.tools import ToolContext
-from mcp_testing import TOKEN, HttpServer, stdio_table
+from mcp_testing import TOKEN, HttpServer, stdio_table, wait_until
 
 from chorus_tools_mcp import McpTools
 
@@ -58,3 +58,22 @@ def test_bad_table_is_a_config_error_naming_the_location() -> None:
     config = SkillsetConfig(id="ops", workspace="acme", tools=[{"name": "x", "driver": "mcp", "comand": ["srv"]}])
     with pytest.raises(ConfigError, match=r"skillsets\[0\]\.tools\[0\]: Object contains unknown field `comand`"):
         build_skillsets([config], PluginManager(env={}))
+
+
+async def test_a_skillset_offers_tools_the_server_adds_later() -> None:
+    config = SkillsetConfig(id="ops", workspace="acme",
+                            tools=[{"name": "local", "driver": "mcp", **stdio_table(prefix="l_")}])
+    (skillset,) = build_skillsets([config], PluginManager(env={}))
+    await skillset.start()
+    try:
+        ctx = ToolContext(
+            workspace="acme", bot="ops-bot", request_id="r1", deadline=time.monotonic() + 30, http=skillset.http
+        )
+        driver = skillset.owner("l_grow")
+        assert driver is not None and skillset.owner("l_later") is None
+        assert await driver.call("l_grow", {"name": "later"}, ctx) == "added"
+        await wait_until(lambda: skillset.owner("l_later") is driver)
+        assert "l_later" in [spec.name for spec in skillset.specs()]
+        assert await driver.call("l_later", {"text": "x"}, ctx) == "later: x"
+    finally:
+        await skillset.aclose()

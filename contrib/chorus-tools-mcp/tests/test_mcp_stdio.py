@@ -187,3 +187,47 @@ async def test_startup_timeout_kills_a_silent_server(drivers: Drivers) -> None:
     with pytest.raises(McpStartError, match=r"no answer within 0.5s"):  # the server would sleep 60 s
         await driver.start()
     assert processes_with(marker) == []
+
+
+# -- the server's tool list changes ---------------------------------------------------------------
+
+
+async def test_tools_follow_the_servers_list_changes(drivers: Drivers, ctx: Ctx) -> None:
+    driver = drivers(**stdio_table())
+    changes: list[McpTools] = []
+    driver.watch_tools(changes.append)
+    await driver.start()
+    assert "fresh" not in {spec.name for spec in driver.tools()}
+    assert await driver.call("grow", {"name": "fresh"}, ctx()) == "added"
+    await wait_until(lambda: "fresh" in {spec.name for spec in driver.tools()})
+    assert changes and changes[0] is driver
+    assert await driver.call("fresh", {"text": "hi"}, ctx()) == "fresh: hi"
+    assert await driver.call("shrink", {"name": "fresh"}, ctx()) == "removed"
+    await wait_until(lambda: "fresh" not in {spec.name for spec in driver.tools()})
+    with pytest.raises(ToolError, match=r"unknown tool 'fresh'"):
+        await driver.call("fresh", {"text": "hi"}, ctx())
+
+
+async def test_list_changes_keep_the_allow_list_and_prefix(drivers: Drivers, ctx: Ctx,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    driver = drivers(**stdio_table(tools=["add", "echo", "grow", "shrink"], prefix="p_"))
+    await driver.start()
+    await driver.call("p_grow", {"name": "intruder"}, ctx())
+    await driver.call("p_shrink", {"name": "echo"}, ctx())  # an allow-listed tool goes away
+    await wait_until(lambda: "p_echo" not in {spec.name for spec in driver.tools()})
+    assert sorted(spec.name for spec in driver.tools()) == ["p_add", "p_grow", "p_shrink"]  # never p_intruder
+    assert "no longer offers echo" in caplog.text
+    await driver.call("p_grow", {"name": "echo"}, ctx())  # it comes back
+    await wait_until(lambda: "p_echo" in {spec.name for spec in driver.tools()})
+    assert await driver.call("p_echo", {"text": "back"}, ctx()) == "echo: back"
+
+
+async def test_a_reconnect_lists_the_tools_again(drivers: Drivers, ctx: Ctx) -> None:
+    driver = drivers(**stdio_table())
+    await driver.start()
+    await driver.call("grow", {"name": "ephemeral"}, ctx())
+    await wait_until(lambda: "ephemeral" in {spec.name for spec in driver.tools()})
+    with pytest.raises(ToolError, match=r"session ended"):
+        await driver.call("crash", {}, ctx())
+    assert await driver.call("add", {"a": 1, "b": 1}, ctx()) == "2"  # reconnected: a fresh server process
+    assert "ephemeral" not in {spec.name for spec in driver.tools()}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp import Client, types
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED, INVALID_REQUEST, REQUEST_TIMEOUT
 
@@ -26,6 +28,7 @@ log = logging.getLogger("chorus.tools.mcp")
 CLIENT_INFO = types.Implementation(name="chorus-tools-mcp", version=__version__)
 _MAX_PAGES = 100  # tools/list pages followed before giving up on a paginator that never ends
 _GRACE = 1.0  # beyond a call's own timeout, for the SDK to report it
+_RELISTEN_DELAY = 1.0  # before opening a dropped subscriptions/listen stream again
 _CLOSE_GRACE = 10.0  # for an orderly shutdown (stdio: stdin closed, SIGTERM, SIGKILL) before forcing it
 
 
@@ -50,12 +53,21 @@ class Connection:
     (process exit, transport failure), and tears everything down in order (a stdio server is
     stopped: stdin closed, then SIGTERM, then SIGKILL to its process group). Calls run on the
     caller's task through the session, which serves concurrent calls.
+
+    When the server says its tool list changed (a ``subscriptions/listen`` event, or the
+    ``notifications/tools/list_changed`` of servers speaking an earlier protocol version), the
+    tools are listed again and passed to ``on_tools``.
     """
 
-    def __init__(self, settings: McpSettings, egress: EgressPolicy, redactor: Redactor) -> None:
+    def __init__(self, settings: McpSettings, egress: EgressPolicy, redactor: Redactor,
+                 on_tools: Callable[[list[types.Tool]], None] | None = None) -> None:
         self._settings = settings
         self._egress = egress
         self._redactor = redactor
+        self._on_tools = on_tools
+        self._relisting: asyncio.Task[None] | None = None
+        self._relist_again = False
+        self._listening = False  # a subscriptions/listen stream delivers the changes
         self._client: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[list[types.Tool]] | None = None
@@ -125,6 +137,78 @@ class Connection:
             self._scope.cancel()
             await asyncio.wait({task}, timeout=_CLOSE_GRACE)
 
+    async def _on_message(self, message: Any) -> None:
+        """Session messages: a tool-list change from a server of an earlier protocol version.
+
+        (The SDK also passes ``subscriptions/listen`` events here; :meth:`_listen` handles those.)
+        """
+        if isinstance(message, types.ToolListChangedNotification) and not self._listening:
+            if self._client is None:
+                self._relist_again = True  # before the first listing: open() lists again after it
+            else:
+                self._relist(self._client)
+
+    async def _listen(self, client: Client, following: asyncio.Event) -> None:
+        """Follow tool-list changes through ``subscriptions/listen`` (2026-07-28 servers).
+
+        Sets ``following`` once changes are followed (or cannot be). A stream that drops is opened
+        again and the tools listed again, since events are not replayed.
+        """
+        capabilities = client.session.server_capabilities
+        try:
+            if capabilities is None or capabilities.tools is None or not capabilities.tools.list_changed:
+                return
+            while not self._release.is_set():
+                try:
+                    async with client.listen(tools_list_changed=True) as subscription:
+                        self._listening = bool(subscription.honored.tools_list_changed)
+                        if following.is_set():  # a re-listen: changes may have been missed meanwhile
+                            self._relist(client)
+                        following.set()
+                        if not self._listening:
+                            return
+                        async for _event in subscription:
+                            self._relist(client)
+                except SubscriptionLost:
+                    self._listening = False
+                    await asyncio.sleep(_RELISTEN_DELAY)
+                    continue
+                return  # the server closed the stream gracefully: it has no more events to send
+        except ListenNotSupportedError:
+            return  # earlier protocol versions notify through the session (see _on_message)
+        except Exception as exc:  # calls go on; the list stays as last seen
+            if not self._release.is_set():
+                log.info("mcp %s: not following tool-list changes: %s", self._settings.name,
+                         self._redactor.text(describe(exc)))
+        finally:
+            self._listening = False
+            following.set()
+
+    def _relist(self, client: Client) -> None:
+        """List the tools again (once at a time; a change during a listing lists once more).
+
+        Before :meth:`open` has its first listing, the change is only noted: it lists again after.
+        """
+        if self._client is None or (self._relisting is not None and not self._relisting.done()):
+            self._relist_again = True
+            return
+        self._relisting = asyncio.create_task(self._relist_loop(client))
+
+    async def _relist_loop(self, client: Client) -> None:
+        assert self._on_tools is not None
+        while True:
+            self._relist_again = False
+            try:
+                with anyio.fail_after(self._settings.startup_timeout):
+                    tools = await _list_tools(client)
+            except Exception as exc:
+                log.warning("mcp %s: listing the changed tools failed: %s", self._settings.name,
+                            self._redactor.text(describe(exc)))
+                return
+            self._on_tools(tools)
+            if not self._relist_again:
+                return
+
     def _lost(self, reason: str = "the server closed the connection") -> None:
         """The server's message stream ended: record why (unless we are closing) and release."""
         if not self._closing and self.failure is None:
@@ -140,13 +224,27 @@ class Connection:
             with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
                 self._scope = scope
                 transport = open_transport(self._settings, self._egress, self._redactor, self._lost)
-                async with Client(transport, cache=None, client_info=CLIENT_INFO) as client:
-                    tools = await _list_tools(client)
-                    scope.deadline = math.inf
-                    self._client = client
-                    if not ready.done():
-                        ready.set_result(tools)
-                    await self._release.wait()
+                async with Client(transport, cache=None, client_info=CLIENT_INFO,
+                                  message_handler=self._on_message) as client:
+                    watcher = None
+                    try:
+                        if self._on_tools is not None:  # follow changes before the first listing: none is missed
+                            following = asyncio.Event()
+                            watcher = asyncio.create_task(self._listen(client, following))
+                            await following.wait()
+                        tools = await _list_tools(client)
+                        scope.deadline = math.inf
+                        self._client = client
+                        if not ready.done():
+                            ready.set_result(tools)
+                        if self._relist_again:  # a change was announced while the first listing ran
+                            self._relist(client)
+                        await self._release.wait()
+                    finally:
+                        for task in (watcher, self._relisting):
+                            if task is not None and not task.done():
+                                task.cancel()
+                                await asyncio.gather(task, return_exceptions=True)
             if scope.cancelled_caught and not ready.done():
                 ready.set_exception(StartFailed(f"no answer within {timeout:g}s"))
         except Exception as exc:  # the session's end, by whatever cause: report it, never raise

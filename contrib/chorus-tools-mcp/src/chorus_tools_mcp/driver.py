@@ -28,10 +28,12 @@ class McpStartError(RuntimeError):
 class McpTools(ToolDriver):
     """Exposes the tools of one MCP server (stdio command or streamable HTTP URL).
 
-    :meth:`start` connects and lists the server's tools once; the session then stays open for
-    the process lifetime. A call that finds the session ended (the server exited) reconnects
-    first, one attempt per call; a session that ends during a call fails that call with a
-    :class:`ToolError`. The values :meth:`McpSettings.secrets` lists (headers, credential ``env``
+    :meth:`start` connects and lists the server's tools; the session then stays open for the
+    process lifetime. The exposed tools follow the server: they are listed again when it says
+    its list changed and after each reconnect (the ``tools`` allow-list still applies; an
+    allow-listed tool the server dropped is logged and not offered until it returns). A call
+    that finds the session ended (the server exited) reconnects first, one attempt per call; a
+    session that ends during a call fails that call with a :class:`ToolError`. The values :meth:`McpSettings.secrets` lists (headers, credential ``env``
     values) are masked in tool results, errors and logs.
     """
 
@@ -66,7 +68,7 @@ class McpTools(ToolDriver):
                 await self._check_egress(self.settings.url)
             except ToolError as exc:  # EgressDenied, or a name that does not resolve
                 raise McpStartError(self._start_message(self._redact.text(str(exc)))) from None
-        connection = Connection(self.settings, self.egress, self._redact)
+        connection = Connection(self.settings, self.egress, self._redact, self._tools_listed)
         try:
             tools = await connection.open(self.settings.startup_timeout)
         except StartFailed as exc:
@@ -89,6 +91,20 @@ class McpTools(ToolDriver):
 
     def tools(self) -> list[ToolSpec]:
         return [spec for _, spec in self._specs.values()]
+
+    def _tools_listed(self, tools: list[Any]) -> None:
+        """A new listing of the server's tools (after a change or a reconnect): expose it if it differs."""
+        if self._closed:
+            return
+        specs = exposed_specs(self.settings.name, tools, self.settings.tools, self.settings.prefix)
+        if specs == self._specs:
+            return
+        missing = sorted(set(self.settings.tools or ()) - {tool.name for tool in tools})
+        if missing:
+            log.warning("mcp %s: %s no longer offers %s", self.settings.name, self.where, ", ".join(missing))
+        self._specs = specs
+        log.info("mcp %s: %s now offers %d tools, %d exposed", self.settings.name, self.where, len(tools), len(specs))
+        self.tools_changed()
 
     async def call(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> Any:
         """Call the server's tool behind exposed ``name``, bounded by ``timeout`` and ``ctx.deadline``.
@@ -142,14 +158,15 @@ class McpTools(ToolDriver):
         if old is not None:
             await old.close()
         log.info("mcp %s: reconnecting to %s", self.settings.name, self.where)
-        connection = Connection(self.settings, self.egress, self._redact)
+        connection = Connection(self.settings, self.egress, self._redact, self._tools_listed)
         try:
-            await connection.open(min(self.settings.startup_timeout, self._budget(deadline)))
+            tools = await connection.open(min(self.settings.startup_timeout, self._budget(deadline)))
         except StartFailed as exc:
             self._last_failure = str(exc)
             log.warning("mcp %s: reconnecting to %s failed: %s", self.settings.name, self.where, exc)
             raise ToolError(f"the MCP server is unavailable: {exc}") from None
         self._connection = connection
+        self._tools_listed(tools)
         return connection
 
     def _budget(self, deadline: float) -> float:
