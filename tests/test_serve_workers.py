@@ -82,6 +82,66 @@ def serve(config: Path, port: int, data: Path) -> subprocess.Popen[str]:
     )
 
 
+def wait_for_workers(process: subprocess.Popen[str], port: int, gone: list[int] | None = None) -> list[int]:
+    """The two worker pids once both run (none of ``gone``) and the port answers."""
+    deadline = time.monotonic() + 60
+    while True:
+        workers = [pid for pid in children(process.pid) if "spawn_main" in cmdline(pid)]
+        try:
+            if (len(workers) == 2 and not set(workers) & set(gone or ())
+                    and httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200):
+                return workers
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "chorus serve --workers 2 has not two workers"
+        time.sleep(0.2)
+
+
+def test_a_resume_reaches_hidden_steps_parked_by_a_worker_that_is_gone(tmp_path: Path,
+                                                                        upstream: ScriptedUpstream) -> None:
+    """Parked agent turns live in the data dir: any worker, even a replacement, restores them."""
+    upstream.reset()
+    port = free_port()
+    config = tmp_path / "chorus.toml"
+    config.write_text(
+        f'[[providers]]\nid = "up"\ndriver = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-test"]\n'
+        f'[[workspaces]]\nid = "w"\napi_keys = ["{digest(KEY)}"]\n'
+        '[[skillsets]]\nid = "maths"\nworkspace = "w"\n'
+        '[[skillsets.tools]]\nname = "calc"\ndriver = "calculator"\n'
+        '[[bots]]\nid = "agent"\nworkspace = "w"\nmodel = "up/gpt-test"\nskillsets = ["maths"]\n'
+    )
+    process = serve(config, port, tmp_path / "data")
+    client_tool = {"type": "function", "function": {"name": "ask_user", "parameters": {"type": "object", "properties": {}}}}
+    ask = [{"role": "user", "content": "what is 6*7, and ask me"}]
+    try:
+        workers = wait_for_workers(process, port)
+        upstream.push(Reply(content=None, tool_calls=[
+            {"id": "s1", "type": "function", "function": {"name": "calc", "arguments": '{"expression": "6*7"}'}},
+            {"id": "u1", "type": "function", "function": {"name": "ask_user", "arguments": "{}"}},
+        ]))
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=20) as sdk:
+            first = sdk.chat.completions.create(model="bot/id=agent", messages=ask, tools=[client_tool])  # type: ignore[arg-type,list-item]
+        assert [c.id for c in first.choices[0].message.tool_calls or []] == ["u1"]
+        for pid in workers:  # every process that could hold the turn in memory is gone
+            os.kill(pid, 9)
+        wait_for_workers(process, port, gone=workers)
+        upstream.push(Reply(content="42, and thanks."))
+        history = [*ask, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "u1", "type": "function", "function": {"name": "ask_user", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "u1", "content": "go on"}]
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=20) as sdk:
+            second = sdk.chat.completions.create(model="bot/id=agent", messages=history, tools=[client_tool])  # type: ignore[arg-type,list-item]
+        assert second.choices[0].message.content == "42, and thanks."
+        sent = upstream.requests[-1].json["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool"]
+        assert [c["id"] for c in sent[1]["tool_calls"]] == ["s1", "u1"]
+        assert sent[2] == {"role": "tool", "tool_call_id": "s1", "content": "{\"result\":42}"}
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+        upstream.reset()
+
+
 def test_two_workers_serve_and_stop(tmp_path: Path, upstream: ScriptedUpstream) -> None:
     upstream.reset()
     port = free_port()
@@ -92,16 +152,7 @@ def test_two_workers_serve_and_stop(tmp_path: Path, upstream: ScriptedUpstream) 
     )
     process = serve(config, port, tmp_path / "data")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            workers = [pid for pid in children(process.pid) if "spawn_main" in cmdline(pid)]
-            try:
-                if len(workers) == 2 and httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "chorus serve --workers 2 did not start"
-            time.sleep(0.2)
+        workers = wait_for_workers(process, port)
         upstream.push(*[Reply(content=f"answer {i}") for i in range(6)])
         answers = []
         for _ in range(6):  # a fresh connection each time, so the kernel may hand any worker the request
@@ -125,14 +176,7 @@ def test_two_workers_serve_and_stop(tmp_path: Path, upstream: ScriptedUpstream) 
         assert rss_kb(process.pid) < min(rss_kb(pid) for pid in workers) / 2
         # A worker that dies is replaced.
         os.kill(workers[0], 9)
-        deadline = time.monotonic() + 60
-        while True:
-            now = [pid for pid in children(process.pid) if "spawn_main" in cmdline(pid)]
-            if len(now) == 2 and workers[0] not in now and httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                break
-            assert time.monotonic() < deadline, "the dead worker was not replaced"
-            time.sleep(0.2)
-        workers = now
+        wait_for_workers(process, port, gone=workers[:1])
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=20)
