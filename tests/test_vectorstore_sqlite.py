@@ -1,14 +1,12 @@
-"""The built-in ``sqlite`` vector store: storage, ranking, tenancy, filters, atomicity, concurrency."""
+"""The built-in ``sqlite`` vector store: the conformance kit, plus what is particular to SQLite
+(schema and WAL, the FTS5 query planner, string comparisons in filters, injected failures, a killed
+writer, other processes, the dense index's caches, work kept off the event loop)."""
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import math
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator
 from importlib.metadata import entry_points
@@ -16,31 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chorus.errors import InvalidRequest
-from chorus.knowledge.model import Chunk
 from chorus.testing.offloop import OffLoop
+from chorus.testing.vectorstores import (
+    CHECKS,
+    FILLER,
+    SCORING_CHECKS,
+    Check,
+    DriverFactory,
+    assert_filter_selects,
+    chunk,
+    chunks,
+    ids,
+    kill_mid_write,
+    load_filter_docs,
+)
 
 import chorus_plugins.sqlite_store as vs
 from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings, plan_query, query_terms
-
-FILLER = [
-    "The quarterly report covers revenue and staffing in the northern offices.",
-    "Our cafeteria menu changes every Monday with seasonal vegetables.",
-    "Parking permits are renewed at the front desk before the end of March.",
-    "The printer on the third floor needs toner and a new paper tray.",
-    "Holiday schedules are published in the shared calendar each autumn.",
-    "Security badges must be worn visibly inside the building at all times.",
-]
-
-
-def chunk(file_id: str, index: int, text: str, *, workspace: str = "acme", dataset: str = "docs",
-          vector: list[float] | None = None, **extra: Any) -> Chunk:
-    return Chunk(id=f"{file_id}:{index}", workspace=workspace, dataset=dataset, file_id=file_id, index=index,
-                 text=text, vector=vector, **extra)
-
-
-def chunks(file_id: str, texts: list[str], **kw: Any) -> list[Chunk]:
-    return [chunk(file_id, i, t, **kw) for i, t in enumerate(texts)]
 
 
 def settings(**kw: Any) -> SqliteVectorStoreSettings:
@@ -48,18 +38,25 @@ def settings(**kw: Any) -> SqliteVectorStoreSettings:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteVectorStore]:
-    s = SqliteVectorStore(settings(), tmp_path)
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.aclose()
+async def make_store(tmp_path: Path) -> AsyncIterator[DriverFactory[SqliteVectorStore]]:
+    """The kit's factory: each store in its own folder of ``tmp_path`` (``data`` names a shared one)."""
+    fresh = itertools.count()
+
+    def build(*, data: str | None = None, dense: bool = True) -> SqliteVectorStore:
+        return SqliteVectorStore(settings(dense=dense), tmp_path / (f"data-{data}" if data else f"fresh-{next(fresh)}"))
+
+    async with DriverFactory(build) as make:
+        yield make
 
 
-async def ids(s: SqliteVectorStore, query: str, *, workspace: str = "acme", datasets: list[str] | None = None,
-              **kw: Any) -> list[str]:
-    return [h.chunk.id for h in await s.search(workspace, datasets or ["docs"], query, **kw)]
+@pytest.fixture
+async def store(make_store: DriverFactory[SqliteVectorStore]) -> SqliteVectorStore:
+    return await make_store()
+
+
+@pytest.mark.parametrize("check", CHECKS + SCORING_CHECKS, ids=lambda c: c.__name__)
+async def test_conformance(check: Check, make_store: DriverFactory[SqliteVectorStore]) -> None:
+    await check(make_store)
 
 
 # -- basics ---------------------------------------------------------------------------------------
@@ -89,111 +86,7 @@ async def test_default_path_wal_and_schema(tmp_path: Path) -> None:
     assert relative.path == tmp_path / "sub" / "kb.db"
 
 
-async def test_not_started_raises(tmp_path: Path) -> None:
-    s = SqliteVectorStore(settings(), tmp_path)
-    with pytest.raises(RuntimeError):
-        await s.count("acme", "docs")
-
-
-async def test_replace_delete_count(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "f1", chunks("f1", ["alpha one", "alpha two", "alpha three"]))
-    await store.replace_file("acme", "docs", "f2", chunks("f2", ["beta one"]))
-    assert await store.count("acme", "docs") == 4
-    assert await store.count("acme", "docs", "f1") == 3
-    await store.replace_file("acme", "docs", "f1", chunks("f1", ["gamma one", "gamma two"]))
-    assert await store.count("acme", "docs", "f1") == 2
-    assert await ids(store, "alpha") == []
-    assert sorted(await ids(store, "gamma")) == ["f1:0", "f1:1"]
-    await store.replace_file("acme", "docs", "f1", [])
-    assert await store.count("acme", "docs", "f1") == 0
-    assert await store.delete_file("acme", "docs", "f2") == 1
-    assert await store.delete_file("acme", "docs", "f2") == 0
-    await store.replace_file("acme", "docs", "f3", chunks("f3", ["delta", "delta"]))
-    assert await store.delete_dataset("acme", "docs") == 2
-    assert await store.count("acme", "docs") == 0
-    assert await ids(store, "delta") == []
-
-
-async def test_chunk_fields_round_trip(store: SqliteVectorStore) -> None:
-    original = chunk("f1", 0, "Install on Linux with apt.", title="Guide", headings=["Install", "Linux — Debian"],
-                     url="https://example.com/guide", source="docs/guide.md", start=10, end=36,
-                     attributes={"lang": "en", "year": 2024, "draft": False})
-    await store.replace_file("acme", "docs", "f1", [original])
-    (hit,) = await store.search("acme", ["docs"], "install linux")
-    assert hit.chunk == original
-    assert hit.score > 0
-    # headings and title are searchable too
-    assert await ids(store, "debian") == ["f1:0"]
-    assert await ids(store, "guide") == ["f1:0"]
-
-
-async def test_persists_across_restart(tmp_path: Path) -> None:
-    s = SqliteVectorStore(settings(), tmp_path)
-    await s.start()
-    await s.replace_file("acme", "docs", "f1", chunks("f1", ["persistent zebra"], vector=[1.0, 0.0]))
-    await s.aclose()
-    s = SqliteVectorStore(settings(), tmp_path)
-    await s.start()
-    try:
-        assert await ids(s, "zebra") == ["f1:0"]
-        assert await ids(s, "", vector=[1.0, 0.1]) == ["f1:0"]
-    finally:
-        await s.aclose()
-
-
-async def test_rejects_chunks_of_another_file(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "f1", chunks("f1", ["original text"]))
-    for bad in (chunk("f2", 0, "x"), chunk("f1", 0, "x", workspace="globex"), chunk("f1", 0, "x", dataset="other")):
-        with pytest.raises(ValueError):
-            await store.replace_file("acme", "docs", "f1", [bad])
-    assert await ids(store, "original") == ["f1:0"]
-
-
 # -- lexical ranking ------------------------------------------------------------------------------
-
-
-async def test_bm25_ranks_matching_and_term_rich_chunks_first(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "filler", chunks("filler", FILLER))
-    await store.replace_file("acme", "docs", "guide", chunks("guide", [
-        "Kubernetes is mentioned once here among many other words about unrelated office topics today.",
-        "Kubernetes clusters: deploy Kubernetes pods, scale Kubernetes nodes, upgrade Kubernetes.",
-        "Rotate the database credentials every ninety days using the vault.",
-    ]))
-    assert (await ids(store, "kubernetes"))[:2] == ["guide:1", "guide:0"]
-    assert (await ids(store, "how do I rotate database credentials?"))[0] == "guide:2"
-    # more matching terms beat fewer
-    assert (await ids(store, "vault credentials printer"))[0] == "guide:2"
-    # stemming: a different inflection still matches
-    assert (await ids(store, "rotating credential"))[0] == "guide:2"
-    hits = await store.search("acme", ["docs"], "kubernetes")
-    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-
-
-async def test_title_and_headings_are_weighted(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "filler", chunks("filler", FILLER))
-    await store.replace_file("acme", "docs", "a", [chunk("a", 0, "Some text that mentions backups in passing, once.")])
-    await store.replace_file("acme", "docs", "b", [chunk("b", 0, "Some text about the schedule and retention.",
-                                                          title="Backups", headings=["Backups"])])
-    assert (await ids(store, "backups"))[0] == "b:0"
-
-
-@pytest.mark.parametrize("query", [
-    '"foo" AND (bar', "*", "foo*", "NEAR(foo bar", "-foo", "^foo", "title:foo", "'", '"', "()", "AND OR NOT",
-    "foo\x00bar", "{title text}: foo", "foo + bar", "ｆｏｏ", "日本語のテキスト", "a" * 5000, " ".join(["foo"] * 500),
-    "", "   ", "!!!", "_", "foo_bar",
-])
-async def test_weird_queries_never_raise(store: SqliteVectorStore, query: str) -> None:
-    texts = ["foo and bar live here", "日本語のテキスト", "AND OR NOT"]
-    await store.replace_file("acme", "docs", "f", chunks("f", texts))
-    hits = await store.search("acme", ["docs"], query)
-    if "foo" in query.lower():
-        assert hits and hits[0].chunk.id == "f:0"
-
-
-async def test_operator_words_are_plain_terms(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "f", chunks("f", ["foo bar", "and or not near", "unrelated"]))
-    assert (await ids(store, '"foo" AND (bar'))[0] == "f:0"
-    assert await ids(store, "NOT near") == ["f:1"]
 
 
 def test_query_terms() -> None:
@@ -248,185 +141,13 @@ async def test_budgeted_plan_scores_gated_chunks_exactly(tmp_path: Path) -> None
         await exact.aclose()
 
 
-# -- tenancy and scoping --------------------------------------------------------------------------
-
-
-async def test_workspaces_never_see_each_other(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "f1", chunks("f1", ["acme secret roadmap"], vector=[1.0, 0.0]))
-    await store.replace_file("globex", "docs", "f1", chunks("f1", ["globex public roadmap"], workspace="globex",
-                                                          vector=[0.0, 1.0]))
-    for workspace, other in (("acme", "globex"), ("globex", "acme")):
-        hits = await store.search(workspace, ["docs"], "secret public roadmap", vector=[0.7, 0.7], k=10)
-        assert hits and {h.chunk.workspace for h in hits} == {workspace}
-        assert all(other not in h.chunk.text for h in hits)
-        hits = await store.search(workspace, ["docs"], "", vector=[1.0, 1.0], k=10)
-        assert len(hits) == 1 and hits[0].chunk.workspace == workspace
-        hits = await store.search(workspace, ["docs"], "roadmap", filters={"type": "ne", "key": "x", "value": 1})
-        assert len(hits) == 1 and hits[0].chunk.workspace == workspace
-    assert await ids(store, "secret", workspace="globex") == []
-    assert await store.count("globex", "docs") == 1
-    assert await store.delete_dataset("globex", "docs") == 1
-    assert await store.delete_file("globex", "docs", "f1") == 0
-    assert await store.count("acme", "docs") == 1
-    assert await ids(store, "roadmap") == ["f1:0"]
-    assert await store.search("nobody", ["docs"], "roadmap", vector=[1.0, 0.0]) == []
-
-
-async def test_dataset_scoping(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "a", "f1", chunks("f1", ["shared topic apples"], dataset="a", vector=[1.0, 0.0]))
-    await store.replace_file("acme", "b", "f1", chunks("f1", ["shared topic pears"], dataset="b", vector=[0.9, 0.1]))
-    assert [h.chunk.dataset for h in await store.search("acme", ["a"], "shared topic")] == ["a"]
-    assert [h.chunk.dataset for h in await store.search("acme", ["b"], "", vector=[1.0, 0.0])] == ["b"]
-    both = await store.search("acme", ["a", "b", "a"], "shared topic", vector=[1.0, 0.0])
-    assert sorted(h.chunk.dataset for h in both) == ["a", "b"]
-    assert await store.search("acme", [], "shared") == []
-    assert await store.search("acme", ["c"], "shared") == []
-    assert await store.delete_dataset("acme", "a") == 1
-    assert [h.chunk.dataset for h in await store.search("acme", ["a", "b"], "shared", vector=[1.0, 0.0])] == ["b"]
-
-
 # -- filters --------------------------------------------------------------------------------------
 
-DOCS = [
-    ("en-2020", {"lang": "en", "year": 2020, "score": 1.5, "public": True}),
-    ("en-2024", {"lang": "en", "year": 2024, "score": 3.0, "public": False}),
-    ("de-2022", {"lang": "de", "year": 2022, "score": 2.0}),
-    ("fr-none", {"lang": "fr", "year": "unknown"}),
-    ("bare", {}),
-]
 
-
-@pytest.fixture
-async def filtered(store: SqliteVectorStore) -> SqliteVectorStore:
-    for n, (name, attrs) in enumerate(DOCS):
-        await store.replace_file("acme", "docs", name, [chunk(name, 0, f"common policy text {name}", attributes=attrs,
-                                                              vector=[1.0, n / 10])])
-    return store
-
-
-@pytest.mark.parametrize(("spec", "expected"), [
-    ({"type": "eq", "key": "lang", "value": "en"}, {"en-2020", "en-2024"}),
-    ({"type": "ne", "key": "lang", "value": "en"}, {"de-2022", "fr-none", "bare"}),
-    ({"type": "gt", "key": "year", "value": 2020}, {"en-2024", "de-2022"}),
-    ({"type": "gte", "key": "year", "value": 2020}, {"en-2020", "en-2024", "de-2022"}),
-    ({"type": "lt", "key": "year", "value": 2024}, {"en-2020", "de-2022"}),
-    ({"type": "lte", "key": "score", "value": 2}, {"en-2020", "de-2022"}),
-    ({"type": "gt", "key": "year", "value": "a"}, {"fr-none"}),
-    ({"type": "eq", "key": "public", "value": True}, {"en-2020"}),
-    ({"type": "eq", "key": "public", "value": False}, {"en-2024"}),
-    ({"type": "in", "key": "lang", "value": ["de", "fr"]}, {"de-2022", "fr-none"}),
-    ({"type": "nin", "key": "lang", "value": ["de", "fr"]}, {"en-2020", "en-2024", "bare"}),
-    ({"type": "in", "key": "lang", "value": []}, set()),
-    ({"type": "nin", "key": "lang", "value": []}, {name for name, _ in DOCS}),
-    ({"type": "and", "filters": [{"type": "eq", "key": "lang", "value": "en"},
-                                 {"type": "gte", "key": "year", "value": 2021}]}, {"en-2024"}),
-    ({"type": "or", "filters": [{"type": "eq", "key": "lang", "value": "de"},
-                                {"type": "and", "filters": [{"type": "eq", "key": "lang", "value": "en"},
-                                                            {"type": "lt", "key": "year", "value": 2021}]}]},
-     {"de-2022", "en-2020"}),
-    ({"type": "eq", "key": "lang", "value": "en' OR 1=1 --"}, set()),
-    ({"type": "eq", "key": "la'ng) OR 1=1 --", "value": "en"}, set()),
-    ({"type": "eq", "key": "missing", "value": "x"}, set()),
-])
-async def test_filters(filtered: SqliteVectorStore, spec: dict[str, Any], expected: set[str]) -> None:
-    lexical = await filtered.search("acme", ["docs"], "policy", k=10, filters=spec)
-    assert {h.chunk.file_id for h in lexical} == expected
-    dense = await filtered.search("acme", ["docs"], "", vector=[1.0, 0.0], k=10, filters=spec)
-    assert {h.chunk.file_id for h in dense} == expected
-    hybrid = await filtered.search("acme", ["docs"], "policy", vector=[1.0, 0.0], k=10, filters=spec)
-    assert {h.chunk.file_id for h in hybrid} == expected
-
-
-@pytest.mark.parametrize("spec", [
-    {"type": "like", "key": "a", "value": 1},
-    {"type": "eq", "key": "a"},
-    {"type": "eq", "key": "", "value": 1},
-    {"type": "eq", "key": 'a"b', "value": 1},
-    {"type": "eq", "key": "a\\b", "value": 1},
-    {"type": "eq", "key": "k" * 65, "value": 1},
-    {"type": "eq", "key": "a", "value": {"x": 1}},
-    {"type": "eq", "key": "a", "value": None},
-    {"type": "eq", "key": "a", "value": float("nan")},
-    {"type": "in", "key": "a", "value": "notalist"},
-    {"type": "in", "key": "a", "value": [[1]]},
-    {"type": "in", "key": "a", "value": list(range(1000))},
-    {"type": "and", "filters": []},
-    {"type": "or"},
-    {"type": "eq", "key": "a", "value": 1, "extra": 2},
-    ["not", "an", "object"],
-    {"type": "and", "filters": [{"type": "and", "filters": [{"type": "and", "filters": [{"type": "and", "filters": [
-        {"type": "and", "filters": [{"type": "and", "filters": [{"type": "and", "filters": [{"type": "and", "filters": [
-            {"type": "and", "filters": [{"type": "eq", "key": "a", "value": 1}]}]}]}]}]}]}]}]}]},
-])
-async def test_invalid_filters(filtered: SqliteVectorStore, spec: Any) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        await filtered.search("acme", ["docs"], "policy", filters=spec)
-    assert info.value.status_code == 400 and info.value.param == "filters"
-
-
-async def test_selective_filter_on_dense_widens_its_window(store: SqliteVectorStore) -> None:
-    many = [chunk("f", i, f"row {i}", vector=[1.0, i / 1000], attributes={"keep": i == 250}) for i in range(300)]
-    await store.replace_file("acme", "docs", "f", many)
-    hits = await store.search("acme", ["docs"], "", vector=[1.0, 0.0], k=3,
-                              filters={"type": "eq", "key": "keep", "value": True})
-    assert [h.chunk.id for h in hits] == ["f:250"]
-
-
-# -- dense and hybrid -----------------------------------------------------------------------------
-
-
-async def test_hybrid_fuses_rankings(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "filler", chunks("filler", FILLER, vector=[0.0, 0.0, 1.0]))
-    await store.replace_file("acme", "docs", "f", [
-        chunk("f", 0, "Refund policy for damaged anvils", vector=[0.0, 1.0, 0.0]),        # lexical only
-        chunk("f", 1, "Returning broken goods", vector=[1.0, 0.05, 0.0]),                  # dense only
-        chunk("f", 2, "Refund policy for broken goods and anvils", vector=[0.9, 0.1, 0.0]),  # both
-    ])
-    query, vector = "refund policy anvils", [1.0, 0.0, 0.0]
-    lexical = await ids(store, query)
-    dense = await ids(store, "", vector=vector)
-    assert lexical[0] in ("f:0", "f:2") and "f:1" not in lexical
-    assert dense[:2] == ["f:1", "f:2"]
-    hits = await store.search("acme", ["docs"], query, vector=vector, k=3)
-    assert hits[0].chunk.id == "f:2"
-    assert {h.chunk.id for h in hits} == {"f:0", "f:1", "f:2"}
-    rrf = store.settings.rrf_k
-    top = hits[0].score
-    assert top == pytest.approx(1 / (rrf + lexical.index("f:2") + 1) + 1 / (rrf + 2))
-    # dense-only scores are cosine similarities
-    (best,) = await store.search("acme", ["docs"], "", vector=[2.0, 0.1, 0.0], k=1)
-    assert best.chunk.id == "f:1" and best.score == pytest.approx(1.0, abs=1e-3)
-
-
-async def test_vector_edge_cases(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "f", [chunk("f", 0, "lexical words", vector=[1.0, 0.0]),
-                                                   chunk("f", 1, "no vector here words")])
-    # a query vector of another dimension, zero or non-finite: lexical only
-    for vector in ([1.0, 0.0, 0.0], [0.0, 0.0], [float("nan"), 1.0]):
-        assert sorted(await ids(store, "words", vector=vector)) == ["f:0", "f:1"]
-        assert await ids(store, "", vector=vector) == []
-    assert await ids(store, "", vector=[0.5, 0.5]) == ["f:0"]
-
-
-async def test_dense_disabled_stores_no_vectors(tmp_path: Path) -> None:
-    s = SqliteVectorStore(settings(dense=False), tmp_path)
-    await s.start()
-    try:
-        await s.replace_file("acme", "docs", "f", [chunk("f", 0, "text", vector=[1.0, 0.0])])
-        assert await ids(s, "", vector=[1.0, 0.0]) == []
-        assert await ids(s, "text", vector=[1.0, 0.0]) == ["f:0"]
-    finally:
-        await s.aclose()
-
-
-async def test_dense_index_follows_writes(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "f", [chunk("f", 0, "a", vector=[1.0, 0.0])])
-    assert await ids(store, "", vector=[1.0, 0.0]) == ["f:0"]
-    await store.replace_file("acme", "docs", "f", [chunk("f", 0, "a", vector=[0.0, 1.0]),
-                                                   chunk("f", 1, "b", vector=[1.0, 0.0])])
-    assert await ids(store, "", vector=[1.0, 0.0]) == ["f:1", "f:0"]
-    await store.delete_file("acme", "docs", "f")
-    assert await ids(store, "", vector=[1.0, 0.0]) == []
+async def test_range_filters_compare_strings(store: SqliteVectorStore) -> None:
+    """SQLite orders strings too (Qdrant refuses a string bound): ``"unknown" > "a"``."""
+    await load_filter_docs(store)
+    await assert_filter_selects(store, {"type": "gt", "key": "year", "value": "a"}, {"fr-none"})
 
 
 # -- atomicity ------------------------------------------------------------------------------------
@@ -487,19 +208,7 @@ async def test_crash_mid_replace_keeps_previous_chunks(tmp_path: Path) -> None:
     await s.replace_file("acme", "docs", "f", old)
     await s.aclose()
 
-    child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
-        assert line.strip() == "inside"
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait(10) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    await kill_mid_write(CRASH_CHILD, str(tmp_path))
 
     s = SqliteVectorStore(settings(), tmp_path)
     await s.start()
@@ -520,39 +229,7 @@ async def test_crash_mid_replace_keeps_previous_chunks(tmp_path: Path) -> None:
         db.close()
 
 
-# -- concurrency ----------------------------------------------------------------------------------
-
-
-async def test_searches_while_writing_see_whole_files(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "filler", chunks("filler", FILLER))
-
-    def version(n: int) -> list[Chunk]:
-        return [chunk("f", i, f"versioned content part {i}", attributes={"v": n}, vector=[1.0, i / 50])
-                for i in range(40 + n % 3)]
-
-    await store.replace_file("acme", "docs", "f", version(0))
-    done = False
-    seen: set[int] = set()
-
-    async def writer() -> None:
-        nonlocal done
-        for n in range(1, 30):
-            await store.replace_file("acme", "docs", "f", version(n))
-        done = True
-
-    async def reader() -> None:
-        while not done:
-            hits = await store.search("acme", ["docs"], "versioned content", k=100)
-            versions = {h.chunk.attributes["v"] for h in hits}
-            assert len(versions) == 1, versions
-            assert len(hits) == 40 + versions.pop() % 3
-            seen.update(h.chunk.attributes["v"] for h in hits)
-            hybrid = await store.search("acme", ["docs"], "versioned", vector=[1.0, 0.0], k=5)
-            assert hybrid
-
-    await asyncio.gather(writer(), reader(), reader())
-    assert len(seen) > 1
-    assert {h.chunk.attributes["v"] for h in await store.search("acme", ["docs"], "versioned", k=50)} == {29}
+# -- concurrency and the dense index ---------------------------------------------------------------
 
 
 async def test_writes_and_searches_run_off_the_event_loop(store: SqliteVectorStore,
@@ -641,11 +318,3 @@ async def test_dense_segments_stay_few_and_correct(store: SqliteVectorStore) -> 
     assert len(entry.groups[2]) <= vs.MAX_SEGMENTS
     hits = await store.search("acme", ["docs"], "", vector=[0.0, 1.0], k=30)
     assert [h.chunk.file_id for h in hits] == [f"f{n}" for n in reversed(range(30))]
-
-
-async def test_large_k(store: SqliteVectorStore) -> None:
-    await store.replace_file("acme", "docs", "f", [chunk("f", i, f"word{i} common", vector=[1.0, i / 1200])
-                                                   for i in range(1200)])
-    hits = await store.search("acme", ["docs"], "common", vector=[1.0, 0.0], k=100_000)
-    assert len(hits) == 1200 and len({h.chunk.id for h in hits}) == 1200
-    assert await store.search("acme", ["docs"], "common", k=0) == []

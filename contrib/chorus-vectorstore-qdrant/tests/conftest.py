@@ -12,33 +12,29 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from qdrant_testing import StoreFactory
+    from qdrant_testing import QdrantFactory
 
     from chorus_vectorstore_qdrant import QdrantVectorStore
 
 
 @pytest.fixture
-async def make_store(tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    """Started drivers from raw settings (default: in memory); all are closed at teardown."""
+async def make_store(tmp_path: Path) -> AsyncIterator[QdrantFactory]:
+    """``await make_store(**raw)``: a driver from raw settings (default: in memory), started unless
+    ``start=False``; the started ones are closed at teardown."""
     from qdrant_testing import settings
 
+    from chorus.testing.vectorstores import DriverFactory
     from chorus_vectorstore_qdrant import QdrantVectorStore
 
-    made: list[QdrantVectorStore] = []
-
-    async def make(**raw: Any) -> QdrantVectorStore:
+    def build(**raw: Any) -> QdrantVectorStore:
         if "path" not in raw and "url" not in raw:
             raw.setdefault("location", ":memory:")
-        store = QdrantVectorStore(settings(**raw), tmp_path)
-        await store.start()
-        made.append(store)
-        return store
+        return QdrantVectorStore(settings(**raw), tmp_path)
 
-    yield make
-    for store in made:
-        await store.aclose()
+    async with DriverFactory(build) as make:
+        yield make
 
 
 @pytest.fixture
-async def store(make_store: StoreFactory) -> QdrantVectorStore:
+async def store(make_store: QdrantFactory) -> QdrantVectorStore:
     return await make_store()

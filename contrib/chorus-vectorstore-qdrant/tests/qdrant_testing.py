@@ -1,47 +1,41 @@
-"""Helpers shared by the ``qdrant`` driver tests (imported by name: the tests folder is on sys.path)."""
+"""Helpers shared by the ``qdrant`` driver tests (imported by name: the tests folder is on sys.path).
+
+Chunk builders and the conformance checks come from :mod:`chorus.testing.vectorstores`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
-from chorus.knowledge.model import Chunk
 from chorus.secrets import dec_hook
+from chorus.testing.vectorstores import DriverFactory
 from chorus_vectorstore_qdrant import QdrantVectorStore, QdrantVectorStoreSettings
 
-StoreFactory = Callable[..., Awaitable[QdrantVectorStore]]
+#: ``make_store(*, start=True, **raw)``: a driver from raw ``[vector_store]`` settings (conftest.py).
+QdrantFactory = DriverFactory[QdrantVectorStore]
 
-FILLER = [
-    "The quarterly report covers revenue and staffing in the northern offices.",
-    "Our cafeteria menu changes every Monday with seasonal vegetables.",
-    "Parking permits are renewed at the front desk before the end of March.",
-    "The printer on the third floor needs toner and a new paper tray.",
-    "Holiday schedules are published in the shared calendar each autumn.",
-    "Security badges must be worn visibly inside the building at all times.",
-]
+
+class Conformance:
+    """The kit's ``StoreFactory`` over ``make_store``: in memory, or in the folder ``data`` of the
+    test's directory; ``raw`` settings apply to every store. Remembers the stores it made."""
+
+    def __init__(self, make_store: QdrantFactory, **raw: Any) -> None:
+        self.make_store = make_store
+        self.raw = raw
+        self.made: list[QdrantVectorStore] = []
+
+    async def __call__(self, *, data: str | None = None, dense: bool = True, start: bool = True) -> QdrantVectorStore:
+        raw = {**self.raw, "dense": dense} | ({} if data is None else {"path": data})
+        store = await self.make_store(start=start, **raw)
+        self.made.append(store)
+        return store
 
 
 def settings(**raw: Any) -> QdrantVectorStoreSettings:
     """Settings as a ``[vector_store]`` table would give them (validated the same way)."""
     return msgspec.convert({"driver": "qdrant", **raw}, QdrantVectorStoreSettings, dec_hook=dec_hook)
-
-
-def chunk(file_id: str, index: int, text: str, *, workspace: str = "acme", dataset: str = "docs",
-          vector: list[float] | None = None, **extra: Any) -> Chunk:
-    return Chunk(id=f"{file_id}:{index}", workspace=workspace, dataset=dataset, file_id=file_id, index=index,
-                 text=text, vector=vector, **extra)
-
-
-def chunks(file_id: str, texts: list[str], **kw: Any) -> list[Chunk]:
-    return [chunk(file_id, i, t, **kw) for i, t in enumerate(texts)]
-
-
-async def ids(s: QdrantVectorStore, query: str, *, workspace: str = "acme", datasets: list[str] | None = None,
-              **kw: Any) -> list[str]:
-    """The chunk ids a search returns, best first."""
-    return [h.chunk.id for h in await s.search(workspace, datasets or ["docs"], query, **kw)]
 
 
 async def raw_chunks(s: QdrantVectorStore, file_id: str | None = None) -> list[dict[str, Any]]:

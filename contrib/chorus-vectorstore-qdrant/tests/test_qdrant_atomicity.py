@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +12,10 @@ import pytest
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed")
 pytest.importorskip("chorus_vectorstore_qdrant", reason="chorus-vectorstore-qdrant is not installed")
 
-from qdrant_testing import FILLER, StoreFactory, chunk, chunks, ids, raw_chunks
+from qdrant_testing import Conformance, QdrantFactory, raw_chunks
 
-from chorus.knowledge.model import Chunk
+from chorus.testing import vectorstores as kit
+from chorus.testing.vectorstores import FILLER, chunks, ids, kill_mid_write
 from chorus_vectorstore_qdrant import QdrantVectorStore
 
 OLD = ["old alpha", "old beta", "old gamma"]
@@ -47,7 +43,7 @@ async def assert_old_intact(store: QdrantVectorStore) -> None:
 
 
 @pytest.fixture
-async def loaded(make_store: StoreFactory) -> QdrantVectorStore:
+async def loaded(make_store: QdrantFactory) -> QdrantVectorStore:
     s = await make_store(batch_size=2, dimension=2)
     await s.replace_file("acme", "docs", "filler", chunks("filler", FILLER))
     await s.replace_file("acme", "docs", "f", chunks("f", OLD, vector=[1.0, 0.0]))
@@ -211,25 +207,13 @@ CRASH_CHILD = textwrap.dedent("""
 """)
 
 
-async def test_killed_mid_replace_keeps_previous_chunks(make_store: StoreFactory, tmp_path: Path) -> None:
+async def test_killed_mid_replace_keeps_previous_chunks(make_store: QdrantFactory, tmp_path: Path) -> None:
     old = chunks("f", [f"original chunk number {i}" for i in range(120)], vector=[0.0, 1.0])
     s = await make_store(path=str(tmp_path / "qdrant"))  # where the child's default settings put it
     await s.replace_file("acme", "docs", "f", old)
     await s.aclose()
 
-    child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
-        assert line.strip() == "inside"
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait(10) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    await kill_mid_write(CRASH_CHILD, str(tmp_path))
 
     s = await make_store(path=str(tmp_path / "qdrant"))
     assert len(await raw_chunks(s, "f")) == 120 + 170  # the dead write's points are on disk...
@@ -242,52 +226,18 @@ async def test_killed_mid_replace_keeps_previous_chunks(make_store: StoreFactory
     assert [p["text"] for p in await raw_chunks(s, "f")] == ["after the crash"]
 
 
-# -- concurrency ----------------------------------------------------------------------------------
+# -- concurrency: the kit's checks, then a look at the points they left ---------------------------
 
 
-async def test_concurrent_writers_of_one_file_converge(store: QdrantVectorStore) -> None:
-    def version(n: int) -> list[Chunk]:
-        return [chunk("f", i, f"version {n} part {i} shared words", attributes={"v": n}) for i in range(3 + n)]
-
-    await asyncio.gather(*(store.replace_file("acme", "docs", "f", version(n)) for n in range(8)))
-    hits = await store.search("acme", ["docs"], "shared words", k=100)
-    (winner,) = {h.chunk.attributes["v"] for h in hits}
-    assert len(hits) == 3 + winner == await store.count("acme", "docs", "f")
-    assert {p["attributes"]["v"] for p in await raw_chunks(store, "f")} == {winner}
-    await asyncio.gather(store.replace_file("acme", "docs", "f", version(1)), store.delete_file("acme", "docs", "f"))
-    hits = await store.search("acme", ["docs"], "shared words", k=100)
-    assert len(hits) == await store.count("acme", "docs", "f") and len(hits) in (0, 4)
-    assert len(await raw_chunks(store, "f")) == len(hits)
+async def test_concurrent_writers_leave_no_stray_points(make_store: QdrantFactory) -> None:
+    stores = Conformance(make_store)
+    await kit.check_concurrent_writers_of_one_file_converge(stores)
+    await kit.check_concurrent_replace_and_delete_converge(stores)
+    for store in stores.made:   # the losers' and the deleted chunks are gone, not only invisible
+        hits = await store.search("acme", ["docs"], "shared words", k=100)
+        assert sorted(p["text"] for p in await raw_chunks(store, "f")) == sorted(h.chunk.text for h in hits)
 
 
-async def test_searches_while_writing_see_whole_files(make_store: StoreFactory) -> None:
-    store = await make_store(batch_size=16, dimension=2)  # several upserts per write
-    await store.replace_file("acme", "docs", "filler", chunks("filler", FILLER))
-
-    def version(n: int) -> list[Chunk]:
-        return [chunk("f", i, f"versioned content part {i}", attributes={"v": n}, vector=[1.0, i / 50])
-                for i in range(40 + n % 3)]
-
-    await store.replace_file("acme", "docs", "f", version(0))
-    done = False
-    seen: set[int] = set()
-
-    async def writer() -> None:
-        nonlocal done
-        for n in range(1, 16):
-            await store.replace_file("acme", "docs", "f", version(n))
-        done = True
-
-    async def reader() -> None:
-        while not done:
-            hits = await store.search("acme", ["docs"], "versioned content", k=100)
-            versions = {h.chunk.attributes["v"] for h in hits}
-            assert len(versions) == 1, versions
-            assert len(hits) == 40 + versions.pop() % 3
-            seen.update(h.chunk.attributes["v"] for h in hits)
-            hybrid = await store.search("acme", ["docs"], "versioned", vector=[1.0, 0.0], k=5)
-            assert hybrid and len({h.chunk.attributes["v"] for h in hybrid}) == 1
-
-    await asyncio.gather(writer(), reader(), reader())
-    assert len(seen) > 1
-    assert {h.chunk.attributes["v"] for h in await store.search("acme", ["docs"], "versioned", k=50)} == {15}
+async def test_searches_while_writing_in_batches_see_whole_files(make_store: QdrantFactory) -> None:
+    several_upserts_per_write = Conformance(make_store, batch_size=16, dimension=2)
+    await kit.check_searches_while_writing_see_whole_files(several_upserts_per_write, versions=16)
