@@ -3,30 +3,28 @@
 :mod:`chorus.testing.replay` checks each incoming request (method, path, every query parameter,
 expected headers) against the recorded exchange (``tests/data/searxng/<name>.json``) and answers
 with the recorded response, or ``418`` and a recorded mismatch that fails the test at teardown.
+``test_conformance`` runs the :mod:`chorus.testing.search_engines` checks (errors, timeouts, pooling,
+normalisation, secrecy, settings); the other tests pin what is particular to SearXNG.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib import metadata
+import json
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chorus.config import convert
 from chorus.errors import ConfigError
-from chorus.plugins.manager import PluginManager
-from chorus.search import SearchError, SearchQuery, SearchResult
-from chorus.testing.replay import Exchange, ReplayServer, load, unused_port
+from chorus.search import SearchEngineDriver, SearchQuery, SearchResult
+from chorus.testing.replay import Exchange, load
+from chorus.testing.search_engines import CHECKS, Check, SearchEngineHarness
 
 from chorus_plugins.search_searxng import SearxngEngine, SearxngSettings, locale
 
 DATA = Path(__file__).parent / "data" / "searxng"
 KEY = "searx-proxy-token-5d1e0b"
-
-# -- fixtures -------------------------------------------------------------------------------------
-
-Make = Callable[..., Awaitable[SearxngEngine]]
 GENERAL = {"q": "rust async runtime", "format": "json", "pageno": "1", "categories": "general"}
 
 
@@ -39,34 +37,58 @@ def settings(**raw: Any) -> SearxngSettings:
     return result
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[ReplayServer]:
-    async with ReplayServer() as replay:  # fails at teardown on a mismatch or an unrequested exchange
-        yield replay
+def page(results: Sequence[SearchResult]) -> bytes:
+    """SearXNG's JSON answer holding ``results``."""
+    items = [{"url": r.url, "title": r.title, "content": r.snippet, "publishedDate": r.date} for r in results]
+    return json.dumps({"query": "q", "number_of_results": 0, "results": items, "unresponsive_engines": []}).encode()
+
+
+#: SearXNG's own failure answers, run by ``check_api_errors_map_to_kinds`` (the kit checks the generic
+#: statuses, bodies, timeouts and refusals itself, and that the key shows in no error).
+ERRORS: dict[str, tuple[Exchange, str, str]] = {
+    "json format disabled (403)": (recording("json_disabled"), "auth", "HTTP 403 (is the json format enabled"),
+    "limiter (429)": (recording("limiter"), "quota", "HTTP 429 (the instance's bot limiter?"),
+    "every engine failed": (
+        recording("engines_failed"),
+        "unavailable",
+        "upstream engines failed (brave: too many requests, duckduckgo: CAPTCHA, google: timeout)",
+    ),
+}
+
+
+def searxng_harness(engine: type[SearchEngineDriver] = SearxngEngine) -> SearchEngineHarness:
+    """The conformance harness of the driver (``engine``: a variant of it), not started."""
+    return SearchEngineHarness(
+        engine=engine,
+        table={"id": "web", "driver": "searxng", "api_key": KEY},  # a key as an authenticating proxy wants
+        base_path="/",  # a trailing slash on base_url is fine
+        recording=recording("general"),
+        query=SearchQuery(query="rust async runtime"),
+        page=page,
+        malformed=[b'{"results": {"url": "x"}}'],
+        malformed_fragment="not SearXNG JSON",
+        errors=ERRORS,
+    )
 
 
 @pytest.fixture
-async def engine(server: ReplayServer) -> AsyncIterator[Make]:
-    """A factory of started engines pointed at the replay server; all are closed at teardown."""
-    made: list[SearxngEngine] = []
+async def harness() -> AsyncIterator[SearchEngineHarness]:
+    """The started harness; ``harness.make(**raw)`` starts an engine pointed at its replay server."""
+    async with searxng_harness() as searxng:  # fails at teardown on a mismatch or an unrequested exchange
+        yield searxng
 
-    async def make(**raw: Any) -> SearxngEngine:
-        driver = SearxngEngine(settings(base_url=server.url + "/", **raw))
-        await driver.start()
-        made.append(driver)
-        return driver
 
-    yield make
-    for driver in made:
-        await driver.aclose()
+@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
+async def test_conformance(check: Check, harness: SearchEngineHarness) -> None:
+    await check(harness)
 
 
 # -- results ---------------------------------------------------------------------------------------
 
 
-async def test_results_are_mapped_exactly_and_count_is_honoured(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("general"))
-    results = await (await engine()).search(SearchQuery(query="  rust async runtime ", count=4))
+async def test_results_are_mapped_exactly_and_count_is_honoured(harness: SearchEngineHarness) -> None:
+    harness.server.expect(recording("general"))  # a keyless instance (the harness table sets a proxy key)
+    results = await (await harness.make(api_key=None)).search(SearchQuery(query="  rust async runtime ", count=4))
     assert results == [
         SearchResult(
             title="Tokio - An asynchronous Rust runtime",
@@ -95,9 +117,9 @@ async def test_results_are_mapped_exactly_and_count_is_honoured(server: ReplaySe
     ]
 
 
-async def test_every_filter_and_setting_maps_to_its_parameter(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("filtered"))
-    driver = await engine(categories=["general", "it"], engines=["google", "duckduckgo"], safesearch=1)
+async def test_every_filter_and_setting_maps_to_its_parameter(harness: SearchEngineHarness) -> None:
+    harness.server.expect(recording("filtered"))
+    driver = await harness.make(categories=["general", "it"], engines=["google", "duckduckgo"], safesearch=1)
     query = SearchQuery(
         query="python 3.13 release notes",
         count=3,
@@ -133,26 +155,27 @@ async def test_every_filter_and_setting_maps_to_its_parameter(server: ReplayServ
 @pytest.mark.parametrize(
     ("recency", "time_range"), [("hour", "day"), ("day", "day"), ("week", "week"), ("month", "month"), ("year", "year")]
 )
-async def test_recency_maps_to_time_range(server: ReplayServer, engine: Make, recency: Any, time_range: str) -> None:
-    server.expect(recording("general").but(query={**GENERAL, "time_range": time_range}))
-    assert len(await (await engine()).search(SearchQuery(query="rust async runtime", recency=recency))) == 5
+async def test_recency_maps_to_time_range(harness: SearchEngineHarness, recency: Any, time_range: str) -> None:
+    harness.server.expect(recording("general").but(query={**GENERAL, "time_range": time_range}))
+    assert len(await (await harness.make()).search(SearchQuery(query="rust async runtime", recency=recency))) == 5
 
 
-async def test_one_included_domain_is_a_single_site_operator(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("general").but(query={**GENERAL, "q": "rust async runtime site:tokio.rs"}))
-    results = await (await engine()).search(SearchQuery(query="rust async runtime", include_domains=["*.Tokio.rs."]))
+async def test_one_included_domain_is_a_single_site_operator(harness: SearchEngineHarness) -> None:
+    harness.server.expect(recording("general").but(query={**GENERAL, "q": "rust async runtime site:tokio.rs"}))
+    query = SearchQuery(query="rust async runtime", include_domains=["*.Tokio.rs."])
+    results = await (await harness.make()).search(query)
     assert [r.url for r in results] == ["https://tokio.rs/"]
 
 
-async def test_engines_without_categories_send_no_categories(server: ReplayServer, engine: Make) -> None:
+async def test_engines_without_categories_send_no_categories(harness: SearchEngineHarness) -> None:
     expected = {"q": "rust async runtime", "format": "json", "pageno": "1", "engines": "brave"}
-    server.expect(recording("general").but(query=expected))
-    assert len(await (await engine(engines=["brave"])).search(SearchQuery(query="rust async runtime"))) == 5
+    harness.server.expect(recording("general").but(query=expected))
+    assert len(await (await harness.make(engines=["brave"])).search(SearchQuery(query="rust async runtime"))) == 5
 
 
-async def test_a_country_without_a_language_is_not_sent(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("general").but(query=GENERAL))
-    assert len(await (await engine()).search(SearchQuery(query="rust async runtime", country="DE"))) == 5
+async def test_a_country_without_a_language_is_not_sent(harness: SearchEngineHarness) -> None:
+    harness.server.expect(recording("general").but(query=GENERAL))
+    assert len(await (await harness.make()).search(SearchQuery(query="rust async runtime", country="DE"))) == 5
 
 
 @pytest.mark.parametrize(
@@ -163,117 +186,18 @@ def test_locale(language: str, country: str | None, expected: str) -> None:
     assert locale(language, country) == expected
 
 
-async def test_no_results_is_an_empty_list(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("no_results"))
-    assert await (await engine()).search(SearchQuery(query="zxqv unmatched phrase 8f3k2")) == []
+async def test_a_recorded_empty_page_is_no_results(harness: SearchEngineHarness) -> None:
+    harness.server.expect(recording("no_results"))
+    assert await (await harness.make()).search(SearchQuery(query="zxqv unmatched phrase 8f3k2")) == []
 
 
-async def test_nothing_to_search_sends_no_request(engine: Make) -> None:
-    driver = await engine()
-    assert await driver.search(SearchQuery(query="  ")) == []
-    assert await driver.search(SearchQuery(query="anything", count=0)) == []
+async def test_api_key_goes_in_a_bearer_header(harness: SearchEngineHarness) -> None:
+    bearer = {"authorization": f"Bearer {KEY}", "accept": "application/json"}
+    harness.server.expect(recording("general").but(headers=bearer))
+    assert len(await (await harness.make()).search(SearchQuery(query="rust async runtime"))) == 5
 
 
-async def test_api_key_goes_in_a_bearer_header(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("general").but(headers={"authorization": f"Bearer {KEY}", "accept": "application/json"}))
-    assert len(await (await engine(api_key=KEY)).search(SearchQuery(query="rust async runtime"))) == 5
-
-
-async def test_one_pooled_connection_serves_consecutive_searches(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("general"), recording("general"))
-    driver = await engine()
-    for _ in range(2):
-        await driver.search(SearchQuery(query="rust async runtime"))
-    assert len(server.received) == 2
-    assert server.received[0].peer == server.received[1].peer
-
-
-# -- errors ----------------------------------------------------------------------------------------
-
-
-def _status(status: int, body: bytes = b"", content_type: str = "text/html; charset=utf-8") -> Exchange:
-    return Exchange(path="/search", status=status, body=body, response_headers={"content-type": content_type})
-
-
-ERRORS: dict[str, tuple[Callable[[], Exchange], str, str]] = {
-    "json format disabled (403)": (lambda: recording("json_disabled"), "auth", "HTTP 403 (is the json format enabled"),
-    "limiter (429)": (lambda: recording("limiter"), "quota", "HTTP 429 (the instance's bot limiter?"),
-    "401 from a proxy": (lambda: _status(401, b"Unauthorized"), "auth", "HTTP 401"),
-    "500": (lambda: _status(500, b"<h1>Internal Server Error</h1>"), "unavailable", "HTTP 500"),
-    "502 from a proxy": (lambda: _status(502, b"<html>502 Bad Gateway</html>"), "unavailable", "HTTP 502"),
-    "redirect": (lambda: _status(302).but(response_headers={"location": "/"}), "bad_response", "HTTP 302"),
-    "html instead of json": (
-        lambda: _status(200, b"<!DOCTYPE html><title>SearXNG</title>"),
-        "bad_response",
-        "not SearXNG JSON",
-    ),
-    "wrong shape": (
-        lambda: _status(200, b'{"results": {"url": "x"}}', "application/json"),
-        "bad_response",
-        "not SearXNG JSON",
-    ),
-    "every engine failed": (
-        lambda: recording("engines_failed"),
-        "unavailable",
-        "upstream engines failed (brave: too many requests, duckduckgo: CAPTCHA, google: timeout)",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(ERRORS))
-async def test_failures_map_to_error_kinds(server: ReplayServer, engine: Make, case: str) -> None:
-    exchange, kind, fragment = ERRORS[case]
-    server.expect(exchange())
-    with pytest.raises(SearchError) as caught:
-        await (await engine(api_key=KEY)).search(SearchQuery(query="rust async runtime"))
-    assert caught.value.kind == kind
-    assert fragment in caught.value.message
-    assert "'web'" in caught.value.message
-    assert KEY not in str(caught.value)
-
-
-async def test_an_upstream_echo_of_the_key_never_reaches_the_message(server: ReplayServer, engine: Make) -> None:
-    server.expect(_status(403, f"token {KEY} is not allowed".encode(), "text/plain"))
-    with pytest.raises(SearchError) as caught:
-        await (await engine(api_key=KEY)).search(SearchQuery(query="anything"))
-    assert caught.value.kind == "auth"
-    assert KEY not in str(caught.value) and KEY not in repr(caught.value.args)
-
-
-async def test_a_slow_answer_is_a_timeout(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("general").but(delay=5.0))
-    driver = await engine(timeout=0.3)
-    with pytest.raises(SearchError) as caught:  # the answer comes after 5 s: an error means the timeout cut it
-        await driver.search(SearchQuery(query="rust async runtime"))
-    assert caught.value.kind == "timeout"
-
-
-async def test_a_refused_connection_is_unavailable() -> None:
-    driver = SearxngEngine(settings(base_url=f"http://127.0.0.1:{unused_port()}", timeout=2.0))
-    await driver.start()
-    try:
-        with pytest.raises(SearchError) as caught:
-            await driver.search(SearchQuery(query="anything"))
-    finally:
-        await driver.aclose()
-    assert caught.value.kind == "unavailable"
-    assert "ConnectError" in caught.value.message
-
-
-async def test_searching_before_start_or_after_close_is_unavailable() -> None:
-    driver = SearxngEngine(settings(base_url="http://127.0.0.1:8888"))
-    with pytest.raises(SearchError) as caught:
-        await driver.search(SearchQuery(query="anything"))
-    assert caught.value.kind == "unavailable"
-    await driver.start()
-    await driver.start()  # idempotent
-    await driver.aclose()
-    await driver.aclose()
-    with pytest.raises(SearchError):
-        await driver.search(SearchQuery(query="anything"))
-
-
-# -- settings and registration ---------------------------------------------------------------------
+# -- settings (registration and base_url are conformance checks) -----------------------------------
 
 
 def test_settings_defaults() -> None:
@@ -294,15 +218,3 @@ def test_settings_are_strict(raw: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError, match="search_engines\\[0\\]") as caught:
         settings(**raw)
     assert fragment in str(caught.value)
-
-
-def test_the_entry_point_registers_the_driver() -> None:
-    (ep,) = [ep for ep in metadata.entry_points(group="chorus.search_engines") if ep.name == "searxng"]
-    assert ep.load() is SearxngEngine
-    assert PluginManager(load_entrypoints=False, env={}).driver("search_engines", "searxng") is SearxngEngine
-
-
-@pytest.mark.parametrize("url", ["127.0.0.1:8888", "ftp://searx.example", "http://"])
-def test_base_url_must_be_http(url: str) -> None:
-    with pytest.raises(ConfigError, match="'web': base_url must be an http\\(s\\) URL"):
-        SearxngEngine(settings(base_url=url))

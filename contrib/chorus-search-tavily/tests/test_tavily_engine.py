@@ -1,10 +1,13 @@
-"""The ``tavily`` driver against recorded Tavily API responses replayed on loopback."""
+"""The ``tavily`` driver against recorded Tavily API responses replayed on loopback.
+
+``test_conformance`` runs the :mod:`chorus.testing.search_engines` checks (errors, timeouts, pooling,
+normalisation, secrecy, settings); the other tests pin what is particular to this API.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib import metadata
+import json
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +17,15 @@ pytest.importorskip("chorus_search_tavily", reason="chorus-search-tavily is not 
 
 from chorus.config import convert
 from chorus.errors import ConfigError
-from chorus.plugins.manager import PluginManager
-from chorus.search import SearchError, SearchQuery, SearchResult
-from chorus.testing.replay import Exchange, ReplayServer, load, unused_port
+from chorus.search import SearchQuery, SearchResult
+from chorus.testing.replay import Exchange, load
+from chorus.testing.search_engines import CHECKS, Check, SearchEngineHarness
 
 from chorus_search_tavily import TavilyEngine, TavilySettings
 from chorus_search_tavily.countries import country_name
 
 RECORDINGS = Path(__file__).parent / "recordings"
 KEY = "tvly-test-4b9e1c07d2"
-Make = Callable[..., Awaitable[TavilyEngine]]
 GENERAL = {
     "query": "who won the 2024 nobel prize in physics",
     "max_results": 5,
@@ -43,34 +45,64 @@ def settings(**raw: Any) -> TavilySettings:
     return result
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[ReplayServer]:
-    async with ReplayServer() as replay:  # fails at teardown on a mismatch or an unrequested exchange
-        yield replay
+def page(results: Sequence[SearchResult]) -> bytes:
+    """A search answer holding ``results``."""
+    items = [
+        {"title": r.title, "url": r.url, "content": r.snippet, "published_date": r.date, "score": 0.5}
+        for r in results
+    ]
+    return json.dumps({"query": "q", "answer": None, "images": [], "results": items, "response_time": 0.4}).encode()
+
+
+#: Tavily's own failure answers, run by ``check_api_errors_map_to_kinds`` (the kit checks the generic
+#: statuses, bodies, timeouts and refusals itself, and that the key shows in no error).
+ERRORS: dict[str, tuple[Exchange, str, str]] = {
+    "401": (recording("unauthorized"), "auth", "HTTP 401 (missing or invalid API key)"),
+    "429": (recording("rate_limited"), "quota", "HTTP 429 (rate limit exceeded)"),
+    "432": (recording("plan_limit"), "quota", "HTTP 432 (plan usage limit exceeded)"),
+    "433": (
+        Exchange(method="POST", path="/search", status=433, body=b'{"detail":{"error":"pay-as-you-go limit"}}'),
+        "quota",
+        "HTTP 433 (pay-as-you-go limit exceeded)",
+    ),
+    "400": (recording("bad_request"), "bad_response", "HTTP 400 (bad request)"),
+    "500": (
+        Exchange(method="POST", path="/search", status=500, body=b'{"detail":{"error":"Internal Server Error"}}'),
+        "unavailable",
+        "HTTP 500 (server error)",
+    ),
+}
 
 
 @pytest.fixture
-async def engine(server: ReplayServer) -> AsyncIterator[Make]:
-    """A factory of started engines pointed at the replay server; all are closed at teardown."""
-    made: list[TavilyEngine] = []
+async def harness() -> AsyncIterator[SearchEngineHarness]:
+    """The conformance harness; ``harness.make(**raw)`` starts an engine pointed at its replay server."""
+    tavily = SearchEngineHarness(
+        engine=TavilyEngine,
+        table={"id": "tavily-web", "driver": "tavily", "api_key": KEY},
+        recording=recording("search_general"),
+        query=SearchQuery(query="who won the 2024 nobel prize in physics"),
+        page=page,
+        error_body=lambda text: json.dumps({"detail": {"error": text}}).encode(),
+        malformed=[b'{"results": {"url": "x"}}'],
+        malformed_fragment="not Tavily JSON",
+        errors=ERRORS,
+    )
+    async with tavily:  # fails at teardown on a mismatch or an unrequested exchange
+        yield tavily
 
-    async def make(**raw: Any) -> TavilyEngine:
-        driver = TavilyEngine(settings(api_key=KEY, base_url=server.url, **raw))
-        await driver.start()
-        made.append(driver)
-        return driver
 
-    yield make
-    for driver in made:
-        await driver.aclose()
+@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
+async def test_conformance(check: Check, harness: SearchEngineHarness) -> None:
+    await check(harness)
 
 
 # -- results ---------------------------------------------------------------------------------------
 
 
-async def test_general_search_results_are_mapped_exactly(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("search_general"))
-    results = await (await engine()).search(SearchQuery(query="who won the 2024 nobel prize in physics"))
+async def test_general_search_results_are_mapped_exactly(harness: SearchEngineHarness) -> None:
+    harness.server.expect(recording("search_general"))
+    results = await (await harness.make()).search(SearchQuery(query="who won the 2024 nobel prize in physics"))
     assert results == [
         SearchResult(
             title="The Nobel Prize in Physics 2024 - NobelPrize.org",
@@ -104,9 +136,9 @@ async def test_general_search_results_are_mapped_exactly(server: ReplayServer, e
     ]
 
 
-async def test_news_topic_recency_and_included_domains(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("search_news"))
-    driver = await engine(topic="news")
+async def test_news_topic_recency_and_included_domains(harness: SearchEngineHarness) -> None:
+    harness.server.expect(recording("search_news"))
+    driver = await harness.make(topic="news")
     query = SearchQuery(
         query="federal reserve interest rate decision",
         count=3,
@@ -138,9 +170,9 @@ async def test_news_topic_recency_and_included_domains(server: ReplayServer, eng
     ]
 
 
-async def test_country_depth_and_excluded_domains(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("search_country"))
-    driver = await engine(search_depth="advanced")
+async def test_country_depth_and_excluded_domains(harness: SearchEngineHarness) -> None:
+    harness.server.expect(recording("search_country"))
+    driver = await harness.make(search_depth="advanced")
     query = SearchQuery(
         query="best rail passes for europe",
         count=2,
@@ -167,16 +199,16 @@ async def test_country_depth_and_excluded_domains(server: ReplayServer, engine: 
 @pytest.mark.parametrize(
     ("recency", "time_range"), [("hour", "day"), ("day", "day"), ("week", "week"), ("month", "month"), ("year", "year")]
 )
-async def test_recency_maps_to_time_range(server: ReplayServer, engine: Make, recency: Any, time_range: str) -> None:
-    server.expect(recording("search_general").but(json={**GENERAL, "time_range": time_range}))
+async def test_recency_maps_to_time_range(harness: SearchEngineHarness, recency: Any, time_range: str) -> None:
+    harness.server.expect(recording("search_general").but(json={**GENERAL, "time_range": time_range}))
     query = SearchQuery(query="who won the 2024 nobel prize in physics", recency=recency)
-    assert len(await (await engine()).search(query)) == 5
+    assert len(await (await harness.make()).search(query)) == 5
 
 
-async def test_count_is_capped_and_unknown_countries_are_not_sent(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("search_general").but(json={**GENERAL, "max_results": 20}))
+async def test_count_is_capped_and_unknown_countries_are_not_sent(harness: SearchEngineHarness) -> None:
+    harness.server.expect(recording("search_general").but(json={**GENERAL, "max_results": 20}))
     query = SearchQuery(query="who won the 2024 nobel prize in physics", count=40, country="XX")
-    assert len(await (await engine()).search(query)) == 5
+    assert len(await (await harness.make()).search(query)) == 5
 
 
 def test_country_codes_map_to_tavily_names() -> None:
@@ -189,119 +221,12 @@ def test_country_codes_map_to_tavily_names() -> None:
     ]
 
 
-async def test_nothing_to_search_sends_no_request(engine: Make) -> None:
-    driver = await engine()
-    assert await driver.search(SearchQuery(query="")) == []
-    assert await driver.search(SearchQuery(query="anything", count=0)) == []
+# -- settings (registration and base_url are conformance checks) -----------------------------------
 
 
-async def test_one_pooled_connection_serves_consecutive_searches(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("search_general"), recording("search_general"))
-    driver = await engine()
-    for _ in range(2):
-        await driver.search(SearchQuery(query="who won the 2024 nobel prize in physics"))
-    assert len(server.received) == 2
-    assert server.received[0].peer == server.received[1].peer
-
-
-# -- errors ----------------------------------------------------------------------------------------
-
-
-def _status(status: int, body: bytes = b"", content_type: str = "application/json") -> Exchange:
-    return Exchange(
-        method="POST", path="/search", status=status, body=body, response_headers={"content-type": content_type}
-    )
-
-
-ERRORS: dict[str, tuple[Callable[[], Exchange], str, str]] = {
-    "401": (lambda: recording("unauthorized"), "auth", "HTTP 401 (missing or invalid API key)"),
-    "403": (lambda: _status(403, b'{"detail":{"error":"Forbidden"}}'), "auth", "HTTP 403"),
-    "429": (lambda: recording("rate_limited"), "quota", "HTTP 429 (rate limit exceeded)"),
-    "432": (lambda: recording("plan_limit"), "quota", "HTTP 432 (plan usage limit exceeded)"),
-    "433": (lambda: _status(433, b'{"detail":{"error":"pay-as-you-go limit"}}'), "quota", "HTTP 433"),
-    "400": (lambda: recording("bad_request"), "bad_response", "HTTP 400 (bad request)"),
-    "500": (
-        lambda: _status(500, b'{"detail":{"error":"Internal Server Error"}}'),
-        "unavailable",
-        "HTTP 500 (server error)",
-    ),
-    "502": (lambda: _status(502, b"<html>Bad Gateway</html>", "text/html"), "unavailable", "HTTP 502"),
-    "redirect": (
-        lambda: _status(307).but(response_headers={"location": "https://tavily.com"}),
-        "bad_response",
-        "HTTP 307",
-    ),
-    "html instead of json": (
-        lambda: _status(200, b"<html>maintenance</html>", "text/html"),
-        "bad_response",
-        "not Tavily JSON",
-    ),
-    "wrong shape": (lambda: _status(200, b'{"results": {"url": "x"}}'), "bad_response", "not Tavily JSON"),
-}
-
-
-@pytest.mark.parametrize("case", list(ERRORS))
-async def test_failures_map_to_error_kinds(server: ReplayServer, engine: Make, case: str) -> None:
-    exchange, kind, fragment = ERRORS[case]
-    server.expect(exchange())
-    with pytest.raises(SearchError) as caught:
-        await (await engine()).search(SearchQuery(query="who won the 2024 nobel prize in physics"))
-    assert caught.value.kind == kind
-    assert fragment in caught.value.message
-    assert "tavily-web" in caught.value.message
-    assert KEY not in str(caught.value)
-
-
-async def test_an_upstream_echo_of_the_key_never_reaches_the_message(server: ReplayServer, engine: Make) -> None:
-    server.expect(_status(401, f'{{"detail":{{"error":"invalid key {KEY}"}}}}'.encode()))
-    with pytest.raises(SearchError) as caught:
-        await (await engine()).search(SearchQuery(query="anything"))
-    assert caught.value.kind == "auth"
-    assert KEY not in str(caught.value) and KEY not in repr(caught.value.args)
-
-
-async def test_a_slow_answer_is_a_timeout(server: ReplayServer, engine: Make) -> None:
-    server.expect(recording("search_general").but(delay=5.0))
-    driver = await engine(timeout=0.3)
-    started = time.monotonic()
-    with pytest.raises(SearchError) as caught:
-        await driver.search(SearchQuery(query="who won the 2024 nobel prize in physics"))
-    assert caught.value.kind == "timeout"
-    assert time.monotonic() - started < 2.0
-
-
-async def test_a_refused_connection_is_unavailable() -> None:
-    driver = TavilyEngine(settings(api_key=KEY, base_url=f"http://127.0.0.1:{unused_port()}", timeout=2.0))
-    await driver.start()
-    try:
-        with pytest.raises(SearchError) as caught:
-            await driver.search(SearchQuery(query="anything"))
-    finally:
-        await driver.aclose()
-    assert caught.value.kind == "unavailable"
-    assert "ConnectError" in caught.value.message
-
-
-async def test_searching_before_start_or_after_close_is_unavailable() -> None:
-    driver = TavilyEngine(settings(api_key=KEY))
-    with pytest.raises(SearchError) as caught:
-        await driver.search(SearchQuery(query="anything"))
-    assert caught.value.kind == "unavailable"
-    await driver.start()
-    await driver.start()  # idempotent
-    await driver.aclose()
-    await driver.aclose()
-    with pytest.raises(SearchError):
-        await driver.search(SearchQuery(query="anything"))
-
-
-# -- settings and registration ---------------------------------------------------------------------
-
-
-def test_settings_defaults_and_the_key_stays_hidden() -> None:
+def test_settings_defaults() -> None:
     s = settings(api_key=KEY)
     assert (s.base_url, s.timeout, s.topic, s.search_depth) == ("https://api.tavily.com", 10.0, "general", "basic")
-    assert KEY not in repr(s)
 
 
 @pytest.mark.parametrize(
@@ -317,15 +242,3 @@ def test_settings_are_strict(raw: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError, match="search_engines\\[0\\]") as caught:
         settings(**raw)
     assert fragment in str(caught.value)
-
-
-def test_the_entry_point_registers_the_driver() -> None:
-    (ep,) = [ep for ep in metadata.entry_points(group="chorus.search_engines") if ep.name == "tavily"]
-    assert ep.load() is TavilyEngine
-    assert PluginManager(load_entrypoints=False, env={}).driver("search_engines", "tavily") is TavilyEngine
-
-
-@pytest.mark.parametrize("url", ["api.tavily.com", "unix:///run/tavily.sock"])
-def test_base_url_must_be_http(url: str) -> None:
-    with pytest.raises(ConfigError, match="'tavily-web': base_url must be an http\\(s\\) URL"):
-        TavilyEngine(settings(api_key=KEY, base_url=url))
