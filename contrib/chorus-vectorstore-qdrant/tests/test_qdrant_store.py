@@ -3,7 +3,9 @@ analyzer, agreement with the ``sqlite`` store, numeric-only range filters, vecto
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,34 @@ async def test_default_and_relative_paths(tmp_path: Path) -> None:
     assert (tmp_path / "qdrant").is_dir()
     assert QdrantVectorStore(settings(path="sub/q"), tmp_path).path == tmp_path / "sub" / "q"
     assert QdrantVectorStore(settings(location=":memory:"), tmp_path).path is None
+
+
+SECOND_PROCESS = """
+import asyncio, sys
+from pathlib import Path
+from chorus_vectorstore_qdrant import QdrantVectorStore, QdrantVectorStoreSettings
+
+async def main():
+    store = QdrantVectorStore(QdrantVectorStoreSettings(driver="qdrant"), Path(sys.argv[1]))
+    try:
+        await store.start()
+    except RuntimeError as exc:
+        print(exc)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_directory_in_use_says_to_use_a_server_with_workers(tmp_path: Path) -> None:
+    first = QdrantVectorStore(settings(), tmp_path)
+    await first.start()
+    try:  # what a second worker of `chorus serve --workers 2` would meet
+        second = await asyncio.create_subprocess_exec(sys.executable, "-c", SECOND_PROCESS, str(tmp_path),
+                                                      stdout=asyncio.subprocess.PIPE)
+        output, _ = await asyncio.wait_for(second.communicate(), 120)
+    finally:
+        await first.aclose()
+    assert "in use by another process" in output.decode() and "`[vector_store] url`" in output.decode()
 
 
 async def test_deletes_leave_no_points(make_store: QdrantFactory) -> None:

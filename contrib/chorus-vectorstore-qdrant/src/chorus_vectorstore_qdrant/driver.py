@@ -123,7 +123,15 @@ class QdrantVectorStore(VectorStoreDriver):
             return QdrantClient(location=s.location)
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
-        return QdrantClient(path=str(self.path))
+        try:
+            return QdrantClient(path=str(self.path))
+        except RuntimeError as exc:
+            if "already accessed by another instance" not in str(exc):
+                raise
+            raise RuntimeError(
+                f"the Qdrant directory {self.path} is in use by another process: embedded mode serves one "
+                "process, so with `chorus serve --workers N` set `[vector_store] url` to a Qdrant server"
+            ) from None
 
     async def start(self) -> None:
         if self._pool is not None:
