@@ -33,8 +33,9 @@ class McpTools(ToolDriver):
     its list changed and after each reconnect (the ``tools`` allow-list still applies; an
     allow-listed tool the server dropped is logged and not offered until it returns). A call
     that finds the session ended (the server exited) reconnects first, one attempt per call; a
-    session that ends during a call fails that call with a :class:`ToolError`. The values :meth:`McpSettings.secrets` lists (headers, credential ``env``
-    values) are masked in tool results, errors and logs.
+    session that ends during a call fails that call with a :class:`ToolError`. The values
+    :meth:`McpSettings.secrets` lists (headers, credential ``env`` values) are masked in tool
+    results, errors and logs.
     """
 
     settings_type: ClassVar[type[McpSettings]] = McpSettings
