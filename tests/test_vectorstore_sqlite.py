@@ -86,6 +86,98 @@ async def test_default_path_wal_and_schema(tmp_path: Path) -> None:
     assert relative.path == tmp_path / "sub" / "kb.db"
 
 
+# -- tenancy of the lexical statistics ------------------------------------------------------------
+
+
+async def test_bm25_statistics_are_per_workspace(store: SqliteVectorStore) -> None:
+    """Another tenant's documents never move this tenant's scores (one FTS5 index per workspace)."""
+    await store.replace_file("acme", "docs", "a", chunks("a", ["widget manual", "gadget manual", "gizmo manual"]))
+    before = [(h.chunk.id, h.score) for h in await store.search("acme", ["docs"], "widget manual")]
+    await store.replace_file("globex", "docs", "g",
+                             chunks("g", [f"widget manual {i}" for i in range(50)], workspace="globex"))
+    assert [(h.chunk.id, h.score) for h in await store.search("acme", ["docs"], "widget manual")] == before
+    await store.delete_file("globex", "docs", "g")
+    assert [(h.chunk.id, h.score) for h in await store.search("acme", ["docs"], "widget manual")] == before
+    db = store._writer
+    assert db is not None
+    assert [w for (w,) in db.execute("SELECT workspace FROM lexical_indexes ORDER BY id")] == ["acme", "globex"]
+
+
+V1_SCHEMA = """
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, workspace TEXT NOT NULL, dataset TEXT NOT NULL, file_id TEXT NOT NULL,
+    idx INTEGER NOT NULL, chunk_id TEXT NOT NULL, text TEXT NOT NULL, title TEXT NOT NULL, headings TEXT NOT NULL,
+    url TEXT NOT NULL, source TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
+    attributes TEXT NOT NULL, UNIQUE (workspace, dataset, file_id, idx)
+);
+CREATE TABLE chunk_vectors (id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, dataset TEXT NOT NULL,
+                            vector BLOB NOT NULL);
+CREATE INDEX chunk_vectors_scope ON chunk_vectors (workspace, dataset);
+CREATE TABLE datasets (workspace TEXT NOT NULL, dataset TEXT NOT NULL, version INTEGER NOT NULL,
+                       logged_after INTEGER NOT NULL, PRIMARY KEY (workspace, dataset)) WITHOUT ROWID;
+CREATE TABLE deletions (workspace TEXT NOT NULL, dataset TEXT NOT NULL, version INTEGER NOT NULL,
+                        lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+                        PRIMARY KEY (workspace, dataset, version, lo)) WITHOUT ROWID;
+CREATE VIRTUAL TABLE chunks_fts USING fts5(
+    text, title, headings, content='chunks', content_rowid='id', tokenize='unicode61'
+);
+CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts (rowid, text, title, headings) VALUES (new.id, new.text, new.title, new.headings);
+END;
+CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, text, title, headings)
+        VALUES ('delete', old.id, old.text, old.title, old.headings);
+    DELETE FROM chunk_vectors WHERE id = old.id;
+END;
+CREATE TRIGGER chunks_au BEFORE UPDATE ON chunks BEGIN
+    SELECT RAISE(ABORT, 'chunks are immutable: replace the file');
+END;
+PRAGMA user_version=1;
+"""
+
+
+async def test_a_version_1_file_is_migrated_to_an_index_per_workspace(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "knowledge.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    for n, (workspace, text) in enumerate([("acme", "running shoes guide"), ("acme", "tennis rackets"),
+                                           ("globex", "running shoes for globex")]):
+        db.execute('INSERT INTO chunks (workspace, dataset, file_id, idx, chunk_id, text, title, headings, url,'
+                   ' source, start, "end", attributes) VALUES (?, "docs", "f", ?, ?, ?, "", "[]", "", "", 0, 0, "{}")',
+                   (workspace, n, f"f:{n}", text))
+    db.commit()
+    db.close()
+    store = SqliteVectorStore(settings(), tmp_path)  # configured "porter unicode61"; the file says "unicode61"
+    await store.start()
+    try:
+        assert await ids(store, "running shoes") == ["f:0"]
+        assert await ids(store, "running shoes", workspace="globex") == ["f:2"]
+        assert await ids(store, "runs") == []  # still unicode61 (no stemming): the file's tokenizer is kept
+        await store.replace_file("acme", "docs", "f", chunks("f", ["fresh text after the migration"]))
+        assert await ids(store, "fresh") == ["f:0"] and await ids(store, "tennis") == []
+    finally:
+        await store.aclose()
+    assert "use tokenizer 'unicode61'" in caplog.text
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        assert "chunks_fts" not in tables and "chunks_ai" not in tables
+        assert [w for (w,) in db.execute("SELECT workspace FROM lexical_indexes ORDER BY workspace")] == [
+            "acme", "globex"]
+    finally:
+        db.close()
+
+
+async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "knowledge.sqlite3")
+    db.execute("PRAGMA user_version=3")
+    db.close()
+    with pytest.raises(RuntimeError, match="unknown vector store schema version 3"):
+        await SqliteVectorStore(settings(), tmp_path).start()
+
+
 # -- lexical ranking ------------------------------------------------------------------------------
 
 
@@ -223,7 +315,8 @@ async def test_crash_mid_replace_keeps_previous_chunks(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "knowledge.sqlite3")
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        db.execute("INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('integrity-check', 1)")
+        for (index_id,) in db.execute("SELECT id FROM lexical_indexes").fetchall():  # each workspace's index
+            db.execute(f"INSERT INTO chunks_fts_{index_id} (chunks_fts_{index_id}, rank) VALUES ('integrity-check', 1)")
         assert db.execute("SELECT count(*) FROM chunk_vectors").fetchone()[0] == 300
     finally:
         db.close()

@@ -3,8 +3,12 @@
 Storage (``<data_dir>/knowledge.sqlite3`` unless ``path`` is set), in WAL mode:
 
 * ``chunks``: one row per chunk, keyed by ``(workspace, dataset, file_id, idx)``; ids only grow;
-* ``chunks_fts``: an external-content FTS5 index over ``text``, ``title`` and ``headings``,
-  kept in step by triggers; ranked with ``bm25()`` using per-column weights;
+* ``chunks_fts_<n>``: one external-content FTS5 index per workspace (``lexical_indexes`` maps
+  workspaces to ``n``) over ``text``, ``title`` and ``headings``, kept in step by the write path
+  in the same transaction; ranked with ``bm25()`` using per-column weights, so a tenant's BM25
+  statistics never include another tenant's chunks (version-1 files, with one shared index, are
+  migrated when opened);
+* ``store_meta``: the tokenizer the file's indexes were created with;
 * ``chunk_vectors``: each chunk's embedding as little-endian float32, when it has one;
 * ``datasets`` and ``deletions``: a version per ``(workspace, dataset)``, bumped by every write,
   and the id ranges each version deleted. The in-memory dense index (unit-norm numpy matrices per

@@ -32,6 +32,7 @@ class SqliteConnections:
 
     path: Path
     settings: SqliteVectorStoreSettings
+    tokenizer: str  # of the store's FTS5 indexes, as the file was created (set by open)
 
     def _init_connections(self) -> None:
         self._writer: sqlite3.Connection | None = None
@@ -59,7 +60,7 @@ class SqliteConnections:
         writer = self._connect()
         try:
             writer.execute("PRAGMA journal_mode=WAL")
-            ensure_schema(writer, self.path, self.settings.tokenizer)
+            self.tokenizer = ensure_schema(writer, self.path, self.settings.tokenizer)
         except BaseException:
             writer.close()
             raise

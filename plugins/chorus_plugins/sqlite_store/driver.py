@@ -23,7 +23,7 @@ from chorus_plugins.sqlite_store.dense import (
 from chorus_plugins.sqlite_store.filters import compile_filter
 from chorus_plugins.sqlite_store.fusion import fuse
 from chorus_plugins.sqlite_store.lexical import _Frequencies, plan_query, query_terms
-from chorus_plugins.sqlite_store.schema import _HYDRATE, _INSERT, _TOKENIZER
+from chorus_plugins.sqlite_store.schema import _HYDRATE, _INSERT, _TOKENIZER, lexical_index
 from chorus_plugins.sqlite_store.settings import SqliteVectorStoreSettings
 
 DELETION_LOG = 512  # versions of deleted id ranges kept for incremental dense refreshes
@@ -55,26 +55,28 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
     @staticmethod
     def _delete(db: sqlite3.Connection, workspace: str, dataset: str,
                 file_id: str | None) -> tuple[int, list[tuple[int, int]]]:
-        """Delete a file's (or the dataset's) rows; returns how many and their id ranges."""
+        """Delete a file's (or the dataset's) rows and their index entries; returns how many and their id ranges."""
+        scope = "workspace = ? AND dataset = ?" + (" AND file_id = ?" if file_id is not None else "")
+        params = (workspace, dataset) if file_id is None else (workspace, dataset, file_id)
+        ranges: list[tuple[int, int]] = []
         if file_id is None:
-            lo, hi = db.execute("SELECT min(id), max(id) FROM chunks WHERE workspace = ? AND dataset = ?",
-                                (workspace, dataset)).fetchone()
+            lo, hi = db.execute(f"SELECT min(id), max(id) FROM chunks WHERE {scope}", params).fetchone()
             if lo is None:
                 return 0, []
-            removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ?",
-                                 (workspace, dataset)).rowcount
-            return removed, [(lo, hi)]   # every row of the dataset in this range goes
-        ranges: list[tuple[int, int]] = []
-        for (rowid,) in db.execute("SELECT id FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?"
-                                   " ORDER BY id", (workspace, dataset, file_id)):
-            if ranges and ranges[-1][1] == rowid - 1:
-                ranges[-1] = (ranges[-1][0], rowid)
-            else:
-                ranges.append((rowid, rowid))
-        if not ranges:
-            return 0, []
-        removed = db.execute("DELETE FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?",
-                             (workspace, dataset, file_id)).rowcount
+            ranges.append((lo, hi))   # every row of the dataset in this range goes
+        else:
+            for (rowid,) in db.execute(f"SELECT id FROM chunks WHERE {scope} ORDER BY id", params):
+                if ranges and ranges[-1][1] == rowid - 1:
+                    ranges[-1] = (ranges[-1][0], rowid)
+                else:
+                    ranges.append((rowid, rowid))
+            if not ranges:
+                return 0, []
+        index = lexical_index(db, workspace)
+        if index is not None:  # an external-content index forgets rows given their indexed values
+            db.execute(f"INSERT INTO {index} ({index}, rowid, text, title, headings)"
+                       f" SELECT 'delete', id, text, title, headings FROM chunks WHERE {scope}", params)
+        removed = db.execute(f"DELETE FROM chunks WHERE {scope}", params).rowcount
         return removed, ranges
 
     @staticmethod
@@ -113,6 +115,11 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
         with self._transaction(db):
             removed, ranges = self._delete(db, workspace, dataset, file_id)
             db.executemany(_INSERT, rows)
+            if rows:
+                index = lexical_index(db, workspace, create=True, tokenizer=self.tokenizer)
+                db.execute(f"INSERT INTO {index} (rowid, text, title, headings) SELECT id, text, title, headings"
+                           " FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?",
+                           (workspace, dataset, file_id))
             if self.settings.dense and any(c.vector is not None for c in chunks):
                 ids = dict(db.execute(
                     "SELECT idx, id FROM chunks WHERE workspace = ? AND dataset = ? AND file_id = ?",
@@ -126,7 +133,7 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
 
     async def replace_file(self, workspace: str, dataset: str, file_id: str, chunks: list[Chunk]) -> None:
         change = await self._write(lambda db: self.replace_file_sync(db, workspace, dataset, file_id, chunks))
-        self._freq.adjust_total(change)
+        self._freq.adjust_total(workspace, change)
 
     async def _remove(self, workspace: str, dataset: str, file_id: str | None) -> int:
         def work(db: sqlite3.Connection) -> int:
@@ -137,7 +144,7 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
             return removed
 
         removed = await self._write(work)
-        self._freq.adjust_total(-removed)
+        self._freq.adjust_total(workspace, -removed)
         return removed
 
     async def delete_file(self, workspace: str, dataset: str, file_id: str) -> int:
@@ -205,9 +212,13 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
                  where: str, params: list[Any]) -> list[tuple[int, float]]:
         if not terms:
             return []
+        index = lexical_index(db, workspace)
+        if index is None:  # nothing of this workspace was ever indexed
+            return []
         budget = self.settings.match_budget
-        total = self._freq.total(db)
-        plan = plan_query(terms, self._freq.df(db, terms, total) if budget > 0 else {}, total, budget)
+        total = self._freq.total(db, workspace)
+        df = self._freq.df(db, workspace, index, terms, total) if budget > 0 else {}
+        plan = plan_query(terms, df, total, budget)
         if plan is None:
             return []
         marks = ",".join("?" * len(datasets))
@@ -216,13 +227,13 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
         floor = 0
         if plan.bounded:
             row = db.execute(
-                "SELECT chunks_fts.rowid FROM chunks_fts CROSS JOIN chunks AS c ON c.id = chunks_fts.rowid"
-                f" WHERE chunks_fts MATCH ? AND {scope} ORDER BY chunks_fts.rowid DESC LIMIT 1 OFFSET ?",
+                f"SELECT {index}.rowid FROM {index} CROSS JOIN chunks AS c ON c.id = {index}.rowid"
+                f" WHERE {index} MATCH ? AND {scope} ORDER BY {index}.rowid DESC LIMIT 1 OFFSET ?",
                 (plan.gate, *scope_params, budget - 1)).fetchone()
             floor = row[0] if row else 0
         sql = (
-            "SELECT c.id, bm25(chunks_fts, ?, ?, ?) AS score FROM chunks_fts CROSS JOIN chunks AS c"
-            f" ON c.id = chunks_fts.rowid WHERE chunks_fts MATCH ? AND chunks_fts.rowid >= ? AND {scope}"
+            f"SELECT c.id, bm25({index}, ?, ?, ?) AS score FROM {index} CROSS JOIN chunks AS c"
+            f" ON c.id = {index}.rowid WHERE {index} MATCH ? AND {index}.rowid >= ? AND {scope}"
             " ORDER BY score, c.id LIMIT ?"
         )
         best: dict[int, float] = {}

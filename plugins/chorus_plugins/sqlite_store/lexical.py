@@ -106,42 +106,50 @@ def plan_query(terms: Sequence[str], df: dict[str, int], total: int, budget: int
 
 
 class _Frequencies:
-    """Cached document frequencies and chunk total, used only to plan queries (never to score).
+    """Cached document frequencies and chunk totals per workspace, used only to plan queries (never to score).
 
-    Entries expire after ``ttl`` seconds or when the total has moved by more than 10% since they
-    were read, so stale values can only make a query slower or its gate wider, never wrong.
+    Entries expire after ``ttl`` seconds or when the workspace's total has moved by more than 10%
+    since they were read, so stale values can only make a query slower or its gate wider, never
+    wrong.
     """
 
     def __init__(self, ttl: float = 300.0, size: int = 50_000) -> None:
         self.ttl = ttl
         self.size = size
-        self._df: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
-        self._total: tuple[int, float] | None = None
+        self._df: OrderedDict[tuple[str, str], tuple[int, int, float]] = OrderedDict()
+        self._totals: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def adjust_total(self, change: int) -> None:
+    def adjust_total(self, workspace: str, change: int) -> None:
         """Follow this process's own writes (other processes' show after ``ttl``)."""
         with self._lock:
-            if self._total is not None:
-                self._total = (max(0, self._total[0] + change), self._total[1])
+            cached = self._totals.get(workspace)
+            if cached is not None:
+                self._totals[workspace] = (max(0, cached[0] + change), cached[1])
 
-    def total(self, db: sqlite3.Connection) -> int:
+    def total(self, db: sqlite3.Connection, workspace: str) -> int:
         now = time.monotonic()
         with self._lock:
-            if self._total is not None and now - self._total[1] < self.ttl:
-                return self._total[0]
-        total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            cached = self._totals.get(workspace)
+            if cached is not None and now - cached[1] < self.ttl:
+                return cached[0]
+        total = int(db.execute("SELECT count(*) FROM chunks WHERE workspace = ?", (workspace,)).fetchone()[0])
         with self._lock:
-            self._total = (total, now)
-        return int(total)
+            self._totals[workspace] = (total, now)
+            self._totals.move_to_end(workspace)
+            while len(self._totals) > self.size:
+                self._totals.popitem(last=False)
+        return total
 
-    def df(self, db: sqlite3.Connection, terms: Sequence[str], total: int) -> dict[str, int]:
+    def df(self, db: sqlite3.Connection, workspace: str, index: str, terms: Sequence[str],
+           total: int) -> dict[str, int]:
+        """How many of ``workspace``'s chunks hold each term (counted in its FTS5 ``index``)."""
         now = time.monotonic()
         out: dict[str, int] = {}
         missing: list[str] = []
         with self._lock:
             for term in terms:
-                cached = self._df.get(term)
+                cached = self._df.get((workspace, term))
                 if cached and now - cached[2] < self.ttl and abs(total - cached[1]) <= 0.1 * cached[1] + 100:
                     out[term] = cached[0]
                 else:
@@ -149,13 +157,12 @@ class _Frequencies:
         cap = total // 2 + 1  # past half the chunks a term is dropped anyway: stop counting there
         for term in missing:
             out[term] = db.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
+                f"SELECT count(*) FROM (SELECT 1 FROM {index} WHERE {index} MATCH ? LIMIT ?)",
                 (_phrase(term), cap)).fetchone()[0]
         with self._lock:
             for term in missing:
-                self._df[term] = (out[term], total, now)
-                self._df.move_to_end(term)
+                self._df[(workspace, term)] = (out[term], total, now)
+                self._df.move_to_end((workspace, term))
             while len(self._df) > self.size:
                 self._df.popitem(last=False)
         return out
-
