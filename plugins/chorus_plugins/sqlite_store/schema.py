@@ -97,7 +97,7 @@ def ensure_schema(db: sqlite3.Connection, path: Path, tokenizer: str) -> str:
         for statement in _statements(SCHEMA):
             db.execute(statement)
         if version == 1:
-            _migrate_from_v1(db)
+            _migrate_from_v1(db, tokenizer)
         db.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('tokenizer', ?)", (tokenizer,))
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
@@ -123,22 +123,21 @@ def _statements(script: str) -> list[str]:
     return [s for s in out if s]
 
 
-def _migrate_from_v1(db: sqlite3.Connection) -> None:
+def _migrate_from_v1(db: sqlite3.Connection, configured: str) -> None:
     """Version 1 kept one FTS5 index for every workspace, so BM25 statistics mixed tenants.
 
-    Move to one index per workspace (same tokenizer), filled from ``chunks``, in the caller's
-    transaction.
+    Move to one index per workspace with the old index's tokenizer (``configured`` if it cannot
+    be read), filled from ``chunks``, in the caller's transaction.
     """
     sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'chunks_fts'").fetchone()
     found = re.search(r"tokenize='([^']*)'", sql[0]) if sql else None
-    if found:
-        db.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('tokenizer', ?)", (found.group(1),))
+    tokenizer = found.group(1) if found else configured
+    db.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('tokenizer', ?)", (tokenizer,))
     db.execute("DROP TRIGGER IF EXISTS chunks_ai")
     db.execute("DROP TRIGGER IF EXISTS chunks_ad")
     db.execute("DROP TABLE IF EXISTS chunks_fts")
-    tokenizer = db.execute("SELECT value FROM store_meta WHERE key = 'tokenizer'").fetchone()
     for (workspace,) in db.execute("SELECT DISTINCT workspace FROM chunks").fetchall():
-        name = lexical_index(db, workspace, create=True, tokenizer=tokenizer[0] if tokenizer else "porter unicode61")
+        name = lexical_index(db, workspace, create=True, tokenizer=tokenizer)
         assert name is not None
         db.execute(f"INSERT INTO {name} (rowid, text, title, headings)"
                    " SELECT id, text, title, headings FROM chunks WHERE workspace = ?", (workspace,))
@@ -155,6 +154,8 @@ def lexical_index(db: sqlite3.Connection, workspace: str, *, create: bool = Fals
     if row is None:
         if not create:
             return None
+        if not _TOKENIZER.match(tokenizer):  # it goes into DDL: letters, digits, '_' and spaces only
+            raise RuntimeError(f"invalid FTS5 tokenizer {tokenizer!r}")
         (index_id,) = db.execute("INSERT INTO lexical_indexes (workspace) VALUES (?) RETURNING id",
                                  (workspace,)).fetchone()
         name = f"chunks_fts_{int(index_id)}"
