@@ -85,6 +85,15 @@ driver = "probe"
 [[skillsets]]
 id = "foreign"
 workspace = "globex"
+[[skillsets.tools]]
+name = "peek"
+driver = "calculator"
+
+[[bots]]
+id = "spy"
+workspace = "globex"
+model = "up/gpt-test"
+skillsets = ["foreign"]
 
 [[bots]]
 id = "agent"
@@ -212,9 +221,11 @@ def test_parked_turns_are_per_workspace(agent_server: LiveServer, up: ScriptedUp
     history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call("u5", "ask_user")]},
                {"role": "tool", "tool_call_id": "u5", "content": "stolen?"}]
     with openai.OpenAI(base_url=agent_server.url + "/v1", api_key=GLOBEX_KEY, max_retries=0) as globex:
-        globex.chat.completions.create(model="model/name=gpt-test", messages=history)  # type: ignore[arg-type]
+        # A globex bot with server tools (so parked turns are looked up) sends acme's call id back.
+        globex.chat.completions.create(model="bot/id=spy", messages=history)  # type: ignore[arg-type]
     # Globex's copy of the call id restores nothing: acme's hidden step stays with acme.
     assert [m["role"] for m in up.requests[-1].json["messages"]] == ["user", "assistant", "tool"]
+    assert [t["function"]["name"] for t in up.requests[-1].json["tools"]] == ["peek"]
 
 
 def test_name_clash_server_tool_wins(ac: openai.OpenAI, up: ScriptedUpstream) -> None:

@@ -133,7 +133,8 @@ class Pipeline:
             request = legacy.translate_request(request)
         if legacy.uses_legacy_messages(messages):
             messages = legacy.translate_messages(messages)
-        call_ids = resumed_call_ids(messages)
+        # Turns are parked only by targets with server tools; other requests skip the lookup.
+        call_ids = resumed_call_ids(messages) if server_tools else None
         if call_ids:
             messages = await restore_messages(messages, ctx.workspace.id, self.turns, call_ids)
         backstory = target.bot.backstory if target.bot is not None else None
