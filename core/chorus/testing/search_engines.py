@@ -87,6 +87,12 @@ __all__ = [
 #: Seconds any one search may take before a check calls it hung (a deadlock guard, not a time limit).
 GUARD = 60.0
 
+
+def _expect(condition: object, message: str) -> None:
+    """Fail with ``message`` unless ``condition`` holds (explicit, so ``python -O`` cannot skip a check)."""
+    if not condition:
+        raise AssertionError(message)
+
 #: HTTP statuses and the kind each maps to, whatever the body says (:func:`check_statuses_map_to_kinds`).
 STATUS_KINDS: dict[int, str] = {
     400: "bad_response", 401: "auth", 403: "auth", 404: "bad_response", 429: "quota",
@@ -237,7 +243,7 @@ def _logs() -> Iterator[list[str]]:
 def _assert_no_key(harness: SearchEngineHarness, logs: Sequence[str], error: BaseException | None = None) -> None:
     key = harness.api_key
     for text in logs:
-        assert key not in text, f"the API key appears in a log record: {text.replace(key, '<KEY>')!r}"
+        _expect(key not in text, f"the API key appears in a log record: {text.replace(key, '<KEY>')!r}")
     if error is not None:
         shown = {
             "message": str(getattr(error, "message", "")),
@@ -246,7 +252,7 @@ def _assert_no_key(harness: SearchEngineHarness, logs: Sequence[str], error: Bas
             "traceback": "".join(traceback.format_exception(error)),
         }
         for where, text in shown.items():
-            assert key not in text, f"the API key appears in the error's {where}: {text.replace(key, '<KEY>')!r}"
+            _expect(key not in text, f"the API key appears in the error's {where}: {text.replace(key, '<KEY>')!r}")
 
 
 async def _call(driver: SearchEngineDriver, query: SearchQuery) -> list[SearchResult]:
@@ -271,19 +277,19 @@ async def _results(harness: SearchEngineHarness, driver: SearchEngineDriver, que
         except Exception as exc:
             raise AssertionError(f"search() raised {type(exc).__name__} ({exc}) instead of returning results") from exc
     _assert_no_key(harness, logs)
-    assert isinstance(results, list), f"search() returned {type(results).__name__}, not a list"
-    assert len(results) <= max(query.count, 0), f"{len(results)} results for count={query.count} (at most count)"
+    _expect(isinstance(results, list), f"search() returned {type(results).__name__}, not a list")
+    _expect(len(results) <= max(query.count, 0), f"{len(results)} results for count={query.count} (at most count)")
     seen: set[str] = set()
     for result in results:
-        assert isinstance(result, SearchResult), f"a result is a {type(result).__name__}, not a SearchResult"
-        assert result.url.startswith(("http://", "https://")), f"a result's URL is not http(s): {result.url!r}"
-        assert result.url not in seen, f"a result is repeated: {result.url!r}"
+        _expect(isinstance(result, SearchResult), f"a result is a {type(result).__name__}, not a SearchResult")
+        _expect(result.url.startswith(("http://", "https://")), f"a result's URL is not http(s): {result.url!r}")
+        _expect(result.url not in seen, f"a result is repeated: {result.url!r}")
         seen.add(result.url)
-        assert result.title.strip(), f"an empty title (it should fall back to the URL): {result!r}"
+        _expect(result.title.strip(), f"an empty title (it should fall back to the URL): {result!r}")
         for name, text in (("title", result.title), ("snippet", result.snippet)):
-            assert text == text.strip(), f"the {name} has whitespace at its ends: {text!r}"
-            assert not _MARKUP.search(text), f"the {name} holds markup (it must be plain text): {text!r}"
-        assert result.date is None or _DATE.fullmatch(result.date), f"a date is not YYYY-MM-DD: {result.date!r}"
+            _expect(text == text.strip(), f"the {name} has whitespace at its ends: {text!r}")
+            _expect(not _MARKUP.search(text), f"the {name} holds markup (it must be plain text): {text!r}")
+        _expect(result.date is None or _DATE.fullmatch(result.date), f"a date is not YYYY-MM-DD: {result.date!r}")
     return results
 
 
@@ -328,9 +334,9 @@ async def expect_error(
         error = await _error(driver, query)
     _assert_no_key(harness, logs, error)
     what = f"SearchError({error.kind!r}, {error.message!r})"
-    assert error.kind == kind, f"expected kind {kind!r}, got {what}"
-    assert fragment in error.message, f"the message should contain {fragment!r}: {what}"
-    assert repr(harness.id) in error.message, f"the message should name the engine {harness.id!r}: {what}"
+    _expect(error.kind == kind, f"expected kind {kind!r}, got {what}")
+    _expect(fragment in error.message, f"the message should contain {fragment!r}: {what}")
+    _expect(repr(harness.id) in error.message, f"the message should name the engine {harness.id!r}: {what}")
     return error
 
 
@@ -345,7 +351,7 @@ async def check_recorded_search(harness: SearchEngineHarness) -> None:
     """
     harness.server.expect(harness.recording)
     results = await _results(harness, await harness.make(), harness.query)
-    assert results, "the recorded answer gave no results (record one that has some)"
+    _expect(results, "the recorded answer gave no results (record one that has some)")
 
 
 async def check_count_is_honoured(harness: SearchEngineHarness) -> None:
@@ -358,7 +364,7 @@ async def check_count_is_honoured(harness: SearchEngineHarness) -> None:
         harness.server.expect(harness.recording.but(query=None, json=UNCHECKED))
         query = SearchQuery(query=harness.query.query, count=count)
         got = await _results(harness, driver, query)
-        assert got == full[:count], f"count={count} gave {_urls(got)}, not the first of {_urls(full)}"
+        _expect(got == full[:count], f"count={count} gave {_urls(got)}, not the first of {_urls(full)}")
 
 
 async def check_results_are_normalised(harness: SearchEngineHarness) -> None:
@@ -380,7 +386,7 @@ async def check_results_are_normalised(harness: SearchEngineHarness) -> None:
         SearchResult(title="https://example.org/untitled", url="https://example.org/untitled", snippet="No title."),
         SearchResult(title="Docs", url="http://docs.example.com/a"),
     ]
-    assert got == want, f"expected {want}, got {got}"
+    _expect(got == want, f"expected {want}, got {got}")
 
 
 async def check_domain_filters_are_enforced(harness: SearchEngineHarness) -> None:
@@ -403,14 +409,14 @@ async def check_domain_filters_are_enforced(harness: SearchEngineHarness) -> Non
         harness.server.expect(harness.answer(raw))
         query = SearchQuery(query="page", count=10, include_domains=include, exclude_domains=exclude)
         got = [urlsplit(r.url).hostname for r in await _results(harness, driver, query)]
-        assert got == hosts, f"include_domains={include}, exclude_domains={exclude}: expected {hosts}, got {got}"
+        _expect(got == hosts, f"include_domains={include}, exclude_domains={exclude}: expected {hosts}, got {got}")
 
 
 async def check_no_results_is_an_empty_list(harness: SearchEngineHarness) -> None:
     """An answer without results is ``[]``, not an error."""
     harness.server.expect(harness.answer([]))
     got = await _results(harness, await harness.make(), harness.query)
-    assert got == [], f"expected [], got {got}"
+    _expect(got == [], f"expected [], got {got}")
 
 
 async def check_nothing_to_search_sends_no_request(harness: SearchEngineHarness) -> None:
@@ -421,9 +427,9 @@ async def check_nothing_to_search_sends_no_request(harness: SearchEngineHarness)
     for query in (SearchQuery(query=""), SearchQuery(query="   "), SearchQuery(query="\t\n"),
                   SearchQuery(query=text, count=0), SearchQuery(query=text, count=-1)):
         got = await _results(harness, driver, query)
-        assert got == [], f"{query} gave {got}, expected []"
+        _expect(got == [], f"{query} gave {got}, expected []")
     sent = harness.server.received[before:]
-    assert not sent, f"nothing to search, yet {len(sent)} request(s) were sent"
+    _expect(not sent, f"nothing to search, yet {len(sent)} request(s) were sent")
 
 
 async def check_connection_is_pooled(harness: SearchEngineHarness) -> None:
@@ -434,8 +440,8 @@ async def check_connection_is_pooled(harness: SearchEngineHarness) -> None:
     for _ in range(2):
         await _results(harness, driver, harness.query)
     got = harness.server.received[before:]
-    assert len(got) == 2, f"expected 2 requests, got {len(got)}"
-    assert got[0].peer == got[1].peer, f"two searches came from two connections ({got[0].peer}, {got[1].peer})"
+    _expect(len(got) == 2, f"expected 2 requests, got {len(got)}")
+    _expect(got[0].peer == got[1].peer, f"two searches came from two connections ({got[0].peer}, {got[1].peer})")
 
 
 async def check_statuses_map_to_kinds(harness: SearchEngineHarness) -> None:
@@ -503,7 +509,7 @@ async def check_refused_connection_is_unavailable(harness: SearchEngineHarness) 
     port = unused_port()
     driver = await harness.make(base_url=f"http://127.0.0.1:{port}{harness.base_path}", timeout=2.0)
     error = await expect_error(harness, None, "unavailable", "ConnectError", driver=driver)
-    assert str(port) not in error.message, f"the message shows the URL: {error.message!r}"
+    _expect(str(port) not in error.message, f"the message shows the URL: {error.message!r}")
 
 
 async def check_unstarted_or_closed_is_unavailable(harness: SearchEngineHarness) -> None:
@@ -513,7 +519,7 @@ async def check_unstarted_or_closed_is_unavailable(harness: SearchEngineHarness)
     await driver.start()
     await driver.start()
     harness.server.expect(harness.recording)
-    assert await _results(harness, driver, harness.query), "no results after start() twice"
+    _expect(await _results(harness, driver, harness.query), "no results after start() twice")
     await driver.aclose()
     await driver.aclose()
     await expect_error(harness, None, "unavailable", driver=driver)
@@ -527,7 +533,7 @@ async def check_key_stays_secret(harness: SearchEngineHarness) -> None:
     key = harness.api_key
     settings = harness.settings(base_url="http://127.0.0.1:9")
     for what, text in (("settings", repr(settings)), ("settings", str(settings)), ("driver", repr(harness.build()))):
-        assert key not in text, f"the API key appears in the {what}: {text.replace(key, '<KEY>')!r}"
+        _expect(key not in text, f"the API key appears in the {what}: {text.replace(key, '<KEY>')!r}")
     harness.server.expect(harness.recording)
     await _results(harness, await harness.make(), harness.query)
     echo = harness.exchange(401, harness.error_body(f"the key {key} is not valid"))
@@ -542,7 +548,7 @@ async def check_base_url_must_be_http(harness: SearchEngineHarness) -> None:
         try:
             harness.engine(harness.settings(base_url=url))
         except ConfigError as exc:
-            assert expected in str(exc), f"base_url={url!r}: the error should say {expected!r}: {exc}"
+            _expect(expected in str(exc), f"base_url={url!r}: the error should say {expected!r}: {exc}")
         else:
             raise AssertionError(f"base_url={url!r} was accepted")
 
@@ -554,7 +560,8 @@ async def check_settings_are_strict(harness: SearchEngineHarness) -> None:
             harness.settings(**raw)
         except ConfigError as exc:
             text = str(exc)
-            assert "search_engines[0]" in text and fragment in text, f"{raw}: the error should say {fragment!r}: {text}"
+            _expect("search_engines[0]" in text and fragment in text,
+                    f"{raw}: the error should say {fragment!r}: {text}")
         else:
             raise AssertionError(f"the settings accepted {raw}")
 
@@ -563,12 +570,12 @@ async def check_entry_point_registers_the_driver(harness: SearchEngineHarness) -
     """The ``chorus.search_engines`` entry point named like the table's ``driver`` loads the driver class."""
     name = str(harness.table["driver"])
     found = [ep for ep in metadata.entry_points(group="chorus.search_engines") if ep.name == name]
-    assert len(found) == 1, f"expected one chorus.search_engines entry point {name!r}, found {len(found)}"
-    assert found[0].load() is harness.engine, f"entry point {name!r} loads {found[0].value}, not {harness.engine}"
+    _expect(len(found) == 1, f"expected one chorus.search_engines entry point {name!r}, found {len(found)}")
+    _expect(found[0].load() is harness.engine, f"entry point {name!r} loads {found[0].value}, not {harness.engine}")
     from chorus.plugins.manager import PluginManager
 
     loaded = PluginManager(load_entrypoints=False, env={}).driver("search_engines", name)
-    assert loaded is harness.engine, f"Chorus loads {loaded} for driver {name!r}, not {harness.engine}"
+    _expect(loaded is harness.engine, f"Chorus loads {loaded} for driver {name!r}, not {harness.engine}")
 
 
 #: Every check, in the order a report lists them.
