@@ -41,21 +41,24 @@ class Skillset:
         self._http = self.egress.client(timeout=self.config.tool_timeout)
         for driver in self.drivers:
             await driver.start()
-            for spec in driver.tools():
-                if spec.name in self._tools:
-                    raise ConfigError(f"skillset {self.id!r}: two tools are named {spec.name!r}")
-                self._tools[spec.name] = (driver, spec)
+            self._index(self._tools, driver, strict=True)
             driver.watch_tools(self._reindex)
+
+    def _index(self, tools: dict[str, tuple[ToolDriver, ToolSpec]], driver: ToolDriver, *, strict: bool) -> None:
+        """Add ``driver``'s tools to ``tools``; a name already there raises (``strict``) or is logged and skipped."""
+        for spec in driver.tools():
+            if spec.name in tools:
+                if strict:
+                    raise ConfigError(f"skillset {self.id!r}: two tools are named {spec.name!r}")
+                log.warning("skillset %s: tool %s of %s clashes with another tool of that name; the first keeps it",
+                            self.id, spec.name, driver.settings.name)
+                continue
+            tools[spec.name] = (driver, spec)
 
     def _reindex(self, changed: ToolDriver) -> None:
         tools: dict[str, tuple[ToolDriver, ToolSpec]] = {}
         for driver in self.drivers:
-            for spec in driver.tools():
-                if spec.name in tools:
-                    log.warning("skillset %s: tool %s of %s clashes with another tool of that name; the first keeps it",
-                                self.id, spec.name, driver.settings.name)
-                    continue
-                tools[spec.name] = (driver, spec)
+            self._index(tools, driver, strict=False)
         added, removed = sorted(tools.keys() - self._tools.keys()), sorted(self._tools.keys() - tools.keys())
         self._tools = tools  # one assignment: a request reads the old index or the new one
         log.info("skillset %s: %s changed its tools (added: %s; removed: %s)", self.id, changed.settings.name,

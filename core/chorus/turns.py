@@ -23,15 +23,15 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import msgspec
 
 from chorus.schemas import Message
+from chorus.sqlitedb import connect_wal, immediate
 
 T = TypeVar("T")
 log = logging.getLogger("chorus.turns")
@@ -144,9 +144,7 @@ class SqliteTurnStore(TurnStore):
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = connect_wal(self.path, timeout=30)
         db.executescript(_SCHEMA)
         self._db = db
 
@@ -178,7 +176,7 @@ class SqliteTurnStore(TurnStore):
         def write() -> None:
             db = self._db
             assert db is not None
-            with _transaction(db):
+            with immediate(db):
                 db.executemany(
                     "INSERT OR REPLACE INTO parked_turns (workspace, call_id, expires, turn) VALUES (?, ?, ?, ?)",
                     [(workspace, call_id, expires, blob) for call_id in call_ids],
@@ -224,27 +222,18 @@ class SqliteTurnStore(TurnStore):
         return {call_id: self._decode(blob) for call_id, blob in rows}
 
 
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+def _parking_id(message: Message) -> str | None:
+    """The id a turn ending in this message would be parked under: its first tool call's id."""
+    if message.role == "assistant" and isinstance(message.tool_calls, list) and message.tool_calls:
+        call_id = message.tool_calls[0].get("id")
+        if isinstance(call_id, str):
+            return call_id
+    return None
 
 
 def resumed_call_ids(messages: Iterable[Message]) -> list[str]:
     """The first tool call id of every assistant message with tool calls: where a turn may be parked."""
-    ids: list[str] = []
-    for message in messages:
-        if message.role == "assistant" and isinstance(message.tool_calls, list) and message.tool_calls:
-            call_id = message.tool_calls[0].get("id")
-            if isinstance(call_id, str):
-                ids.append(call_id)
-    return ids
+    return [call_id for message in messages if (call_id := _parking_id(message)) is not None]
 
 
 async def restore_messages(messages: list[Message], workspace: str, store: TurnStore,
@@ -258,10 +247,10 @@ async def restore_messages(messages: list[Message], workspace: str, store: TurnS
         return messages
     out: list[Message] = []
     for message in messages:
-        if message.role == "assistant" and isinstance(message.tool_calls, list) and message.tool_calls:
-            turn = turns.get(message.tool_calls[0].get("id"))  # type: ignore[arg-type]
-            if turn is not None:
-                out.extend(turn.restore())
-                continue
-        out.append(message)
+        call_id = _parking_id(message)
+        turn = turns.get(call_id) if call_id is not None else None
+        if turn is not None:
+            out.extend(turn.restore())
+        else:
+            out.append(message)
     return out

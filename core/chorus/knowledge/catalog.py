@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from chorus.sqlitedb import connect_wal, immediate
+
 T = TypeVar("T")
 
 SCHEMA = """
@@ -92,9 +94,7 @@ class Catalog:
 
     def open(self) -> None:
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.data_dir / "catalog.sqlite3", check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = connect_wal(self.data_dir / "catalog.sqlite3")
         db.executescript(SCHEMA)
         self._db = db
 
@@ -200,15 +200,9 @@ class Catalog:
 
     async def delete_store(self, workspace: str, store_id: str) -> bool:
         def delete(db: sqlite3.Connection) -> int:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 db.execute("DELETE FROM vector_store_files WHERE workspace=? AND vector_store_id=?", (workspace, store_id))
-                count = db.execute("DELETE FROM vector_stores WHERE workspace=? AND id=?", (workspace, store_id)).rowcount
-                db.execute("COMMIT")
-                return count
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                return db.execute("DELETE FROM vector_stores WHERE workspace=? AND id=?", (workspace, store_id)).rowcount
         return bool(await self._run(delete))
 
     # -- vector store files ---------------------------------------------------------------------

@@ -72,6 +72,7 @@ from urllib.parse import urlsplit
 from chorus.config import convert
 from chorus.errors import ConfigError
 from chorus.search import SearchEngineDriver, SearchEngineSettings, SearchError, SearchQuery, SearchResult
+from chorus.testing._expect import expect as _expect
 from chorus.testing.replay import UNCHECKED, Exchange, ReplayServer, unused_port
 
 __all__ = [
@@ -86,12 +87,6 @@ __all__ = [
 
 #: Seconds any one search may take before a check calls it hung (a deadlock guard, not a time limit).
 GUARD = 60.0
-
-
-def _expect(condition: object, message: str) -> None:
-    """Fail with ``message`` unless ``condition`` holds (explicit, so ``python -O`` cannot skip a check)."""
-    if not condition:
-        raise AssertionError(message)
 
 #: HTTP statuses and the kind each maps to, whatever the body says (:func:`check_statuses_map_to_kinds`).
 STATUS_KINDS: dict[int, str] = {

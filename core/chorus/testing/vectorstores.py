@@ -57,6 +57,7 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from chorus.errors import InvalidRequest
+from chorus.testing._expect import expect as _expect
 from chorus.knowledge.model import Chunk, SearchHit
 from chorus.vectorstores import VectorStoreDriver
 
@@ -150,11 +151,6 @@ async def ids(store: VectorStoreDriver, query: str, *, workspace: str = "acme", 
 
 
 # -- assertion helpers (explicit raises: the checks must not depend on pytest or on ``assert``) ----
-
-
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
 
 
 def _equal(got: Any, want: Any, what: str) -> None:

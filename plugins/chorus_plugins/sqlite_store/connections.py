@@ -122,16 +122,6 @@ class SqliteConnections:
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
 
     @contextmanager
-    def _transaction(self, db: sqlite3.Connection) -> Iterator[None]:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            db.rollback()
-            raise
-        db.commit()
-
-    @contextmanager
     def _snapshot(self, db: sqlite3.Connection) -> Iterator[None]:
         db.execute("BEGIN")
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from chorus.knowledge.model import Chunk, SearchHit
+from chorus.sqlitedb import immediate
 from chorus.vectorstores import VectorStoreDriver, VectorStoreSettings
 
 from chorus_plugins.sqlite_store.connections import SqliteConnections
@@ -112,7 +113,7 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
              json.dumps(c.attributes, ensure_ascii=False))
             for c in chunks
         ]
-        with self._transaction(db):
+        with immediate(db):
             removed, ranges = self._delete(db, workspace, dataset, file_id)
             db.executemany(_INSERT, rows)
             if rows:
@@ -137,7 +138,7 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
 
     async def _remove(self, workspace: str, dataset: str, file_id: str | None) -> int:
         def work(db: sqlite3.Connection) -> int:
-            with self._transaction(db):
+            with immediate(db):
                 removed, ranges = self._delete(db, workspace, dataset, file_id)
                 if ranges:
                     self._bump(db, workspace, dataset, ranges)

@@ -7,6 +7,8 @@ import re
 import sqlite3
 from pathlib import Path
 
+from chorus.sqlitedb import immediate
+
 log = logging.getLogger("chorus.vectorstore.sqlite")
 
 SCHEMA_VERSION = 2
@@ -92,18 +94,13 @@ def ensure_schema(db: sqlite3.Connection, path: Path, tokenizer: str) -> str:
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version not in (0, 1, SCHEMA_VERSION):
         raise RuntimeError(f"{path}: unknown vector store schema version {version}")
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         for statement in _statements(SCHEMA):
             db.execute(statement)
         if version == 1:
             _migrate_from_v1(db, tokenizer)
         db.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('tokenizer', ?)", (tokenizer,))
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     (stored,) = db.execute("SELECT value FROM store_meta WHERE key = 'tokenizer'").fetchone()
     if stored != tokenizer:
         log.warning("%s: its full-text indexes use tokenizer %r; the configured %r applies to new stores only",
