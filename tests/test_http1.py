@@ -154,13 +154,17 @@ async def test_compressed_bodies_are_decoded(coding: str) -> None:
     assert b"accept-encoding: gzip, deflate" in server.requests[0][0]
 
 
-async def test_unknown_content_encoding_is_an_error() -> None:
+@pytest.mark.parametrize(("answer", "message"), [
+    (b"HTTP/1.1 200 OK\r\ncontent-encoding: br\r\ncontent-length: 3\r\n\r\nabc", "content-encoding"),
+    (b"SMTP ready\r\n\r\n", "malformed"),
+], ids=["unknown content-encoding", "not HTTP"])
+async def test_an_unusable_answer_is_a_protocol_error(answer: bytes, message: str) -> None:
     async def handler(head: bytes, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: br\r\ncontent-length: 3\r\n\r\nabc")
+        writer.write(answer)
 
     async with Server(handler) as server:
         pool = HTTPPool(server.url())
-        with pytest.raises(RemoteProtocolError, match="content-encoding"):
+        with pytest.raises(RemoteProtocolError, match=message):
             await pool.request("POST", "/x", b"{}")
         await pool.aclose()
 
@@ -225,17 +229,6 @@ async def test_closed_in_the_middle_of_the_body() -> None:
         response = await pool.request("POST", "/x", b"{}")
         with pytest.raises(RemoteProtocolError, match="middle of the response"):
             await response.read()
-        await pool.aclose()
-
-
-async def test_malformed_response() -> None:
-    async def handler(head: bytes, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"SMTP ready\r\n\r\n")
-
-    async with Server(handler) as server:
-        pool = HTTPPool(server.url())
-        with pytest.raises(RemoteProtocolError, match="malformed"):
-            await pool.request("POST", "/x", b"{}")
         await pool.aclose()
 
 

@@ -82,6 +82,16 @@ def serve(config: Path, port: int, data: Path) -> subprocess.Popen[str]:
     )
 
 
+def write_config(tmp_path: Path, upstream: ScriptedUpstream, extra: str = "") -> Path:
+    """``chorus.toml``: provider ``up`` on the scripted upstream, workspace ``w`` with ``KEY``, then ``extra``."""
+    config = tmp_path / "chorus.toml"
+    config.write_text(
+        f'[[providers]]\nid = "up"\ndriver = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-test"]\n'
+        f'[[workspaces]]\nid = "w"\napi_keys = ["{digest(KEY)}"]\n' + extra
+    )
+    return config
+
+
 def wait_for_workers(process: subprocess.Popen[str], port: int, gone: list[int] | None = None) -> list[int]:
     """The two worker pids once both run (none of ``gone``) and the port answers."""
     deadline = time.monotonic() + 60
@@ -102,13 +112,11 @@ def test_a_resume_reaches_hidden_steps_parked_by_a_worker_that_is_gone(tmp_path:
     """Parked agent turns live in the data dir: any worker, even a replacement, restores them."""
     upstream.reset()
     port = free_port()
-    config = tmp_path / "chorus.toml"
-    config.write_text(
-        f'[[providers]]\nid = "up"\ndriver = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-test"]\n'
-        f'[[workspaces]]\nid = "w"\napi_keys = ["{digest(KEY)}"]\n'
+    config = write_config(
+        tmp_path, upstream,
         '[[skillsets]]\nid = "maths"\nworkspace = "w"\n'
         '[[skillsets.tools]]\nname = "calc"\ndriver = "calculator"\n'
-        '[[bots]]\nid = "agent"\nworkspace = "w"\nmodel = "up/gpt-test"\nskillsets = ["maths"]\n'
+        '[[bots]]\nid = "agent"\nworkspace = "w"\nmodel = "up/gpt-test"\nskillsets = ["maths"]\n',
     )
     process = serve(config, port, tmp_path / "data")
     client_tool = {"type": "function", "function": {"name": "ask_user", "parameters": {"type": "object", "properties": {}}}}
@@ -145,11 +153,7 @@ def test_a_resume_reaches_hidden_steps_parked_by_a_worker_that_is_gone(tmp_path:
 def test_two_workers_serve_and_stop(tmp_path: Path, upstream: ScriptedUpstream) -> None:
     upstream.reset()
     port = free_port()
-    config = tmp_path / "chorus.toml"
-    config.write_text(
-        f'[[providers]]\nid = "up"\ndriver = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-test"]\n'
-        f'[[workspaces]]\nid = "w"\napi_keys = ["{digest(KEY)}"]\n'
-    )
+    config = write_config(tmp_path, upstream)
     process = serve(config, port, tmp_path / "data")
     try:
         workers = wait_for_workers(process, port)
