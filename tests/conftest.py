@@ -9,9 +9,9 @@ from typing import Any
 import openai
 import pytest
 
-from chorus.app import create_app
-from chorus.config import Config, parse_config
-from chorus.keys import digest
+from chorus.server.app import create_app
+from chorus.contract.config import Config, parse_config
+from chorus.runtime.keys import digest
 from chorus.plugins.manager import PluginManager
 from tests.live import LiveServer
 from tests.upstream import ScriptedUpstream

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from chorus.app import create_app
-from chorus.config import load_config, parse_config
-from chorus.errors import ConfigError
-from chorus.secrets import Secret
+from chorus.server.app import create_app
+from chorus.contract.config import load_config, parse_config
+from chorus.contract.errors import ConfigError
+from chorus.contract.secrets import Secret
 
 ISSUE_EXAMPLE = """
 [[providers]]

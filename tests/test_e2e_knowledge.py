@@ -9,7 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from chorus.app import create_app
+from chorus.server.app import create_app
 from tests.conftest import ACME_KEY, GLOBEX_KEY, make_config
 from tests.live import LiveServer
 from tests.upstream import Reply, ScriptedUpstream

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec
+from chorus.contract.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec
 from tests.conftest import ACME_KEY, serve_with_plugins
 from tests.live import LiveServer
 from tests.upstream import Reply, ScriptedUpstream

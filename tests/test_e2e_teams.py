@@ -10,8 +10,8 @@ from typing import Any
 import openai
 import pytest
 
-from chorus.config import parse_config
-from chorus.errors import ConfigError
+from chorus.contract.config import parse_config
+from chorus.contract.errors import ConfigError
 from tests.conftest import ACME_KEY, serve_with_plugins
 from tests.live import LiveServer
 from tests.upstream import Reply, ScriptedUpstream

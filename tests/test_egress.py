@@ -19,8 +19,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from chorus.egress import EgressDenied, EgressPolicy, read_capped
-from chorus.tools import ToolError
+from chorus.contract.egress import EgressDenied, EgressPolicy, read_capped
+from chorus.contract.tools import ToolError
 
 from tests.live import LiveServer
 

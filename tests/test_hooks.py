@@ -13,11 +13,11 @@ import openai
 import pytest
 
 from chorus import hookimpl
-from chorus.context import RequestContext, Source
-from chorus.errors import PluginError
+from chorus.contract.context import RequestContext, Source
+from chorus.contract.errors import PluginError
 from chorus.plugins.manager import PluginManager
-from chorus.registry import Registry, Workspace
-from chorus.targets import Target
+from chorus.runtime.registry import Registry, Workspace
+from chorus.contract.targets import Target
 from tests.conftest import ACME_KEY, serve_with_plugins
 from tests.live import LiveServer
 from tests.upstream import Reply, ScriptedUpstream

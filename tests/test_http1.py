@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from chorus.http1 import ConnectError, HTTPPool, PoolClosed, RemoteProtocolError, RequestTimeout
+from chorus.net.http1 import ConnectError, HTTPPool, PoolClosed, RemoteProtocolError, RequestTimeout
 
 Handler = Callable[[bytes, bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool | None]]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from chorus.knowledge.chunking import chunk_document, document_text
-from chorus.knowledge.model import Chunk, ParsedDocument, Section
-from chorus.knowledge.parsing import parse
+from chorus.runtime.knowledge.chunking import chunk_document, document_text
+from chorus.contract.documents import Chunk, ParsedDocument, Section
+from chorus.runtime.knowledge.parsing import parse
 from tests.test_knowledge_parsing import make_pdf
 
 DATA = Path(__file__).parent / "data" / "knowledge"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chorus.cli import main
-from chorus.config import load_config
+from chorus.cli.main import main
+from chorus.contract.config import load_config
 
 DATA = Path(__file__).parent / "data" / "kb"
 

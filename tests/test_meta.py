@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chorus import hookdocs
+from chorus.contract import hookdocs
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = hookdocs.hook_names()
@@ -30,4 +30,4 @@ def test_every_hook_is_documented(hook: str) -> None:
 
 def test_hook_reference_is_generated_from_docstrings() -> None:
     docs = (ROOT / "docs" / "hooks.md").read_text(encoding="utf-8")
-    assert docs == hookdocs.render(), "docs/hooks.md is stale: run `python -m chorus.hookdocs > docs/hooks.md`"
+    assert docs == hookdocs.render(), "docs/hooks.md is stale: run `python -m chorus.contract.hookdocs > docs/hooks.md`"

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chorus.cli import main
-from chorus.defaults import KEY_FILE, default_config
-from chorus.keys import digest
+from chorus.cli.main import main
+from chorus.runtime.defaults import KEY_FILE, default_config
+from chorus.runtime.keys import digest
 from chorus.plugins.manager import PluginManager
 from tests.conftest import free_port
 from tests.upstream import Reply
@@ -144,7 +144,7 @@ def test_demo_bot_answers_from_the_project_docs_with_citations(tmp_path: Path, u
     """The embedded default (OpenAI flavour, pointed at the scripted upstream) cites the docs."""
     import openai
 
-    from chorus.app import create_app
+    from chorus.server.app import create_app
     from tests.live import LiveServer
 
     upstream.reset()

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chorus.config import convert
-from chorus.errors import ConfigError
-from chorus.search import SearchEngineDriver, SearchQuery, SearchResult
+from chorus.contract.config import convert
+from chorus.contract.errors import ConfigError
+from chorus.contract.search import SearchEngineDriver, SearchQuery, SearchResult
 from chorus.testing.replay import Exchange, load
 from chorus.testing.search_engines import CHECKS, Check, SearchEngineHarness
 

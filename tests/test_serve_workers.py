@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from chorus.keys import digest
+from chorus.runtime.keys import digest
 from tests.conftest import free_port
 from tests.upstream import Reply, ScriptedUpstream
 

@@ -6,11 +6,11 @@ import logging
 from typing import Any
 
 import pytest
-from chorus.config import SkillsetConfig
-from chorus.egress import EgressPolicy
-from chorus.errors import ConfigError
-from chorus.skillsets import Skillset
-from chorus.tools import ToolContext, ToolDriver, ToolSettings, ToolSpec
+from chorus.contract.config import SkillsetConfig
+from chorus.contract.egress import EgressPolicy
+from chorus.contract.errors import ConfigError
+from chorus.runtime.skillsets import Skillset
+from chorus.contract.tools import ToolContext, ToolDriver, ToolSettings, ToolSpec
 
 
 class Shifting(ToolDriver):

@@ -44,7 +44,7 @@ async def test_a_call_while_the_loop_is_blocked_fails() -> None:
 
 async def test_a_driver_that_blocks_the_loop_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The SQLite store with its write pool bypassed (work run inline on the loop) fails the probe."""
-    from chorus.knowledge.model import Chunk
+    from chorus.contract.documents import Chunk
     from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
 
     store = SqliteVectorStore(SqliteVectorStoreSettings(), tmp_path)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from chorus.search import SearchError, SearchQuery, SearchResult
+from chorus.contract.search import SearchError, SearchQuery, SearchResult
 from chorus.testing import search_engines
 from chorus.testing.search_engines import CHECKS, Check
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chorus.knowledge.model import SearchHit
+from chorus.contract.documents import SearchHit
 from chorus.testing import vectorstores as kit
 
 from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings

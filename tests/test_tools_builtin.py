@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from chorus.config import convert
-from chorus.egress import EgressDenied, EgressPolicy
-from chorus.errors import ConfigError
+from chorus.contract.config import convert
+from chorus.contract.egress import EgressDenied, EgressPolicy
+from chorus.contract.errors import ConfigError
 from chorus.plugins.manager import PluginManager
-from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings
+from chorus.contract.tools import ToolContext, ToolDriver, ToolError, ToolSettings
 from chorus_plugins.tools.calculator import CalculatorSettings, CalculatorTool, evaluate
 from chorus_plugins.tools.current_time import CurrentTimeSettings, CurrentTimeTool
 from chorus_plugins.tools.fetch_url import FetchUrlSettings, FetchUrlTool, html_to_text

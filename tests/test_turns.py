@@ -10,9 +10,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from chorus.schemas import Message
+from chorus.contract.schemas import Message
 from chorus.testing.offloop import OffLoop
-from chorus.turns import MemoryTurnStore, ParkedTurn, SqliteTurnStore, TurnStore, restore_messages, resumed_call_ids
+from chorus.runtime.turns import MemoryTurnStore, ParkedTurn, SqliteTurnStore, TurnStore, restore_messages, resumed_call_ids
 
 
 def turn(tag: str) -> ParkedTurn:
@@ -123,8 +123,8 @@ async def test_sqlite_store_survives_a_restart(tmp_path: Path) -> None:
 PARK_IN_CHILD = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
-    from chorus.schemas import Message
-    from chorus.turns import ParkedTurn, SqliteTurnStore
+    from chorus.contract.schemas import Message
+    from chorus.runtime.turns import ParkedTurn, SqliteTurnStore
 
     async def main():
         store = SqliteTurnStore(Path(sys.argv[1]))

@@ -271,7 +271,7 @@ async def test_failed_replace_keeps_previous_chunks(store: SqliteVectorStore, mo
 CRASH_CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from chorus.knowledge.model import Chunk
+    from chorus.contract.documents import Chunk
     from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
 
     store = SqliteVectorStore(SqliteVectorStoreSettings(readers=1), Path(sys.argv[1]))

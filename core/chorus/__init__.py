@@ -1,6 +1,6 @@
 """Chorus: an OpenAI-compatible gateway that puts whole AI systems behind the ``model`` field."""
 
-from chorus.plugins.markers import hookimpl
+from chorus.contract.markers import hookimpl
 
 __version__ = "0.1.0"
 

@@ -1,122 +1,21 @@
-"""Errors with an OpenAI-shaped envelope.
+"""Public import path. The errors Chorus and its plugins raise; each renders as the OpenAI error envelope.
 
-Every failure a client can see is a :class:`ChorusError`: it carries the HTTP status and the
-``type``/``code``/``param`` of the OpenAI error object. Messages never include secrets or
-stack traces; upstream bodies are reduced to their ``message``.
-"""
+The definitions live in :mod:`chorus.contract.errors`; plugins import them from here."""
 
-from __future__ import annotations
+from chorus.contract.errors import (  # noqa: F401 - re-exported
+    AuthenticationFailed,
+    BudgetExhausted,
+    ChorusError,
+    ConfigError,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    PluginError,
+    ToolError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
-from typing import Any, ClassVar
-
-
-class ChorusError(Exception):
-    """Base class for errors that become an OpenAI error response."""
-
-    status_code: ClassVar[int] = 500
-    error_type: ClassVar[str] = "server_error"
-    default_code: ClassVar[str | None] = None
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        param: str | None = None,
-        status_code: int | None = None,
-        error_type: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code if code is not None else self.default_code
-        self.param = param
-        self.headers = headers or {}
-        if status_code is not None:
-            self.status_code = status_code  # type: ignore[misc]
-        if error_type is not None:
-            self.error_type = error_type  # type: ignore[misc]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The OpenAI error envelope: ``{"error": {"message", "type", "param", "code"}}``."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-
-class InvalidRequest(ChorusError):
-    """The request body or a parameter is malformed (400)."""
-
-    status_code = 400
-    error_type = "invalid_request_error"
-
-
-class AuthenticationFailed(ChorusError):
-    """Missing or unknown API key (401)."""
-
-    status_code = 401
-    error_type = "invalid_request_error"
-    default_code = "invalid_api_key"
-
-
-class NotFound(ChorusError):
-    """The addressed object does not exist *for this workspace* (404)."""
-
-    status_code = 404
-    error_type = "invalid_request_error"
-
-
-class ModelNotFound(NotFound):
-    """The ``model`` selector names nothing this key may use (404, ``model_not_found``)."""
-
-    default_code = "model_not_found"
-
-
-class PayloadTooLarge(ChorusError):
-    """The request body exceeds the configured limit (413)."""
-
-    status_code = 413
-    error_type = "invalid_request_error"
-    default_code = "request_too_large"
-
-
-class UpstreamError(ChorusError):
-    """The upstream provider answered with an error; its 4xx status is relayed, 5xx become 502."""
-
-    status_code = 502
-    error_type = "upstream_error"
-    default_code = "upstream_error"
-
-
-class UpstreamUnavailable(UpstreamError):
-    """The upstream could not be reached (502)."""
-
-    default_code = "upstream_unreachable"
-
-
-class UpstreamTimeout(UpstreamError):
-    """The upstream did not answer in time (504)."""
-
-    status_code = 504
-    default_code = "upstream_timeout"
-
-
-class BudgetExhausted(ChorusError):
-    """A team member may not call a model: the request's model-call budget is used up (429)."""
-
-    status_code = 429
-    error_type = "rate_limit_error"
-    default_code = "model_call_budget_exhausted"
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; the message names the offending key. Raised at startup only."""
-
-
-class PluginError(Exception):
-    """A plugin misbehaved (bad return value, missing driver); raised with the plugin's name."""
+__all__ = ['AuthenticationFailed', 'BudgetExhausted', 'ChorusError', 'ConfigError', 'InvalidRequest', 'ModelNotFound', 'NotFound', 'PayloadTooLarge', 'PluginError', 'ToolError', 'UpstreamError', 'UpstreamTimeout', 'UpstreamUnavailable']

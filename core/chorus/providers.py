@@ -1,92 +1,10 @@
-"""The model provider driver interface (entry point group ``chorus.providers``).
+"""Public import path. The model provider driver interface (entry point group ``chorus.providers``).
 
-A driver is a class. Chorus builds one instance per ``[[providers]]`` table at startup, passing the
-table validated into the driver's :attr:`ProviderDriver.settings_type` (subclass
-:class:`ProviderSettings` to add driver-specific keys; unknown keys are config errors). The instance
-lives for the whole process: open pooled connections in :meth:`start`, close them in
-:meth:`aclose`. The request body is a :class:`~chorus.schemas.ChatCompletionRequest` (encode it with
-``msgspec.json.encode``: unset fields are omitted); responses are OpenAI ``chat.completion`` objects
-as plain dicts.
-"""
+The definitions live in :mod:`chorus.contract.providers`; plugins import them from here."""
 
-from __future__ import annotations
+from chorus.contract.providers import (  # noqa: F401 - re-exported
+    ProviderDriver,
+    ProviderSettings,
+)
 
-import abc
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from chorus.config import Strict
-from chorus.secrets import Secret
-
-if TYPE_CHECKING:
-    from chorus.context import RequestContext
-    from chorus.schemas import ChatCompletionRequest
-
-
-class ProviderSettings(Strict):
-    """Keys every ``[[providers]]`` table may use."""
-
-    id: str
-    driver: str
-    base_url: str | None = None
-    api_key: Secret | None = None
-    models: list[str] = []
-    headers: dict[str, str] = {}
-    timeout: float = 600.0
-    connect_timeout: float = 10.0
-    max_connections: int = 512
-
-
-class ProviderDriver(abc.ABC):
-    """A source of chat completions.
-
-    :meth:`complete` returns one ``chat.completion`` dict; :meth:`stream` yields
-    ``chat.completion.chunk`` dicts. Both receive the upstream body (already layered, with the
-    upstream model name in ``model``). Failures are raised as :class:`~chorus.errors.UpstreamError`
-    and its subclasses, never as transport exceptions.
-    """
-
-    settings_type: ClassVar[type[ProviderSettings]] = ProviderSettings
-
-    def __init__(self, settings: ProviderSettings) -> None:
-        self.settings = settings
-
-    @property
-    def id(self) -> str:
-        """The provider id used in selectors."""
-        return self.settings.id
-
-    def advertised_models(self) -> list[str]:
-        """Model names shown in ``/v1/models`` (``"*"`` entries are never advertised)."""
-        return [m for m in self.settings.models if m != "*"]
-
-    def serves(self, model: str) -> bool:
-        """Whether a bare model name is served by this provider."""
-        return model in self.settings.models or "*" in self.settings.models
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Open connections or load models. Called once before serving."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release what :meth:`start` opened."""
-
-    async def embed(self, inputs: list[str], model: str, *, dimensions: int | None = None) -> dict[str, Any]:
-        """Return an OpenAI ``/v1/embeddings`` response dict for ``inputs`` (float vectors).
-
-        Drivers without embeddings keep this default, which answers 400 ``unsupported_model``.
-        """
-        from chorus.errors import InvalidRequest
-
-        raise InvalidRequest(f"Provider {self.id!r} does not serve embeddings.", code="unsupported_model", param="model")
-
-    @abc.abstractmethod
-    async def complete(self, body: ChatCompletionRequest, ctx: RequestContext) -> dict[str, Any]:
-        """Run a non-streaming chat completion and return the ``chat.completion`` dict."""
-
-    @abc.abstractmethod
-    def stream(self, body: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
-        """Run a streaming chat completion, yielding ``chat.completion.chunk`` dicts.
-
-        Raise before the first chunk for errors the upstream reports up front. Closing the iterator
-        (client gone) must cancel the upstream work.
-        """
+__all__ = ['ProviderDriver', 'ProviderSettings']

@@ -1,123 +1,15 @@
-"""OpenAI wire schemas for what Chorus decodes: lenient (unknown fields are ignored).
+"""Public import path. The OpenAI wire schemas Chorus decodes (``ChatCompletionRequest``, ``Message``).
 
-Requests are decoded once into :class:`ChatCompletionRequest`; fields the client did not send stay
-``UNSET`` and are omitted when the struct is encoded for the upstream, so unknown or unmapped
-parameters never reach a provider. Responses from providers are plain ``dict`` objects in the
-OpenAI shape, so vendor extensions pass through untouched.
-"""
+The definitions live in :mod:`chorus.contract.schemas`; plugins import them from here."""
 
-from __future__ import annotations
+from chorus.contract.schemas import (  # noqa: F401 - re-exported
+    ChatCompletionRequest,
+    Message,
+    UNSET,
+    Wire,
+    decode_body,
+    decode_chat_request,
+    validation_param,
+)
 
-import re
-from typing import Any, Literal, TypeVar
-
-import msgspec
-from msgspec import UNSET, UnsetType
-
-from chorus.errors import InvalidRequest
-
-
-T = TypeVar("T")
-
-
-class Wire(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Base for wire structs: unknown fields ignored, unset fields omitted on encode."""
-
-
-Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
-
-
-class Message(Wire):
-    """One chat message. ``content`` is a string, a content-part array (passed through), or null."""
-
-    role: Role
-    content: str | list[dict[str, Any]] | None | UnsetType = UNSET
-    name: str | UnsetType = UNSET
-    tool_calls: list[dict[str, Any]] | UnsetType = UNSET
-    tool_call_id: str | UnsetType = UNSET
-    function_call: dict[str, Any] | None | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
-    audio: dict[str, Any] | None | UnsetType = UNSET
-
-
-class ChatCompletionRequest(Wire):
-    """``POST /v1/chat/completions`` body. Only the fields below are forwarded upstream."""
-
-    model: str
-    messages: list[Message]
-    temperature: float | None | UnsetType = UNSET
-    top_p: float | None | UnsetType = UNSET
-    max_tokens: int | None | UnsetType = UNSET
-    max_completion_tokens: int | None | UnsetType = UNSET
-    stop: str | list[str] | None | UnsetType = UNSET
-    n: int | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
-    presence_penalty: float | None | UnsetType = UNSET
-    frequency_penalty: float | None | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
-    logprobs: bool | None | UnsetType = UNSET
-    top_logprobs: int | None | UnsetType = UNSET
-    response_format: dict[str, Any] | None | UnsetType = UNSET
-    user: str | UnsetType = UNSET
-    reasoning_effort: str | None | UnsetType = UNSET
-    tools: list[dict[str, Any]] | None | UnsetType = UNSET
-    tool_choice: str | dict[str, Any] | None | UnsetType = UNSET
-    parallel_tool_calls: bool | None | UnsetType = UNSET
-    functions: list[dict[str, Any]] | None | UnsetType = UNSET
-    function_call: str | dict[str, Any] | None | UnsetType = UNSET
-    stream: bool | None | UnsetType = UNSET
-    stream_options: dict[str, Any] | None | UnsetType = UNSET
-    # Chorus extensions (never forwarded upstream).
-    chorus_progress: bool | UnsetType = UNSET
-    return_citations: bool | UnsetType = UNSET
-    # Web search knobs (OpenAI's and Perplexity's shapes; used by the search plugin, never forwarded).
-    web_search_options: dict[str, Any] | None | UnsetType = UNSET
-    search_domain_filter: list[str] | None | UnsetType = UNSET
-    search_recency_filter: str | None | UnsetType = UNSET
-
-
-_request_decoder = msgspec.json.Decoder(ChatCompletionRequest)
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
-
-
-def validation_param(message: str) -> str | None:
-    """The ``param`` (e.g. ``messages[0].role``) named in a msgspec validation message."""
-    match = _PATH.search(message)
-    return match.group(1) or None if match else None
-
-
-def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
-    """Decode a request body with ``decoder``; every decode problem becomes a 400 naming the field."""
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        raise InvalidRequest(f"Invalid request: {text.replace('`$.', '`')}", param=validation_param(text)) from None
-    except msgspec.DecodeError:
-        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
-
-
-def decode_chat_request(body: bytes) -> ChatCompletionRequest:
-    """Decode a chat completion body, turning every decode problem into a 400."""
-    if not body:
-        raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
-    request = decode_body(body, _request_decoder)
-    _check(request)
-    return request
-
-
-def _check(request: ChatCompletionRequest) -> None:
-    """Semantic checks msgspec cannot express."""
-    if not request.messages:
-        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
-    if isinstance(request.n, int) and not 1 <= request.n <= 128:
-        raise InvalidRequest("'n' must be between 1 and 128.", param="n")
-    for i, message in enumerate(request.messages):
-        if message.role == "tool" and not message.tool_call_id:
-            raise InvalidRequest(
-                f"messages[{i}] has role 'tool' but no 'tool_call_id'.", param=f"messages[{i}].tool_call_id"
-            )
-        if message.role == "function" and not message.name:
-            raise InvalidRequest(f"messages[{i}] has role 'function' but no 'name'.", param=f"messages[{i}].name")
-        if message.content is UNSET and message.role in ("system", "developer", "user"):
-            raise InvalidRequest(f"messages[{i}] has no 'content'.", param=f"messages[{i}].content")
+__all__ = ['ChatCompletionRequest', 'Message', 'UNSET', 'Wire', 'decode_body', 'decode_chat_request', 'validation_param']

@@ -15,9 +15,9 @@ from collections.abc import Awaitable
 from chorus import hookimpl
 from chorus.config import BotConfig
 from chorus.context import RequestContext, Source
-from chorus.knowledge.model import SearchHit
-from chorus.knowledge.service import Knowledge
-from chorus.layering import user_texts
+from chorus.vectorstores import SearchHit
+from chorus.runtime.knowledge.service import Knowledge
+from chorus.runtime.layering import user_texts
 
 RRF_K = 60
 

@@ -25,7 +25,7 @@ from chorus import hookimpl
 from chorus.config import SearchOptions
 from chorus.context import RequestContext, Source
 from chorus.errors import ChorusError
-from chorus.layering import user_texts
+from chorus.runtime.layering import user_texts
 from chorus.search import SearchError, SearchQuery, SearchResult
 
 log = logging.getLogger("chorus.search")
@@ -104,8 +104,8 @@ async def run_search(ctx: RequestContext, options: SearchOptions, query: SearchQ
 async def fetch_pages(results: list[SearchResult], options: SearchOptions) -> dict[str, str]:
     """Readable text of result pages, fetched through the egress guard (failures are skipped)."""
     from chorus.egress import EgressPolicy
-    from chorus.knowledge.chunking import document_text
-    from chorus.knowledge.parsing import parse
+    from chorus.runtime.knowledge.chunking import document_text
+    from chorus.runtime.knowledge.parsing import parse
 
     async def one(client: Any, url: str) -> tuple[str, str]:
         try:

@@ -9,7 +9,7 @@ import pytest
 from chorus.config import SkillsetConfig
 from chorus.errors import ConfigError
 from chorus.plugins.manager import PluginManager
-from chorus.skillsets import build_skillsets
+from chorus.runtime.skillsets import build_skillsets
 from chorus.tools import ToolContext
 from mcp_testing import TOKEN, HttpServer, stdio_table, wait_until
 

@@ -16,7 +16,7 @@ pytest.importorskip("chorus_tools_units", reason="chorus-tools-units is not inst
 from chorus.config import SkillsetConfig
 from chorus.errors import ConfigError, PluginError
 from chorus.plugins.manager import PluginManager
-from chorus.skillsets import build_skillsets
+from chorus.runtime.skillsets import build_skillsets
 from chorus.tools import ToolContext
 
 from chorus_tools_units import UnitsTool

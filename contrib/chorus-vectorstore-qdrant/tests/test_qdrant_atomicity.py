@@ -180,7 +180,7 @@ async def test_crash_after_the_flip_is_finished_by_readers(loaded: QdrantVectorS
 CRASH_CHILD = textwrap.dedent("""
     import asyncio, sys, time
     from pathlib import Path
-    from chorus.knowledge.model import Chunk
+    from chorus.vectorstores import Chunk
     from chorus_vectorstore_qdrant import QdrantVectorStore, QdrantVectorStoreSettings
 
     async def main():

@@ -24,9 +24,9 @@ import msgspec
 import pluggy
 from stevedore import ExtensionManager, NamedExtensionManager
 
-from chorus import hookspecs
-from chorus.errors import PluginError
-from chorus.plugins.markers import PROJECT
+from chorus.contract import hookspecs
+from chorus.contract.errors import PluginError
+from chorus.contract.markers import PROJECT
 
 log = logging.getLogger("chorus.plugins")
 

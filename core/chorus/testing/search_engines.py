@@ -69,9 +69,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from chorus.config import convert
-from chorus.errors import ConfigError
-from chorus.search import SearchEngineDriver, SearchEngineSettings, SearchError, SearchQuery, SearchResult
+from chorus.contract.config import convert
+from chorus.contract.errors import ConfigError
+from chorus.contract.search import SearchEngineDriver, SearchEngineSettings, SearchError, SearchQuery, SearchResult
 from chorus.testing._expect import expect as _expect
 from chorus.testing.replay import UNCHECKED, Exchange, ReplayServer, unused_port
 

@@ -56,10 +56,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from chorus.errors import InvalidRequest
+from chorus.contract.errors import InvalidRequest
 from chorus.testing._expect import expect as _expect
-from chorus.knowledge.model import Chunk, SearchHit
-from chorus.vectorstores import VectorStoreDriver
+from chorus.contract.documents import Chunk, SearchHit
+from chorus.contract.vectorstores import VectorStoreDriver
 
 __all__ = [
     "CHECKS", "FILLER", "FILTER_CASES", "FILTER_DOCS", "INVALID_FILTERS", "SCORING_CHECKS", "WEIRD_QUERIES",

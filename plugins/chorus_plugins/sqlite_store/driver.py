@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from chorus.knowledge.model import Chunk, SearchHit
-from chorus.sqlitedb import immediate
+from chorus.vectorstores import Chunk, SearchHit
+from chorus.storage.sqlitedb import immediate
 from chorus.vectorstores import VectorStoreDriver, VectorStoreSettings
 
 from chorus_plugins.sqlite_store.connections import SqliteConnections

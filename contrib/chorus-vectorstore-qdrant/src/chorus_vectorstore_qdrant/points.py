@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from chorus.knowledge.model import Chunk
+from chorus.vectorstores import Chunk
 
 NAMESPACE = uuid.UUID("0b6f5a8e-4a4f-5f43-9d0e-63686f727573")
 CHUNK, FILE, META = "chunk", "file", "meta"

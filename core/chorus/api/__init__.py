@@ -1,1 +1,0 @@
-"""HTTP controllers for the OpenAI-compatible API."""

@@ -1,0 +1,47 @@
+"""What a ``model`` selector resolves to, and the built-in selector grammar.
+
+Grammar (see ``docs/selectors.md``)::
+
+    model/name=<provider>/<model>   a model of one provider
+    model/name=<model>              the first provider listing <model>, else the first "*" provider
+    bot/id=<id>                     a bot of the caller's workspace
+
+Anything else is offered to plugins through ``resolve_target``; if none claims it the client gets a
+404 ``model_not_found`` whose message lists these forms.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from chorus.contract.errors import ModelNotFound
+
+if TYPE_CHECKING:
+    from chorus.contract.config import BotConfig
+    from chorus.contract.providers import ProviderDriver
+
+MODEL_PREFIX = "model/name="
+BOT_PREFIX = "bot/id="
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """A resolved selector: which provider and upstream model to call, and for which bot."""
+
+    selector: str
+    kind: str
+    provider: ProviderDriver
+    model: str
+    bot: BotConfig | None = None
+    extra: dict[str, Any] = {}
+
+
+def unknown_target(selector: str) -> ModelNotFound:
+    """The single 404 for anything that does not resolve (missing and foreign look the same)."""
+    return ModelNotFound(
+        f"The model {selector!r} does not exist or you do not have access to it. "
+        f"Use 'model/name=<provider>/<model>', 'model/name=<model>' or 'bot/id=<bot id>' "
+        f"(GET /v1/models lists what this key can use).",
+        param="model",
+    )

@@ -1,0 +1,43 @@
+"""A small incremental Server-Sent Events parser for upstream streams (bytes in, data out)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+
+
+async def iter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """Yield the ``data`` payload of every event in a byte stream.
+
+    Multi-line ``data:`` fields are joined with ``\\n``; comments, ``event:``, ``id:`` and
+    ``retry:`` lines are skipped; ``\\r\\n`` and ``\\n`` line endings are both accepted. Each read is
+    scanned once by offset (a read holding many events is not re-copied per line).
+    """
+    buffer = b""
+    data: list[bytes] = []
+    async for chunk in chunks:
+        buffer = buffer + chunk if buffer else chunk
+        start = 0
+        find = buffer.find
+        while True:
+            newline = find(b"\n", start)
+            if newline < 0:
+                break
+            end = newline - 1 if newline > start and buffer[newline - 1] == 13 else newline  # 13: "\r"
+            if end == start:  # blank line: the event is complete
+                start = newline + 1
+                if data:
+                    yield b"\n".join(data) if len(data) > 1 else data[0]
+                    data = []
+                continue
+            if buffer.startswith(b"data:", start):
+                value = start + 5
+                if value < end and buffer[value] == 32:  # 32: " "
+                    value += 1
+                data.append(buffer[value:end])
+            start = newline + 1
+        buffer = buffer[start:] if start else buffer
+    if buffer.startswith(b"data:"):
+        value = buffer[5:].rstrip(b"\r")
+        data.append(value[1:] if value.startswith(b" ") else value)
+    if data:
+        yield b"\n".join(data)

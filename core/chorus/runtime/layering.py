@@ -1,0 +1,80 @@
+"""System prompt layering: how a target's instructions and the request's system text combine.
+
+The contract (``docs/layering.md``):
+
+* ``model/name=``: the request's messages pass through unchanged; the request's system/developer
+  messages *are* the instructions. Plugin parts and sources, if any, form one system message placed
+  before them.
+* ``bot/id=``: the upstream receives exactly one leading system message, made of, in order:
+  the bot's backstory, ``build_system_prompt`` parts, the numbered sources, then the text of the
+  request's leading system/developer messages. Request text extends the backstory, never replaces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from chorus.contract.context import Source
+from chorus.contract.schemas import Message
+
+INSTRUCTION_ROLES = frozenset({"system", "developer"})
+SOURCES_HEADER = (
+    "Sources (answer from them when relevant and cite a source with its number in square "
+    "brackets, e.g. [1]):"
+)
+
+
+def text_of(content: Any) -> str:
+    """Plain text of a message ``content`` (a string or the text parts of a content-part array)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def user_texts(messages: Sequence[Message]) -> list[str]:
+    """The non-empty text of every user message, in conversation order."""
+    texts = (text_of(m.content).strip() for m in messages if m.role == "user")
+    return [t for t in texts if t]
+
+
+def render_sources(sources: Sequence[Source]) -> str:
+    """The numbered sources block: ``[n] title (url)`` then the text, one blank line apart."""
+    blocks = [SOURCES_HEADER]
+    for number, source in enumerate(sources, start=1):
+        heading = f"[{number}]"
+        if source.title:
+            heading += f" {source.title}"
+        if source.url:
+            heading += f" ({source.url})"
+        blocks.append(f"{heading}\n{source.text.strip()}")
+    return "\n\n".join(blocks)
+
+
+def layer_messages(
+    messages: list[Message],
+    *,
+    backstory: str | None,
+    parts: Sequence[str],
+    sources: Sequence[Source],
+) -> list[Message]:
+    """Return the upstream message list for a target; ``backstory`` is ``None`` for plain models."""
+    plugin_text = [p for p in parts if p and p.strip()]
+    if sources:
+        plugin_text.append(render_sources(sources))
+    if backstory is None:
+        if not plugin_text:
+            return messages
+        return [Message(role="system", content="\n\n".join(plugin_text)), *messages]
+    leading = 0
+    while leading < len(messages) and messages[leading].role in INSTRUCTION_ROLES:
+        leading += 1
+    request_text = [text_of(m.content) for m in messages[:leading]]
+    layers = [backstory, *plugin_text, *request_text]
+    system = "\n\n".join(layer for layer in layers if layer and layer.strip())
+    rest = messages[leading:]
+    return [Message(role="system", content=system), *rest] if system else rest

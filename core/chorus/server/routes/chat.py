@@ -1,0 +1,281 @@
+"""``POST /v1/chat/completions`` (also served without ``/v1``): the hot path.
+
+This is a Litestar ``asgi`` route handler rather than a ``@post`` one: it reads the body, builds the
+response and sends it with plain ASGI messages, so a chat request skips Litestar's per-request
+``Request``/signature-model/``Response`` machinery (about a fifth of the CPU a request cost). It
+keeps what the ``@post`` handler did, byte for byte:
+
+* errors are raised, so Litestar's exception handlers (``chorus.app``) answer with the OpenAI
+  envelope; ``x-request-id`` is still added by the app's ``before_send`` hook;
+* the body limit (``server.max_body_bytes``) is enforced like Litestar's ``Request.body()``:
+  an announced ``content-length`` over the limit and a body that grows over it are both 413;
+* methods other than ``POST`` get the same 405 envelope, and ``OPTIONS`` the same 204 with
+  ``allow: OPTIONS, POST``, as Litestar's router gives ``@post`` routes;
+* a client that disconnects cancels the upstream work (non-streaming: :class:`ClientGone`, 499;
+  streaming: the stream stops and the upstream connection is closed).
+
+Disconnect watching costs one small task per request (:class:`DisconnectWatch`): the request's
+own task runs the pipeline and the watcher cancels it if ``http.disconnect`` arrives first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import Any, Self
+
+from litestar.exceptions import (
+    ClientException,
+    InternalServerException,
+    MethodNotAllowedException,
+)
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.handlers import asgi
+
+from chorus.contract.context import RequestContext
+from chorus.runtime.pipeline import Pipeline
+from chorus.server.requestid import request_id
+from chorus.contract.schemas import decode_chat_request
+
+PATHS = ["/v1/chat/completions", "/chat/completions"]
+JSON = "application/json"
+_JSON_HEADER = (b"content-type", b"application/json")
+_SSE_HEADERS = [
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+]
+_OPTIONS_START = {"type": "http.response.start", "status": 204, "headers": [(b"allow", b"OPTIONS, POST")]}
+_EMPTY_END = {"type": "http.response.body", "body": b"", "more_body": False}
+_TRUTHY = ("1", "true", "yes")
+_WANTED = frozenset({b"authorization", b"content-length", b"x-chorus-progress"})
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its non-streaming answer was ready."""
+
+
+class DisconnectWatch:
+    """Cancel the current task when the client disconnects; one watcher task, no ``asyncio.wait``.
+
+    Use as ``with DisconnectWatch(receive) as watch:``; after a cancellation, :attr:`gone` tells
+    whether it was the client leaving (then :meth:`absorb` turns it back into normal control flow)
+    or something else (server shutdown), which must propagate.
+    """
+
+    __slots__ = ("_receive", "_task", "_watcher", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.gone = False
+        self._task: asyncio.Task[Any] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    def __enter__(self) -> Self:
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop watching (before the response completes: uvicorn then reports a disconnect)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    async def _watch(self) -> None:
+        receive = self._receive
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def absorb(self) -> None:
+        """The client left and cancelled us: undo the cancellation request on this task."""
+        if self._task is not None:
+            self._task.uncancel()
+
+
+@asgi(PATHS, copy_scope=False, name="chat_completions")
+async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
+    """Authenticate, decode once, run the pipeline; stream when ``stream`` is true."""
+    method = scope["method"]
+    if method == "OPTIONS":
+        await send(dict(_OPTIONS_START, headers=list(_OPTIONS_START["headers"])))
+        await send(dict(_EMPTY_END))
+        return
+    if method != "POST":
+        raise MethodNotAllowedException()
+    state = scope["app"].state
+    pipeline: Pipeline = state.pipeline
+    found: dict[bytes, str] = {}  # the first value of each header we use, as Litestar's Headers.get gives
+    for name, value in scope["headers"]:
+        name = name.lower()
+        if name in _WANTED and name not in found:
+            found[name] = value.decode("latin-1")
+    authorization = found.get(b"authorization")
+    content_length = found.get(b"content-length")
+    progress_header = found.get(b"x-chorus-progress")
+    workspace = pipeline.authenticate(authorization)
+    body = await read_body(receive, content_length, state.max_body_bytes)
+    chat = decode_chat_request(body)
+    ctx = RequestContext(request_id=request_id(scope), workspace=workspace, registry=pipeline.registry, request=chat)
+    if chat.chorus_progress is True or (progress_header is not None and progress_header.lower() in _TRUTHY):
+        ctx.state["progress"] = True
+    if chat.return_citations is True:
+        ctx.state["return_citations"] = True
+    if not ctx.stream:
+        with DisconnectWatch(receive) as watch:
+            try:
+                content = await pipeline.complete(ctx)
+            except asyncio.CancelledError:
+                if not watch.gone:
+                    raise
+                watch.absorb()
+                raise ClientGone from None
+        await send({
+            "type": "http.response.start", "status": 200,
+            "headers": [_JSON_HEADER, (b"content-length", str(len(content)).encode())],
+        })
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+        return
+    await stream_response(pipeline, ctx, receive, send)
+
+
+async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Receive, send: Send) -> None:
+    """Relay the pipeline's SSE events; errors before the first event become a normal HTTP error."""
+    events = pipeline.stream(ctx)
+    first = await anext(events)
+    with DisconnectWatch(receive) as watch:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            await relay(events, send)
+            watch.stop()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            watch.absorb()  # the client left: the stream just stops (the upstream is closed below)
+        finally:
+            await events.aclose()
+
+
+MAX_BATCH = 16  # events per write at most, when the upstream sends faster than one write per event
+
+
+async def relay(events: AsyncIterator[bytes], send: Send) -> None:
+    """Send every event as soon as the next one is not ready; events ready together go in one write.
+
+    Each event is still produced and sent in order, unchanged. The difference from one ASGI message
+    per event: when the upstream delivers a burst (several SSE events in one network read, as fast
+    upstreams and the benchmark's mock do), the events of the burst that are ready without waiting
+    leave in one ``http.response.body`` message (one socket write) instead of one each. An event is
+    never held back waiting for a later one: the batch is sent the moment fetching the next event
+    would wait for the network. At most :data:`MAX_BATCH` events are batched.
+
+    The next event is fetched by stepping the generator's ``__anext__`` awaitable by hand in this
+    task (no extra task): if it completes at once the event joins the batch; if it has to wait, the
+    batch is sent first and then the awaitable is awaited as usual (:class:`_Started`).
+    """
+    batch: list[bytes] = []
+    while True:
+        step = events.__anext__()
+        try:
+            waiting_on = step.send(None)
+        except StopIteration as ready:
+            batch.append(ready.value)
+            if len(batch) >= MAX_BATCH:
+                await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+                batch = []
+            continue
+        except StopAsyncIteration:
+            break
+        if batch:
+            try:
+                await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+            except BaseException as exc:
+                await _abandon(step, exc)
+                raise
+            batch = []
+        batch.append(await _Started(step, waiting_on))
+    if batch:
+        await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+
+
+class _Started:
+    """Await the rest of an awaitable whose first step already ran and yielded ``waiting_on``.
+
+    Exactly what ``await`` would have done from there: the yielded future goes up to this task,
+    results and exceptions (cancellation) are passed back down.
+    """
+
+    __slots__ = ("_step", "_waiting_on")
+
+    def __init__(self, step: Any, waiting_on: Any) -> None:
+        self._step = step
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        step, waiting_on = self._step, self._waiting_on
+        while True:
+            try:
+                value = yield waiting_on
+            except BaseException as exc:  # noqa: BLE001 - passed down like `await` does (cancellation)
+                try:
+                    waiting_on = step.throw(exc)
+                except StopIteration as done:
+                    return done.value
+                continue
+            try:
+                waiting_on = step.send(value)
+            except StopIteration as done:
+                return done.value
+
+
+async def _abandon(step: Any, exc: BaseException) -> None:
+    """Deliver ``exc`` (e.g. the cancellation of a client that left) to a started step and finish it."""
+    try:
+        waiting_on = step.throw(exc)
+    except BaseException:  # noqa: BLE001 - the step ended (normally: with exc); the caller re-raises exc
+        return
+    try:
+        await _Started(step, waiting_on)
+    except BaseException:  # noqa: BLE001 - as above
+        return
+
+
+async def read_body(receive: Receive, content_length: str | None, limit: int | None) -> bytes:
+    """The whole request body, with the limits and errors of Litestar's ``Request.body()``."""
+    maximum: float = limit or math.inf
+    if content_length is not None:
+        try:
+            announced = int(content_length)
+        except ValueError:
+            raise ClientException(f"Invalid content-length: {content_length!r}") from None
+        if announced > maximum:
+            raise RequestEntityTooLarge
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message["body"]
+            if chunk:
+                total += len(chunk)
+                if total > maximum:
+                    raise RequestEntityTooLarge
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        if kind == "http.disconnect":
+            raise InternalServerException("client disconnected prematurely")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,61 @@
+"""``POST /v1/embeddings`` through the providers, with ``model/name=`` selectors."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from msgspec import UNSET, UnsetType
+
+from chorus.contract.errors import InvalidRequest
+from chorus.runtime.pipeline import Pipeline
+from chorus.contract.schemas import Wire, decode_body
+from chorus.contract.targets import MODEL_PREFIX, unknown_target
+
+_encode = msgspec.json.Encoder().encode
+
+
+class EmbeddingsRequest(Wire):
+    model: str
+    input: str | list[Any]
+    encoding_format: str | UnsetType = UNSET
+    dimensions: int | UnsetType = UNSET
+    user: str | UnsetType = UNSET
+
+
+_decoder = msgspec.json.Decoder(EmbeddingsRequest)
+
+
+class EmbeddingsController(Controller):
+    path = "/"
+
+    @post(["/v1/embeddings", "/embeddings"], status_code=200)
+    async def create(self, request: Request) -> Response[bytes]:
+        """Embed text with a provider's model; the response echoes the selector as ``model``."""
+        pipeline: Pipeline = request.app.state.pipeline
+        pipeline.authenticate(request.headers.get("authorization"))
+        body = decode_body(await request.body(), _decoder)
+        if not body.model.startswith(MODEL_PREFIX):
+            raise unknown_target(body.model)
+        found = pipeline.registry.find_model(body.model[len(MODEL_PREFIX):])
+        if found is None:
+            raise unknown_target(body.model)
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        if not inputs or not all(isinstance(i, str) for i in inputs):
+            raise InvalidRequest("'input' must be a non-empty string or list of strings.", param="input")
+        if any(not i for i in inputs):
+            raise InvalidRequest("'input' must not contain empty strings.", param="input")
+        provider, model = found
+        dimensions = body.dimensions if isinstance(body.dimensions, int) else None
+        result: dict[str, Any] = await provider.embed(list(inputs), model, dimensions=dimensions)  # type: ignore[arg-type]
+        result["model"] = body.model
+        result["object"] = "list"
+        if body.encoding_format == "base64":
+            for item in result["data"]:
+                vector = item["embedding"]
+                if isinstance(vector, list):
+                    item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        return Response(content=_encode(result), media_type="application/json")

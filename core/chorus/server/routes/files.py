@@ -1,0 +1,117 @@
+"""The OpenAI Files API (``/v1/files``), scoped to the caller's workspace."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import UploadFile
+
+from chorus.contract.errors import InvalidRequest, NotFound
+from chorus.storage.catalog import FileRecord
+from chorus.runtime.knowledge.service import Knowledge
+from chorus.runtime.pipeline import Pipeline
+
+_encode = msgspec.json.Encoder().encode
+JSON = "application/json"
+PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
+
+
+def file_object(record: FileRecord) -> dict[str, Any]:
+    return {"id": record.id, "object": "file", "bytes": record.bytes, "created_at": record.created_at,
+            "filename": record.filename, "purpose": record.purpose, "status": "processed", "expires_at": None}
+
+
+def json_response(payload: Any, status: int = 200) -> Response[bytes]:
+    return Response(content=_encode(payload), media_type=JSON, status_code=status)
+
+
+def services(request: Request) -> tuple[str, Knowledge]:
+    """Authenticate; the workspace id and the knowledge service."""
+    pipeline: Pipeline = request.app.state.pipeline
+    workspace = pipeline.authenticate(request.headers.get("authorization"))
+    return workspace.id, request.app.state.knowledge
+
+
+def paginate(items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+    """OpenAI cursor pagination (``limit``, ``order``, ``after``, ``before``) over a full list."""
+    params = request.query_params
+    try:
+        limit = max(1, min(100, int(params.get("limit", 20))))
+    except ValueError:
+        raise InvalidRequest("'limit' must be an integer.", param="limit") from None
+    order = params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")
+    if order == "desc":
+        items = list(reversed(items))
+    ids = [i["id"] for i in items]
+    if params.get("after") in ids:
+        items = items[ids.index(params["after"]) + 1:]
+    elif params.get("before") in ids:
+        items = items[: ids.index(params["before"])]
+    page = items[:limit]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit}
+
+
+class FilesController(Controller):
+    path = "/"
+
+    @post(["/v1/files", "/files"], status_code=200, request_max_body_size=None)
+    async def upload(self, request: Request) -> Response[bytes]:
+        """Multipart upload (``file``, ``purpose``). Stored by generated id, never by client name."""
+        workspace, knowledge = services(request)
+        limit = knowledge.config.max_file_bytes
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit + 64 * 1024:
+            raise InvalidRequest(f"The file is larger than {limit} bytes.", code="file_too_large", status_code=413)
+        form = await request.form()
+        upload = form.get("file")
+        purpose = form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("A multipart field 'file' is required.", param="file")
+        if not isinstance(purpose, str) or purpose not in PURPOSES:
+            raise InvalidRequest(f"'purpose' must be one of {sorted(PURPOSES)}.", param="purpose")
+        data = await upload.read()
+        if len(data) > limit:
+            raise InvalidRequest(f"The file is larger than {limit} bytes.", code="file_too_large", status_code=413)
+        name = (upload.filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:255] or "upload"
+        record = await knowledge.catalog.add_file(workspace, name, data, purpose, hashlib.sha256(data).hexdigest())
+        return json_response(file_object(record))
+
+    @get(["/v1/files", "/files"])
+    async def list_files(self, request: Request) -> Response[bytes]:
+        workspace, knowledge = services(request)
+        records = await knowledge.catalog.list_files(workspace, request.query_params.get("purpose"))
+        return json_response(paginate([file_object(r) for r in records], request))
+
+    @get(["/v1/files/{file_id:str}", "/files/{file_id:str}"])
+    async def retrieve(self, request: Request) -> Response[bytes]:
+        workspace, knowledge = services(request)
+        return json_response(file_object(await _file(knowledge, workspace, request.path_params["file_id"])))
+
+    @get(["/v1/files/{file_id:str}/content", "/files/{file_id:str}/content"])
+    async def content(self, request: Request) -> Response[bytes]:
+        workspace, knowledge = services(request)
+        record = await _file(knowledge, workspace, request.path_params["file_id"])
+        data = await knowledge.catalog.read_file(workspace, record.id)
+        # Served as an attachment with a neutral type: uploaded HTML/SVG is never rendered inline.
+        return Response(content=data, media_type="application/octet-stream",
+                        headers={"content-disposition": "attachment", "x-content-type-options": "nosniff"})
+
+    @delete(["/v1/files/{file_id:str}", "/files/{file_id:str}"], status_code=200)
+    async def remove(self, request: Request) -> Response[bytes]:
+        workspace, knowledge = services(request)
+        record = await _file(knowledge, workspace, request.path_params["file_id"])
+        await knowledge.delete_file(workspace, record.id)
+        return json_response({"id": record.id, "object": "file", "deleted": True})
+
+
+async def _file(knowledge: Knowledge, workspace: str, file_id: str) -> FileRecord:
+    record = await knowledge.catalog.get_file(workspace, file_id)
+    if record is None:
+        raise NotFound(f"No such file: {file_id!r}.", param="file_id", code="file_not_found")
+    return record

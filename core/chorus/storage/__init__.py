@@ -1,0 +1,1 @@
+"""Storage: the SQLite plumbing, the Files/Vector Stores catalog and the parked-turn stores."""
