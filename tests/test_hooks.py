@@ -15,8 +15,11 @@ import pytest
 from chorus import hookimpl
 from chorus.contract.context import RequestContext, Source
 from chorus.contract.errors import PluginError
+from chorus.contract.fields import RequestField
 from chorus.plugins.manager import PluginManager
-from chorus.runtime.registry import Registry, Workspace
+from chorus.contract.registry import Workspace
+from chorus.runtime.pipeline import declared_fields
+from chorus.runtime.registry import Registry
 from chorus.contract.targets import Target
 from tests.conftest import ACME_KEY, serve_with_plugins
 from tests.live import LiveServer
@@ -32,6 +35,10 @@ class EveryHook:
     """Implements every hook; async where the contract allows it."""
 
     @hookimpl
+    def request_fields(self) -> list[RequestField]:
+        return [RequestField(name="echo_tag", type=str | None, doc="a tag the echo target repeats")]
+
+    @hookimpl
     def resolve_target(self, selector: str, workspace: Workspace, registry: Registry) -> Target | None:
         if selector == "echo/fixed":
             return Target(selector=selector, kind="echo", provider=registry.providers["up"], model="echo-upstream")
@@ -41,7 +48,8 @@ class EveryHook:
     async def build_system_prompt(self, ctx: RequestContext) -> list[str] | None:
         assert ctx.target is not None
         if ctx.target.kind == "echo":
-            return ["Echo plugin instructions."]
+            tag = ctx.field("echo_tag")
+            return ["Echo plugin instructions.", *([f"Tag: {tag}"] if tag else [])]
         return ["Plugin part one.", "Plugin part two."] if ctx.target.bot else None
 
     @hookimpl
@@ -103,6 +111,47 @@ def test_async_resolve_target_is_rejected() -> None:
     with pytest.raises(PluginError, match="must be synchronous"):
         pm.register(AsyncResolver(), name="bad")
     assert pm.hooks_of("bad") == []
+
+
+def test_hook_request_fields(hc: openai.OpenAI, up: ScriptedUpstream) -> None:
+    hc.chat.completions.create(model="echo/fixed", messages=[{"role": "user", "content": "x"}], extra_body={"echo_tag": "blue"})
+    sent = up.requests[-1].json
+    assert "echo_tag" not in sent  # a plugin's field is read by hooks, never forwarded
+    assert sent["messages"][0] == {"role": "system", "content": "Echo plugin instructions.\n\nTag: blue"}
+    with pytest.raises(openai.BadRequestError) as info:
+        hc.chat.completions.create(model="echo/fixed", messages=[{"role": "user", "content": "x"}], extra_body={"echo_tag": 5})
+    assert info.value.body["param"] == "echo_tag"  # type: ignore[index]
+
+
+def test_request_fields_must_not_clash() -> None:
+    class Mapped:
+        @hookimpl
+        def request_fields(self) -> list[RequestField]:
+            return [RequestField(name="temperature", type=float)]
+
+    class Twice:
+        @hookimpl
+        def request_fields(self) -> list[RequestField]:
+            return [RequestField(name="web_search_options", type=dict[str, Any] | None)]
+
+    pm = PluginManager()
+    pm.register(Mapped(), name="mapped")
+    with pytest.raises(PluginError, match="'mapped' declares request field 'temperature', which Chorus already maps"):
+        declared_fields(pm)
+    pm.unregister("mapped")
+    pm.register(Twice(), name="twice")
+    with pytest.raises(PluginError, match="plugins 'twice' and 'websearch' both declare request field 'web_search_options'"):
+        declared_fields(pm)
+
+
+def test_async_request_fields_is_rejected() -> None:
+    class AsyncFields:
+        @hookimpl
+        async def request_fields(self) -> list[RequestField]:
+            return []
+
+    with pytest.raises(PluginError, match="request_fields must be synchronous"):
+        PluginManager().register(AsyncFields(), name="bad")
 
 
 def test_hook_build_system_prompt(hc: openai.OpenAI, up: ScriptedUpstream) -> None:

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 from chorus.contract.schemas import Message
 from chorus.testing.offloop import OffLoop
-from chorus.runtime.turns import MemoryTurnStore, ParkedTurn, SqliteTurnStore, TurnStore, restore_messages, resumed_call_ids
+from chorus.runtime.resume import restore_messages, resumed_call_ids
+from chorus.storage.turns import MemoryTurnStore, ParkedTurn, SqliteTurnStore, TurnStore
 
 
 def turn(tag: str) -> ParkedTurn:
@@ -124,7 +125,7 @@ PARK_IN_CHILD = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
     from chorus.contract.schemas import Message
-    from chorus.runtime.turns import ParkedTurn, SqliteTurnStore
+    from chorus.storage.turns import ParkedTurn, SqliteTurnStore
 
     async def main():
         store = SqliteTurnStore(Path(sys.argv[1]))

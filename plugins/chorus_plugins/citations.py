@@ -18,6 +18,7 @@ from typing import Any
 
 from chorus import hookimpl
 from chorus.context import RequestContext, Source
+from chorus.fields import RequestField
 
 MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 STATE = "citations"
@@ -53,7 +54,14 @@ def perplexity_fields(sources: list[Source]) -> dict[str, Any]:
 
 def _perplexity(ctx: RequestContext) -> bool:
     bot = ctx.target.bot if ctx.target else None
-    return bool((bot is not None and bot.perplexity_citations) or ctx.state.get("return_citations"))
+    return bool((bot is not None and bot.perplexity_citations) or ctx.field("return_citations") is True)
+
+
+@hookimpl
+def request_fields() -> list[RequestField]:
+    """``return_citations: true`` asks for Perplexity-style ``citations`` and ``search_results``."""
+    return [RequestField(name="return_citations", type=bool | None,
+                         doc="add Perplexity-style citations and search_results to the response")]
 
 
 @hookimpl(tryfirst=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chorus import hookimpl
-from chorus.runtime.registry import Registry, Workspace
+from chorus.registry import Registry, Workspace
 from chorus.targets import BOT_PREFIX, MODEL_PREFIX, Target
 
 

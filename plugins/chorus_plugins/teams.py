@@ -99,9 +99,11 @@ async def _ask(ctx: RequestContext, member: BotConfig, call: dict[str, Any]) -> 
     task = arguments.get("task") if isinstance(arguments, dict) else None
     if not isinstance(task, str) or not task.strip():
         return "Error: a non-empty 'task' is required.", None
-    pipeline = ctx.pipeline
-    if ctx.depth + 1 > pipeline.server.max_team_depth:
-        return f"Error: delegation deeper than {pipeline.server.max_team_depth} levels is not allowed.", None
+    runtime = ctx.runtime
+    if runtime is None:
+        return "Error: team members can only be asked while a request runs.", None
+    if ctx.depth + 1 > runtime.max_team_depth:
+        return f"Error: delegation deeper than {runtime.max_team_depth} levels is not allowed.", None
     if ctx.budget is not None and ctx.budget.exhausted:
         return "Error: this request's model-call budget is used up; answer with what you have.", None
     request = ChatCompletionRequest(model=BOT_PREFIX + member.id, messages=[Message(role="user", content=task)])
@@ -110,7 +112,7 @@ async def _ask(ctx: RequestContext, member: BotConfig, call: dict[str, Any]) -> 
     member_ctx.depth = ctx.depth + 1
     member_ctx.state["progress"] = False
     try:
-        response = await pipeline.complete_dict(member_ctx)
+        response = await runtime.complete(member_ctx)
     except ChorusError as exc:
         ctx.add_usage(member_ctx.usage)  # calls made before the failure still count
         return f"Error: {member.name or member.id} could not answer ({exc.message})", None

@@ -25,6 +25,7 @@ from chorus import hookimpl
 from chorus.config import SearchOptions
 from chorus.context import RequestContext, Source
 from chorus.errors import ChorusError
+from chorus.fields import RequestField
 from chorus.runtime.layering import user_texts
 from chorus.search import SearchError, SearchQuery, SearchResult
 
@@ -49,6 +50,19 @@ TOOL = {
 }
 
 
+@hookimpl
+def request_fields() -> list[RequestField]:
+    """The search knobs clients send: OpenAI's ``web_search_options``, Perplexity's filters."""
+    return [
+        RequestField(name="web_search_options", type=dict[str, Any] | None,
+                     doc="OpenAI: search_context_size (low|medium|high), user_location.approximate.country"),
+        RequestField(name="search_domain_filter", type=list[str] | None,
+                     doc="Perplexity: domains to search only (or, prefixed with '-', to exclude)"),
+        RequestField(name="search_recency_filter", type=str | None,
+                     doc="Perplexity: hour, day, week, month or year"),
+    ]
+
+
 def _options(ctx: RequestContext) -> SearchOptions | None:
     target = ctx.target
     return target.bot.search if target is not None and target.bot is not None else None
@@ -56,10 +70,9 @@ def _options(ctx: RequestContext) -> SearchOptions | None:
 
 def build_query(ctx: RequestContext, options: SearchOptions, text: str, recency: str | None = None) -> SearchQuery:
     """A query with the bot's defaults and the request's search knobs applied."""
-    request = ctx.request
     count = options.results
     country: str | None = None
-    web = request.web_search_options if isinstance(request.web_search_options, dict) else {}
+    web = ctx.field("web_search_options") or {}
     size = web.get("search_context_size")
     if isinstance(size, str) and size in CONTEXT_SIZES:
         count = CONTEXT_SIZES[size]
@@ -70,11 +83,12 @@ def build_query(ctx: RequestContext, options: SearchOptions, text: str, recency:
             country = approximate["country"].upper()[:2]
     include: list[str] = []
     exclude: list[str] = []
-    for domain in request.search_domain_filter if isinstance(request.search_domain_filter, list) else []:
+    for domain in ctx.field("search_domain_filter") or ():
         if isinstance(domain, str) and domain.strip("-"):
             (exclude if domain.startswith("-") else include).append(domain.lstrip("-"))
-    if recency is None and isinstance(request.search_recency_filter, str) and request.search_recency_filter in RECENCIES:
-        recency = request.search_recency_filter
+    requested = ctx.field("search_recency_filter")
+    if recency is None and requested in RECENCIES:
+        recency = requested
     return SearchQuery(query=text, count=count, recency=recency if recency in RECENCIES else None,  # type: ignore[arg-type]
                        include_domains=include, exclude_domains=exclude, country=country)
 

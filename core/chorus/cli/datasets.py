@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TextIO
 
+from chorus.cli.source import load
 from chorus.contract.config import Config
 from chorus.contract.errors import ConfigError
 from chorus.runtime.knowledge.service import Knowledge
@@ -40,9 +41,9 @@ class ProgressBar:
 @asynccontextmanager
 async def open_knowledge(config: Config) -> AsyncIterator[Knowledge]:
     """The knowledge service of a configuration, with providers started for embeddings."""
-    from chorus.server.app import build_keyring, build_knowledge, build_providers
     from chorus.plugins.manager import PluginManager
     from chorus.runtime.registry import Registry
+    from chorus.runtime.services import build_keyring, build_knowledge, build_providers
 
     pm = PluginManager()
     providers = build_providers(config, pm) if config.knowledge.embedding_model else []
@@ -140,7 +141,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from chorus.cli.main import _load
-
-    config, _ = _load(args.config)
+    config, _ = load(args.config)
     return asyncio.run(_run(config, args))

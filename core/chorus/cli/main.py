@@ -10,11 +10,10 @@ import sys
 from collections.abc import Sequence
 
 from chorus import __version__
-from chorus.contract.config import Config, load_config
+from chorus.cli.source import CONFIG_ENV, load
 from chorus.contract.errors import ConfigError
 from chorus.runtime.keys import digest, new_key
 
-CONFIG_ENV = "CHORUS_CONFIG"
 GC_ENV = "CHORUS_GC_THRESHOLD"
 GC_THRESHOLD = 7000  # generation-0 threshold of the cyclic GC while serving (Python's default: 700)
 
@@ -39,20 +38,11 @@ def tune_gc(threshold: int | None) -> None:
         gc.set_threshold(threshold, gen1, gen2)
 
 
-def _load(path: str | None) -> tuple[Config, str | None]:
-    path = path or os.environ.get(CONFIG_ENV)
-    if path:
-        return load_config(path), None
-    from chorus.runtime.defaults import default_config
-
-    return default_config()
-
-
 def app_factory():  # type: ignore[no-untyped-def]
     """ASGI app factory for multi-worker serving (reads ``$CHORUS_CONFIG`` or the default)."""
     from chorus.server.app import create_app
 
-    app = create_app(_load(None)[0])
+    app = create_app(load(None)[0])
     tune_gc(int(os.environ.get(GC_ENV) or GC_THRESHOLD))
     return app
 
@@ -78,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Validate the configuration, then serve until interrupted."""
     import uvicorn
 
-    config, fresh_key = _load(args.config)
+    config, fresh_key = load(args.config)
     host = args.host or config.server.host
     port = args.port or config.server.port
     workers = args.workers or config.server.workers
@@ -147,7 +137,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     """Load the configuration and build the app without serving."""
     from chorus.server.app import create_app
 
-    config, _ = _load(args.config)
+    config, _ = load(args.config)
     create_app(config)
     print(f"ok: {len(config.providers)} providers, {len(config.workspaces)} workspaces, {len(config.bots)} bots")
     return 0

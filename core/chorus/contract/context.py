@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 if TYPE_CHECKING:
-    from chorus.runtime.registry import Registry, Workspace
+    from chorus.contract.registry import Registry, Workspace
     from chorus.contract.schemas import ChatCompletionRequest
     from chorus.contract.targets import Target
 
@@ -21,6 +21,19 @@ class Source(msgspec.Struct, kw_only=True, omit_defaults=True):
     url: str = ""
     id: str = ""
     metadata: dict[str, Any] = {}
+
+
+class Runtime(Protocol):
+    """The runtime running a request, as far as a plugin may call back into it (teams do)."""
+
+    @property
+    def max_team_depth(self) -> int:
+        """How deep bots may delegate to team members (``server.max_team_depth``)."""
+        ...
+
+    async def complete(self, ctx: RequestContext) -> dict[str, Any]:
+        """Run ``ctx`` as a non-streaming request through the whole pipeline; the ``chat.completion``."""
+        ...
 
 
 class CallBudget:
@@ -62,7 +75,7 @@ class RequestContext:
         "state",
         "deadline",
         "legacy_functions",
-        "pipeline",
+        "runtime",
         "budget",
         "depth",
     )
@@ -90,9 +103,14 @@ class RequestContext:
         self.state: dict[str, Any] = {}
         self.deadline: float | None = None
         self.legacy_functions = False
-        self.pipeline: Any = None          # the Pipeline running this request (set by it)
+        self.runtime: Runtime | None = None  # set by the runtime when the request starts
         self.budget: CallBudget | None = None
         self.depth = 0                     # 0 for the client's request, +1 per team delegation
+
+    def field(self, name: str) -> Any:
+        """The value of a request field a plugin declared (``request_fields``); ``None`` when not sent."""
+        value = getattr(self.request, name, None)
+        return None if value is msgspec.UNSET else value
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         """Add one model call's ``usage`` object to the running total."""

@@ -1,6 +1,7 @@
 """Hook specifications: the contract between Chorus and its plugins.
 
-Every request runs through these hooks in this order::
+Once at startup, :func:`request_fields` collects the request fields plugins own. Every request
+then runs through these hooks in this order::
 
     resolve_target -> build_system_prompt -> retrieve_context -> list_tools
         -> [model call -> run_tools]* -> post_process
@@ -8,8 +9,9 @@ Every request runs through these hooks in this order::
 Calling convention (decided once for all hooks): pluggy is synchronous, so an implementation may be
 a plain function *or* return an awaitable (an ``async def`` implementation returns a coroutine);
 Chorus awaits every awaitable result before using it. The exception is :func:`resolve_target`,
-which stops at the first non-``None`` result and therefore must be synchronous: registering an
-``async def resolve_target`` is reported as a plugin failure. Implementations may accept any subset
+which stops at the first non-``None`` result, and :func:`request_fields`, which runs once at
+startup; both must be synchronous: registering an ``async def`` implementation of either is
+reported as a plugin failure. Implementations may accept any subset
 of the arguments, by name. Hooks that collect results receive them in pluggy's call order
 (``tryfirst``/``trylast``, then last-registered first).
 
@@ -26,8 +28,28 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from chorus.contract.context import RequestContext, Source
-    from chorus.runtime.registry import Registry, Workspace
+    from chorus.contract.fields import RequestField
+    from chorus.contract.registry import Registry, Workspace
     from chorus.contract.targets import Target
+
+
+# ---------------------------------------------------------------------------------------------
+# Startup
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def request_fields() -> list[RequestField] | None:
+    """Declare the extra request body fields this plugin reads.
+
+    Return a list of :class:`~chorus.contract.fields.RequestField` (public path:
+    ``chorus.fields``) or ``None``. Called once when the app is built, never per request; must be
+    synchronous. Declared fields are decoded with the request into their declared type (a value of
+    the wrong type is a 400 naming the field), read by any hook as ``ctx.field("<name>")``
+    (``None`` when the client did not send it) and never forwarded upstream. Declaring a field the
+    OpenAI schema already has, or one another plugin declared, stops startup with an error naming
+    the plugin.
+    """
 
 
 # ---------------------------------------------------------------------------------------------

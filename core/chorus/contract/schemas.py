@@ -9,12 +9,16 @@ OpenAI shape, so vendor extensions pass through untouched.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from chorus.contract.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from chorus.contract.fields import RequestField
 
 
 T = TypeVar("T")
@@ -67,13 +71,26 @@ class ChatCompletionRequest(Wire):
     function_call: str | dict[str, Any] | None | UnsetType = UNSET
     stream: bool | None | UnsetType = UNSET
     stream_options: dict[str, Any] | None | UnsetType = UNSET
-    # Chorus extensions (never forwarded upstream).
+    # Chorus's own extension (never forwarded upstream). Fields plugins read are declared by them
+    # (the ``request_fields`` hook) and added by :func:`extend_request`.
     chorus_progress: bool | UnsetType = UNSET
-    return_citations: bool | UnsetType = UNSET
-    # Web search knobs (OpenAI's and Perplexity's shapes; used by the search plugin, never forwarded).
-    web_search_options: dict[str, Any] | None | UnsetType = UNSET
-    search_domain_filter: list[str] | None | UnsetType = UNSET
-    search_recency_filter: str | None | UnsetType = UNSET
+
+
+OPENAI_FIELDS = frozenset(ChatCompletionRequest.__struct_fields__)
+
+
+def extend_request(fields: Sequence[RequestField]) -> type[ChatCompletionRequest]:
+    """A subclass of :class:`ChatCompletionRequest` that also decodes ``fields`` (each optional)."""
+    if not fields:
+        return ChatCompletionRequest
+    return msgspec.defstruct(
+        "ChatCompletionRequest",
+        [(f.name, f.type | UnsetType, UNSET) for f in fields],  # type: ignore[operator]
+        bases=(ChatCompletionRequest,),
+        kw_only=True,
+        omit_defaults=True,
+        module=__name__,
+    )
 
 
 _request_decoder = msgspec.json.Decoder(ChatCompletionRequest)
@@ -97,11 +114,13 @@ def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
 
 
-def decode_chat_request(body: bytes) -> ChatCompletionRequest:
-    """Decode a chat completion body, turning every decode problem into a 400."""
+def decode_chat_request(
+    body: bytes, decoder: msgspec.json.Decoder[ChatCompletionRequest] = _request_decoder
+) -> ChatCompletionRequest:
+    """Decode a chat completion body (with ``decoder``, e.g. of an :func:`extend_request` type); every problem is a 400."""
     if not body:
         raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
-    request = decode_body(body, _request_decoder)
+    request = decode_body(body, decoder)
     _check(request)
     return request
 

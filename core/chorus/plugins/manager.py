@@ -37,7 +37,10 @@ DRIVER_GROUPS: dict[str, str] = {
     "search_engines": "chorus.search_engines",
     "tools": "chorus.tools",
 }
-SYNC_ONLY_HOOKS = frozenset({"resolve_target"})
+SYNC_ONLY_HOOKS = {  # hooks whose implementations must not be coroutines, and why
+    "resolve_target": "it stops at the first result",
+    "request_fields": "it runs once at startup",
+}
 
 
 class PluginFailure(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,7 +171,7 @@ class PluginManager:
                 if impl.plugin is plugin and inspect.iscoroutinefunction(impl.function):
                     self._pm.unregister(plugin)
                     raise PluginError(
-                        f"plugin {registered!r}: {hook_name} must be synchronous (it stops at the first result)"
+                        f"plugin {registered!r}: {hook_name} must be synchronous ({SYNC_ONLY_HOOKS[hook_name]})"
                     )
         return registered
 
@@ -179,6 +182,18 @@ class PluginManager:
     def runner(self, hook_name: str) -> HookRunner:
         """A :class:`HookRunner` for ``hook_name``: same calls and results as ``hook.<name>``, cheaper."""
         return HookRunner(self._pm, getattr(self._pm.hook, hook_name), self._hookexec)
+
+    def collect(self, hook_name: str) -> list[tuple[str, Any]]:
+        """Call ``hook_name`` (no arguments) on each implementation; ``(plugin name, result)`` pairs.
+
+        For startup hooks whose results must be attributed to a plugin (``request_fields``).
+        """
+        found: list[tuple[str, Any]] = []
+        for impl in reversed(getattr(self._pm.hook, hook_name).get_hookimpls()):
+            result = impl.function()
+            if result is not None:
+                found.append((impl.plugin_name, result))
+        return found
 
     def implements(self, hook_name: str) -> bool:
         """Whether any plugin implements ``hook_name`` (checked once at startup, not per request)."""

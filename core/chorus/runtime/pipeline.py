@@ -1,14 +1,11 @@
-"""The request pipeline: runs a chat completion through the hooks and a provider.
+"""The pipeline: runs a chat completion through the hooks, the provider and the agent loop.
 
-Hot-path rules: the request is decoded once (:func:`chorus.schemas.decode_chat_request`), the
-upstream body is encoded once by the driver, each upstream response or chunk is decoded once and
-encoded once for the client. Which hooks have implementations is decided at startup, so hooks
-nobody implements cost nothing per request.
-
-The agent loop: when server-side tools are offered (``list_tools``) and the model calls them,
-``run_tools`` executes them and the model is called again, up to the step limit. Server calls and
-their results never reach the client. Client calls are returned as usual; hidden steps of that turn
-are parked (:mod:`chorus.turns`) and restored when the client sends its results back.
+Hot-path rules: the request is decoded once (:meth:`Pipeline.decode`, with the request type built at
+startup from the fields plugins declare), the upstream body is encoded once by the driver, each
+upstream response or chunk is decoded once and encoded once for the client. Which hooks have
+implementations is decided at startup, so hooks nobody implements cost nothing per request. A target
+without server tools makes one model call; one with them runs the agent loop
+(:mod:`chorus.runtime.agent`).
 """
 
 from __future__ import annotations
@@ -22,22 +19,25 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
-from chorus.runtime import legacy
 from chorus.contract.config import BotConfig, ServerConfig
 from chorus.contract.context import CallBudget, RequestContext, Source
-from chorus.contract.errors import AuthenticationFailed, BudgetExhausted, ChorusError, PluginError
-from chorus.runtime.layering import layer_messages
-from chorus.plugins.manager import PluginManager
-from chorus.runtime.registry import Registry, Workspace
-from chorus.contract.schemas import ChatCompletionRequest, Message
+from chorus.contract.errors import ChorusError, PluginError
+from chorus.contract.fields import RequestField
+from chorus.contract.registry import Workspace
+from chorus.contract.schemas import OPENAI_FIELDS, ChatCompletionRequest, decode_chat_request, extend_request
 from chorus.contract.targets import Target, unknown_target
-from chorus.runtime.turns import MemoryTurnStore, ParkedTurn, TurnStore, restore_messages, resumed_call_ids
+from chorus.plugins.manager import PluginManager
+from chorus.runtime import legacy
+from chorus.runtime.agent import AgentLoop, ModelCall, Prepared, Turn, spend, tool_name
+from chorus.runtime.layering import layer_messages
+from chorus.runtime.registry import Registry
+from chorus.runtime.resume import restore_messages, resumed_call_ids
+from chorus.runtime.streaming import DONE, Emit, accumulate, chunk_emitter, sse, usage_chunk
+from chorus.storage.turns import MemoryTurnStore, TurnStore
 
 log = logging.getLogger("chorus.pipeline")
 
 _encode = msgspec.json.Encoder().encode
-DONE = b"data: [DONE]\n\n"
-KEEPALIVE = b": keep-alive\n\n"
 
 
 async def await_me_maybe(value: Any) -> Any:
@@ -47,21 +47,29 @@ async def await_me_maybe(value: Any) -> Any:
     return value
 
 
-def sse(payload: dict[str, Any]) -> bytes:
-    """One SSE ``data:`` event."""
-    return b"data: " + _encode(payload) + b"\n\n"
-
-
-class Prepared(msgspec.Struct, kw_only=True):
-    """The upstream request and what the agent loop needs to know about it."""
-
-    body: ChatCompletionRequest
-    server_tools: frozenset[str]
-    max_steps: int
+def declared_fields(pm: PluginManager) -> list[RequestField]:
+    """The request fields plugins declare (``request_fields``); clashes are plugin errors."""
+    owners: dict[str, str] = {}
+    fields: list[RequestField] = []
+    for plugin, result in pm.collect("request_fields"):
+        for field in result or ():
+            if not isinstance(field, RequestField):
+                raise PluginError(f"plugin {plugin!r}: request_fields must return RequestField objects")
+            if field.name in OPENAI_FIELDS:
+                raise PluginError(f"plugin {plugin!r} declares request field {field.name!r}, which Chorus already maps")
+            if field.name in owners:
+                raise PluginError(f"plugins {owners[field.name]!r} and {plugin!r} both declare request field {field.name!r}")
+            owners[field.name] = plugin
+            fields.append(field)
+    return fields
 
 
 class Pipeline:
-    """Authenticates, resolves, layers, calls the provider, loops over server tools, post-processes."""
+    """Resolves, layers, calls the provider, loops over server tools, post-processes.
+
+    Implements :class:`chorus.contract.context.Runtime` (``ctx.runtime``) for plugins that run
+    sub-requests (teams).
+    """
 
     def __init__(self, pm: PluginManager, registry: Registry, server: ServerConfig,
                  turns: TurnStore | None = None) -> None:
@@ -69,6 +77,10 @@ class Pipeline:
         self.registry = registry
         self.server = server
         self.turns = turns if turns is not None else MemoryTurnStore(server.parked_turns_ttl_seconds)
+        self.fields = declared_fields(pm)
+        self.request_type = extend_request(self.fields)
+        self._decoder = msgspec.json.Decoder(self.request_type)
+        self._unset_fields = {f.name: UNSET for f in self.fields}
         # HookRunner: the same calls as pm.hook.<name>(...), without pluggy's generic per-call overhead.
         self._resolve = pm.runner("resolve_target")
         self._prompt = pm.runner("build_system_prompt") if pm.implements("build_system_prompt") else None
@@ -78,23 +90,15 @@ class Pipeline:
         self._post = pm.runner("post_process") if pm.implements("post_process") else None
         self._bot_defaults: dict[tuple[str, str], dict[str, Any]] = {}
 
+    @property
+    def max_team_depth(self) -> int:
+        return self.server.max_team_depth
+
     # -- request preparation ---------------------------------------------------------------------
 
-    def authenticate(self, authorization: str | None) -> Workspace:
-        """The workspace of a ``Bearer`` key; 401 otherwise. The key is never logged or echoed."""
-        if not authorization:
-            raise AuthenticationFailed(
-                "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
-            )
-        scheme, _, key = authorization.partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            raise AuthenticationFailed("Malformed Authorization header. Send 'Authorization: Bearer <key>'.")
-        workspace_id = self.registry.keyring.workspace_for(key)
-        workspace = self.registry.workspaces.get(workspace_id) if workspace_id else None
-        if workspace is None:
-            raise AuthenticationFailed("Incorrect API key provided.")
-        return workspace
+    def decode(self, body: bytes) -> ChatCompletionRequest:
+        """Decode a chat completion body once, with the fields plugins declared; a 400 on any problem."""
+        return decode_chat_request(body, self._decoder)
 
     def resolve(self, selector: str, workspace: Workspace) -> Target:
         """Resolve a selector through ``resolve_target`` or raise the 404."""
@@ -108,7 +112,7 @@ class Pipeline:
     async def prepare(self, ctx: RequestContext) -> Prepared:
         """Resolve the target and build the upstream request."""
         request = ctx.request
-        ctx.pipeline = self
+        ctx.runtime = self
         target = ctx.target = self.resolve(request.model, ctx.workspace)
         if ctx.budget is None and target.bot is not None:
             ctx.budget = CallBudget(target.bot.max_model_calls)
@@ -140,10 +144,9 @@ class Pipeline:
         backstory = target.bot.backstory if target.bot is not None else None
         messages = layer_messages(messages, backstory=backstory, parts=parts, sources=ctx.sources)
 
-        changes: dict[str, Any] = {
-            "model": target.model, "messages": messages, "chorus_progress": UNSET, "return_citations": UNSET,
-            "web_search_options": UNSET, "search_domain_filter": UNSET, "search_recency_filter": UNSET,
-        }
+        changes: dict[str, Any] = {"model": target.model, "messages": messages, "chorus_progress": UNSET}
+        if type(request) is self.request_type and self._unset_fields:
+            changes.update(self._unset_fields)  # plugin-owned fields never reach the upstream
         if target.bot is not None:
             for name, value in self._defaults(target.bot).items():
                 if getattr(request, name) is UNSET:
@@ -154,12 +157,12 @@ class Pipeline:
         else:
             changes["stream"] = UNSET
             changes["stream_options"] = UNSET
-        names = frozenset(t.get("function", {}).get("name", "") for t in server_tools)
+        names = frozenset(tool_name(t) or "" for t in server_tools)
         if server_tools:
             # Server tools win a name clash: the client's same-named tool is not offered.
             client_tools = [
                 t for t in (request.tools if isinstance(request.tools, list) else [])
-                if t.get("function", {}).get("name") not in names
+                if not isinstance(t, dict) or tool_name(t) not in names
             ]
             changes["tools"] = [*client_tools, *server_tools]
         max_steps = self.server.max_tool_steps
@@ -192,8 +195,6 @@ class Pipeline:
             if results:  # only implementations that returned something (e.g. a coroutine) are awaited
                 await self._gather(results)
 
-    # -- the agent loop ---------------------------------------------------------------------------
-
     async def _execute_tools(self, ctx: RequestContext, calls: list[dict[str, Any]]) -> dict[str, str]:
         """Run the server-side calls of one assistant turn; results keyed by tool call id."""
         merged: dict[str, str] = {}
@@ -204,76 +205,32 @@ class Pipeline:
                 merged.update(result)
         return merged
 
-    async def _advance(
-        self, ctx: RequestContext, prepared: Prepared, hidden: list[Message],
-        calls: list[dict[str, Any]], results: dict[str, str], content: Any, steps: int,
-    ) -> list[dict[str, Any]]:
-        """Record one tool round. Returns the client calls left (empty: call the model again)."""
-        assistant = Message(role="assistant", content=content or None, tool_calls=calls)
-        tool_messages = [Message(role="tool", tool_call_id=c["id"], content=results[c["id"]]) for c in calls if c["id"] in results]
-        client_calls = [c for c in calls if c["id"] not in results]
-        if client_calls:
-            await self.turns.park(
-                ctx.workspace.id, [c["id"] for c in client_calls],
-                ParkedTurn(hidden=list(hidden), assistant=assistant, results=tool_messages),
-            )
-            return client_calls
-        hidden.extend([assistant, *tool_messages])
-        changes: dict[str, Any] = {"messages": [*prepared.body.messages, assistant, *tool_messages]}
-        if steps >= prepared.max_steps:
-            changes["tool_choice"] = "none"
-        prepared.body = msgspec.structs.replace(prepared.body, **changes)
-        return []
-
-    async def _park_client_turn(self, ctx: RequestContext, hidden: list[Message], message: dict[str, Any]) -> None:
-        """A turn that ends with client calls after hidden steps: park those steps for the resume."""
-        calls = message.get("tool_calls") or []
-        if hidden and calls:
-            assistant = Message(role="assistant", content=message.get("content"), tool_calls=calls)
-            await self.turns.park(ctx.workspace.id, [c["id"] for c in calls], ParkedTurn(hidden=list(hidden), assistant=assistant, results=[]))
+    def _agent(self, ctx: RequestContext, prepared: Prepared, keepalive: float | None) -> AgentLoop:
+        return AgentLoop(ctx, prepared, run_tools=self._execute_tools, turns=self.turns, keepalive=keepalive)
 
     # -- non-streaming ---------------------------------------------------------------------------
 
-    def _spend(self, ctx: RequestContext) -> None:
-        """Count one model call against the request budget; team members stop when it is gone."""
-        if ctx.budget is not None:
-            if ctx.depth and ctx.budget.exhausted:
-                raise BudgetExhausted(f"The request's budget of {ctx.budget.limit} model calls is used up.")
-            ctx.budget.spend()
-
-    async def complete(self, ctx: RequestContext) -> bytes:
+    async def complete_json(self, ctx: RequestContext) -> bytes:
         """Run a non-streaming request and return the encoded ``chat.completion``."""
-        return _encode(await self.complete_dict(ctx))
+        return _encode(await self.complete(ctx))
 
-    async def complete_dict(self, ctx: RequestContext) -> dict[str, Any]:
-        """Run a non-streaming request; the ``chat.completion`` as a dict (used for team members)."""
+    async def complete(self, ctx: RequestContext) -> dict[str, Any]:
+        """Run a non-streaming request; the ``chat.completion`` as a dict (team members use this)."""
         prepared = await self.prepare(ctx)
         target = ctx.target
         assert target is not None
         steps = 0
-        hidden: list[Message] = []
-        while True:
-            self._spend(ctx)
+        if not prepared.server_tools:
+            spend(ctx)
             response = await target.provider.complete(prepared.body, ctx)
             ctx.add_usage(response.get("usage"))
-            if not prepared.server_tools:
-                break
-            choices = response.get("choices") or []
-            message = (choices[0].get("message") or {}) if choices else {}
-            calls = message.get("tool_calls") or []
-            server_calls = [c for c in calls if c.get("function", {}).get("name") in prepared.server_tools]
-            if not server_calls or steps >= prepared.max_steps:
-                _drop_server_calls(choices[0] if choices else {}, prepared.server_tools)
-                await self._park_client_turn(ctx, hidden, message)
-                break
-            steps += 1
-            results = await self._execute_tools(ctx, server_calls)
-            results = {c["id"]: results.get(c["id"], _unanswered(c)) for c in server_calls}
-            client_calls = await self._advance(ctx, prepared, hidden, calls, results, message.get("content"), steps)
-            if client_calls:
-                message["tool_calls"] = client_calls
-                choices[0]["finish_reason"] = "tool_calls"
-                break
+        else:
+            agent = self._agent(ctx, prepared, None)
+            async for _ in agent.run(self._complete_call(ctx, target)):
+                pass
+            turn, steps = agent.turn, agent.steps
+            response = turn.response
+            _settle_message(turn)
         response["id"] = ctx.completion_id
         response["object"] = "chat.completion"
         response["created"] = ctx.created
@@ -286,6 +243,24 @@ class Pipeline:
                 choice["finish_reason"] = legacy.legacy_finish(choice.get("finish_reason"))
         await self._post_process(ctx, response, False)
         return response
+
+    @staticmethod
+    def _complete_call(ctx: RequestContext, target: Target) -> ModelCall:
+        async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
+            response = await target.provider.complete(body, ctx)
+            ctx.add_usage(response.get("usage"))
+            turn.response = response
+            choices = response.get("choices") or []
+            choice = turn.choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+            message = choice.get("message") or {}
+            calls = message.get("tool_calls") if isinstance(message, dict) else None
+            turn.calls = [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+            turn.content = message.get("content") if isinstance(message, dict) else None
+            turn.finish = choice.get("finish_reason")
+            return
+            yield  # an async generator that relays nothing: the answer is sent whole
+
+        return call
 
     # -- streaming -------------------------------------------------------------------------------
 
@@ -321,152 +296,76 @@ class Pipeline:
     async def _stream_events(self, ctx: RequestContext, prepared: Prepared) -> AsyncIterator[bytes]:
         target = ctx.target
         assert target is not None
-        selector, cid, created = target.selector, ctx.completion_id, ctx.created
-        include_usage, legacy_mode = ctx.include_usage, ctx.legacy_functions
-        post = self._post
-        sent_role = False
-        steps = 0
-        hidden: list[Message] = []
+        emit = chunk_emitter(ctx, self._post, self._gather)
+        if not prepared.server_tools:  # the plain relay: every chunk with choices, shaped and sent
+            spend(ctx)
+            async for chunk in target.provider.stream(prepared.body, ctx):
+                usage = chunk.get("usage")
+                if usage:
+                    ctx.add_usage(usage)
+                if chunk.get("choices"):
+                    yield await emit(chunk)
+        else:
+            agent = self._agent(ctx, prepared, self.server.keepalive_seconds)
+            async for event in agent.run(self._stream_call(ctx, target, emit)):
+                yield event
+            turn = agent.turn
+            for index, call in enumerate(turn.client_calls):
+                fragment = {"index": index, "id": call["id"], "type": "function", "function": dict(call["function"])}
+                yield await emit({"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}]})
+            final_choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": turn.finish or "stop"}
+            if "logprobs" in turn.choice:
+                final_choice["logprobs"] = None
+            yield await emit({"choices": [final_choice]})
+        if ctx.include_usage:
+            final = usage_chunk(ctx)
+            await self._post_process(ctx, final, True)
+            yield sse(final)
 
-        async def emit(chunk: dict[str, Any]) -> bytes:
-            nonlocal sent_role
-            chunk["id"] = cid
-            chunk["object"] = "chat.completion.chunk"
-            chunk["created"] = created
-            chunk["model"] = selector
-            if include_usage:
-                chunk["usage"] = None
-            elif "usage" in chunk:
-                del chunk["usage"]
-            for choice in chunk["choices"]:
-                delta = choice.get("delta")
-                if delta is None:
-                    delta = choice["delta"] = {}
-                if sent_role:
-                    delta.pop("role", None)
-                if legacy_mode:
-                    legacy.to_legacy_delta(delta)
-                    if choice.get("finish_reason"):
-                        choice["finish_reason"] = legacy.legacy_finish(choice["finish_reason"])
-            if not sent_role and chunk["choices"]:
-                chunk["choices"][0]["delta"].setdefault("role", "assistant")
-                sent_role = True
-            if post is not None:
-                results = post(ctx=ctx, payload=chunk, chunk=True)
-                if results:  # as _post_process, inlined: this runs once per streamed chunk
-                    await self._gather(results)
-            return sse(chunk)
+    @staticmethod
+    def _stream_call(ctx: RequestContext, target: Target, emit: Emit) -> ModelCall:
+        """A model call that relays content as it streams and holds back tool calls and the finish."""
 
-        def progress(event: dict[str, Any]) -> bytes:
-            return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": selector,
-                        "choices": [], "chorus": event})
-
-        while True:
-            hold = bool(prepared.server_tools)
+        async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
             fragments: dict[int, dict[str, Any]] = {}
             content: list[str] = []
-            finish: Any = None
-            last_choice: dict[str, Any] = {}
-            self._spend(ctx)
-            async for chunk in target.provider.stream(prepared.body, ctx):
+            async for chunk in target.provider.stream(body, ctx):
                 usage = chunk.get("usage")
                 if usage:
                     ctx.add_usage(usage)
                 choices = chunk.get("choices")
                 if not choices:
                     continue
-                if hold:
-                    choice = choices[0]
-                    delta = choice.get("delta") or {}
-                    if delta.get("tool_calls") or choice.get("finish_reason"):
-                        _accumulate(fragments, delta.get("tool_calls") or ())
-                        finish = choice.get("finish_reason") or finish
-                        last_choice = choice
-                        if isinstance(delta.get("content"), str) and delta["content"]:
-                            content.append(delta["content"])
-                            yield await emit({"choices": [{"index": 0, "delta": {"content": delta["content"]}, "finish_reason": None}]})
-                        continue
-                    if isinstance(delta.get("content"), str):
-                        content.append(delta["content"])
-                yield await emit(chunk)
-            if not hold:
-                break
-            calls = [fragments[i] for i in sorted(fragments)]
-            server_calls = [c for c in calls if c["function"]["name"] in prepared.server_tools]
-            if server_calls and steps < prepared.max_steps:
-                steps += 1
-                if ctx.state.get("progress"):
-                    for call in server_calls:
-                        yield progress({"type": "tool.started", "name": call["function"]["name"], "step": steps})
-                task = asyncio.ensure_future(self._execute_tools(ctx, server_calls))
-                try:
-                    while not task.done():
-                        done, _ = await asyncio.wait({task}, timeout=self.server.keepalive_seconds)
-                        if not done:
-                            yield KEEPALIVE
-                    results = task.result()
-                finally:
-                    if not task.done():
-                        task.cancel()
-                results = {c["id"]: results.get(c["id"], _unanswered(c)) for c in server_calls}
-                if ctx.state.get("progress"):
-                    for call in server_calls:
-                        yield progress({"type": "tool.finished", "name": call["function"]["name"], "step": steps})
-                client_calls = await self._advance(ctx, prepared, hidden, calls, results, "".join(content), steps)
-                if not client_calls:
+                choice = choices[0]
+                delta = choice.get("delta") or {}
+                text = delta.get("content")
+                if delta.get("tool_calls") or choice.get("finish_reason"):
+                    accumulate(fragments, delta.get("tool_calls") or ())
+                    turn.finish = choice.get("finish_reason") or turn.finish
+                    turn.choice = choice
+                    if isinstance(text, str) and text:
+                        content.append(text)
+                        yield await emit({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
                     continue
-                calls, finish = client_calls, "tool_calls"
-            else:
-                calls = [c for c in calls if c["function"]["name"] not in prepared.server_tools]
-                if not calls and finish == "tool_calls":
-                    finish = "stop"
-                await self._park_client_turn(ctx, hidden, {"content": "".join(content) or None, "tool_calls": calls})
-            for index, call in enumerate(calls):
-                fragment = {"index": index, "id": call["id"], "type": "function", "function": dict(call["function"])}
-                yield await emit({"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}]})
-            final_choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": finish or "stop"}
-            if "logprobs" in last_choice:
-                final_choice["logprobs"] = None
-            yield await emit({"choices": [final_choice]})
-            break
-        if include_usage:
-            final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": selector,
-                     "choices": [], "usage": ctx.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
-            if post is not None:
-                await self._post_process(ctx, final, True)
-            yield sse(final)
+                if isinstance(text, str):
+                    content.append(text)
+                yield await emit(chunk)
+            turn.calls = [fragments[i] for i in sorted(fragments)]
+            turn.content = "".join(content)
+
+        return call
 
 
-def _unanswered(call: dict[str, Any]) -> str:
-    return f"Error: no server tool answered the call to {call.get('function', {}).get('name')!r}."
-
-
-def _drop_server_calls(choice: dict[str, Any], server_tools: frozenset[str]) -> None:
-    """Never show server tool calls to the client (e.g. past the step limit)."""
-    message = choice.get("message") or {}
-    calls = message.get("tool_calls")
-    if not calls:
+def _settle_message(turn: Turn) -> None:
+    """Non-stream: the message shows only the client's calls (server calls stay hidden)."""
+    choice = turn.choice
+    message = choice.get("message")
+    if not isinstance(message, dict):
         return
-    kept = [c for c in calls if c.get("function", {}).get("name") not in server_tools]
-    if len(kept) == len(calls):
-        return
-    if kept:
-        message["tool_calls"] = kept
-    else:
-        del message["tool_calls"]
-        if choice.get("finish_reason") == "tool_calls":
-            choice["finish_reason"] = "stop"
-
-
-def _accumulate(fragments: dict[int, dict[str, Any]], pieces: Any) -> None:
-    """Merge streamed ``delta.tool_calls`` fragments into whole calls keyed by index."""
-    for piece in pieces:
-        index = piece.get("index", 0)
-        call = fragments.setdefault(index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
-        if piece.get("id"):
-            call["id"] = piece["id"]
-        function = piece.get("function") or {}
-        if function.get("name"):
-            call["function"]["name"] += function["name"]
-        if function.get("arguments"):
-            call["function"]["arguments"] += function["arguments"]
+    if turn.client_calls != turn.calls:
+        if turn.client_calls:
+            message["tool_calls"] = turn.client_calls
+        else:
+            message.pop("tool_calls", None)
+    if turn.finish != choice.get("finish_reason"):
+        choice["finish_reason"] = turn.finish

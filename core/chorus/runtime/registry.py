@@ -1,28 +1,24 @@
-"""Runtime registry: provider instances, workspaces, bots and keys, built once at startup."""
+"""The registry: provider instances, workspaces, bots, skillsets and keys, built once at startup.
+
+Implements :class:`chorus.contract.registry.Registry`, the view hooks receive.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import msgspec
 
 from chorus.contract.config import BotConfig, Config, WorkspaceConfig
 from chorus.contract.errors import ConfigError
-from chorus.runtime.keys import KeyRing
 from chorus.contract.providers import ProviderDriver
+from chorus.contract.registry import Workspace
+from chorus.runtime.keys import KeyRing
 
 if TYPE_CHECKING:
     from chorus.runtime.knowledge.service import Knowledge
     from chorus.contract.search import SearchEngineDriver
     from chorus.runtime.skillsets import Skillset
-
-
-class Workspace(msgspec.Struct, frozen=True, kw_only=True):
-    """A tenant as seen by request handling."""
-
-    id: str
-    name: str = ""
 
 
 class Registry:

@@ -35,8 +35,8 @@ from litestar.handlers import asgi
 
 from chorus.contract.context import RequestContext
 from chorus.runtime.pipeline import Pipeline
+from chorus.server.auth import authenticate
 from chorus.server.requestid import request_id
-from chorus.contract.schemas import decode_chat_request
 
 PATHS = ["/v1/chat/completions", "/chat/completions"]
 JSON = "application/json"
@@ -123,18 +123,16 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
     authorization = found.get(b"authorization")
     content_length = found.get(b"content-length")
     progress_header = found.get(b"x-chorus-progress")
-    workspace = pipeline.authenticate(authorization)
+    workspace = authenticate(pipeline.registry, authorization)
     body = await read_body(receive, content_length, state.max_body_bytes)
-    chat = decode_chat_request(body)
+    chat = pipeline.decode(body)
     ctx = RequestContext(request_id=request_id(scope), workspace=workspace, registry=pipeline.registry, request=chat)
     if chat.chorus_progress is True or (progress_header is not None and progress_header.lower() in _TRUTHY):
         ctx.state["progress"] = True
-    if chat.return_citations is True:
-        ctx.state["return_citations"] = True
     if not ctx.stream:
         with DisconnectWatch(receive) as watch:
             try:
-                content = await pipeline.complete(ctx)
+                content = await pipeline.complete_json(ctx)
             except asyncio.CancelledError:
                 if not watch.gone:
                     raise

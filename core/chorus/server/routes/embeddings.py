@@ -11,7 +11,8 @@ from litestar import Controller, Request, Response, post
 from msgspec import UNSET, UnsetType
 
 from chorus.contract.errors import InvalidRequest
-from chorus.runtime.pipeline import Pipeline
+from chorus.runtime.registry import Registry
+from chorus.server.auth import authenticate
 from chorus.contract.schemas import Wire, decode_body
 from chorus.contract.targets import MODEL_PREFIX, unknown_target
 
@@ -35,12 +36,12 @@ class EmbeddingsController(Controller):
     @post(["/v1/embeddings", "/embeddings"], status_code=200)
     async def create(self, request: Request) -> Response[bytes]:
         """Embed text with a provider's model; the response echoes the selector as ``model``."""
-        pipeline: Pipeline = request.app.state.pipeline
-        pipeline.authenticate(request.headers.get("authorization"))
+        registry: Registry = request.app.state.registry
+        authenticate(registry, request.headers.get("authorization"))
         body = decode_body(await request.body(), _decoder)
         if not body.model.startswith(MODEL_PREFIX):
             raise unknown_target(body.model)
-        found = pipeline.registry.find_model(body.model[len(MODEL_PREFIX):])
+        found = registry.find_model(body.model[len(MODEL_PREFIX):])
         if found is None:
             raise unknown_target(body.model)
         inputs = [body.input] if isinstance(body.input, str) else body.input

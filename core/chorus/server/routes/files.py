@@ -12,7 +12,8 @@ from litestar.datastructures import UploadFile
 from chorus.contract.errors import InvalidRequest, NotFound
 from chorus.storage.catalog import FileRecord
 from chorus.runtime.knowledge.service import Knowledge
-from chorus.runtime.pipeline import Pipeline
+from chorus.runtime.registry import Registry
+from chorus.server.auth import authenticate
 
 _encode = msgspec.json.Encoder().encode
 JSON = "application/json"
@@ -30,8 +31,8 @@ def json_response(payload: Any, status: int = 200) -> Response[bytes]:
 
 def services(request: Request) -> tuple[str, Knowledge]:
     """Authenticate; the workspace id and the knowledge service."""
-    pipeline: Pipeline = request.app.state.pipeline
-    workspace = pipeline.authenticate(request.headers.get("authorization"))
+    registry: Registry = request.app.state.registry
+    workspace = authenticate(registry, request.headers.get("authorization"))
     return workspace.id, request.app.state.knowledge
 
 

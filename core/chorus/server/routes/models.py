@@ -9,7 +9,8 @@ from litestar import Controller, Request, Response, get
 
 from chorus.contract.errors import ChorusError
 from chorus.runtime.pipeline import Pipeline
-from chorus.runtime.registry import Registry, Workspace
+from chorus.server.auth import authenticate
+from chorus.contract.registry import Registry, Workspace
 from chorus.contract.targets import BOT_PREFIX, MODEL_PREFIX, Target
 
 JSON = "application/json"
@@ -50,7 +51,7 @@ class ModelsController(Controller):
     async def list_models(self, request: Request) -> Response[bytes]:
         """Every ``model/name=<provider>/<model>`` and every ``bot/id=<id>`` of the workspace."""
         pipeline: Pipeline = request.app.state.pipeline
-        workspace = pipeline.authenticate(request.headers.get("authorization"))
+        workspace = authenticate(pipeline.registry, request.headers.get("authorization"))
         created: int = request.app.state.started_at
         data: list[dict[str, Any]] = []
         for provider in pipeline.registry.providers.values():
@@ -67,7 +68,7 @@ class ModelsController(Controller):
     async def retrieve_model(self, request: Request) -> Response[bytes]:
         """One selector, resolved exactly as a chat request would resolve it."""
         pipeline: Pipeline = request.app.state.pipeline
-        workspace = pipeline.authenticate(request.headers.get("authorization"))
+        workspace = authenticate(pipeline.registry, request.headers.get("authorization"))
         selector = str(request.path_params["model_id"]).lstrip("/")
         if not selector:
             raise ChorusError("A model id is required.", status_code=404, error_type="invalid_request_error")

@@ -1,4 +1,6 @@
-"""Parked agent turns: hidden server-side steps kept while the client runs its own tools.
+"""Parked agent turns: where hidden server-side steps wait while the client runs its own tools.
+
+(The resume logic that reads them is :mod:`chorus.runtime.resume`.)
 
 When a turn ends with client tool calls after (or beside) server tool calls, the client sees only
 its calls. The hidden messages are parked, keyed by ``(workspace, client tool call id)``, and
@@ -23,7 +25,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -220,37 +222,3 @@ class SqliteTurnStore(TurnStore):
             log.error("parked turns of workspace %s not read from %s: %s", workspace, self.path, exc)
             return {}
         return {call_id: self._decode(blob) for call_id, blob in rows}
-
-
-def _parking_id(message: Message) -> str | None:
-    """The id a turn ending in this message would be parked under: its first tool call's id."""
-    if message.role == "assistant" and isinstance(message.tool_calls, list) and message.tool_calls:
-        call_id = message.tool_calls[0].get("id")
-        if isinstance(call_id, str):
-            return call_id
-    return None
-
-
-def resumed_call_ids(messages: Iterable[Message]) -> list[str]:
-    """The first tool call id of every assistant message with tool calls: where a turn may be parked."""
-    return [call_id for message in messages if (call_id := _parking_id(message)) is not None]
-
-
-async def restore_messages(messages: list[Message], workspace: str, store: TurnStore,
-                           call_ids: list[str]) -> list[Message]:
-    """Replace client copies of parked assistant messages by the full hidden story.
-
-    ``call_ids`` is :func:`resumed_call_ids` of ``messages`` (callers skip the await when empty).
-    """
-    turns = await store.take_many(workspace, call_ids)
-    if not turns:
-        return messages
-    out: list[Message] = []
-    for message in messages:
-        call_id = _parking_id(message)
-        turn = turns.get(call_id) if call_id is not None else None
-        if turn is not None:
-            out.extend(turn.restore())
-        else:
-            out.append(message)
-    return out

@@ -1,0 +1,72 @@
+"""Exception handlers of the HTTP edge: every failure leaves as the OpenAI error envelope.
+
+A :class:`ChorusError` carries its own status and ``type``/``code``/``param``; Litestar's HTTP
+exceptions (404 path, 405, 413) are mapped to the same envelope; anything unexpected is logged with
+its traceback under the request id and answered with a 500 that names only that id.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from chorus.contract.errors import ChorusError
+from chorus.server.requestid import request_id
+from chorus.server.routes.chat import ClientGone
+
+log = logging.getLogger("chorus")
+_encode = msgspec.json.Encoder().encode
+
+_HTTP_CODES = {
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+}
+
+
+def error_response(error: ChorusError) -> Response[bytes]:
+    """The OpenAI error envelope with the error's status and headers."""
+    return Response(
+        content=_encode(error.to_dict()),
+        status_code=error.status_code,
+        media_type="application/json",
+        headers=error.headers or None,
+    )
+
+
+def _chorus_error(_: Request, exc: ChorusError) -> Response[bytes]:
+    return error_response(exc)
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response[bytes]:
+    kind, code = _HTTP_CODES.get(exc.status_code, ("invalid_request_error", None))
+    if exc.status_code >= 500:
+        return _unexpected(request, exc)
+    message = exc.detail or "Request failed."
+    if exc.status_code == 404:
+        message = f"Unknown path {request.url.path!r}."
+    elif exc.status_code == 413:
+        message = f"The request body is larger than this server accepts ({request.app.state.max_body_bytes} bytes)."
+    return error_response(ChorusError(message, status_code=exc.status_code, error_type=kind, code=code))
+
+
+def _client_gone(request: Request, exc: ClientGone) -> Response[bytes]:
+    log.info("request %s: client disconnected; upstream work cancelled", request_id(request.scope))
+    return Response(content=b"", status_code=499)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response[bytes]:
+    rid = request_id(request.scope)
+    log.error("request %s failed: %s", rid, type(exc).__name__, exc_info=exc)
+    return error_response(ChorusError(f"The server had an error processing your request (request id {rid})."))
+
+
+EXCEPTION_HANDLERS = {
+    ChorusError: _chorus_error,
+    ClientGone: _client_gone,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
