@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from chorus.knowledge.model import Chunk
+from chorus.vectorstores import Chunk
 from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
 
 HERE = Path(__file__).resolve().parent
