@@ -17,7 +17,7 @@ from chorus.contract.context import RequestContext, Source
 from chorus.contract.errors import PluginError
 from chorus.contract.fields import RequestField
 from chorus.plugins.manager import PluginManager
-from chorus.contract.registry import Workspace
+from chorus.contract.context import Workspace
 from chorus.runtime.pipeline import declared_fields
 from chorus.runtime.registry import Registry
 from chorus.contract.targets import Target

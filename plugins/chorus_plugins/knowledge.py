@@ -16,8 +16,8 @@ from chorus import hookimpl
 from chorus.config import BotConfig
 from chorus.context import RequestContext, Source
 from chorus.vectorstores import SearchHit
-from chorus.runtime.knowledge.service import Knowledge
-from chorus.runtime.layering import user_texts
+from chorus.registry import Knowledge
+from chorus.schemas import user_texts
 
 RRF_K = 60
 

@@ -16,7 +16,7 @@ import msgspec
 
 from chorus import hookimpl
 from chorus.context import RequestContext
-from chorus.runtime.skillsets import Skillset
+from chorus.registry import Skillset
 from chorus.tools import ToolContext, ToolDriver, ToolError
 
 log = logging.getLogger("chorus.tools")

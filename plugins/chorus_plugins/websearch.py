@@ -26,7 +26,7 @@ from chorus.config import SearchOptions
 from chorus.context import RequestContext, Source
 from chorus.errors import ChorusError
 from chorus.fields import RequestField
-from chorus.runtime.layering import user_texts
+from chorus.schemas import user_texts
 from chorus.search import SearchError, SearchQuery, SearchResult
 
 log = logging.getLogger("chorus.search")
@@ -118,8 +118,7 @@ async def run_search(ctx: RequestContext, options: SearchOptions, query: SearchQ
 async def fetch_pages(results: list[SearchResult], options: SearchOptions) -> dict[str, str]:
     """Readable text of result pages, fetched through the egress guard (failures are skipped)."""
     from chorus.egress import EgressPolicy
-    from chorus.runtime.knowledge.chunking import document_text
-    from chorus.runtime.knowledge.parsing import parse
+    from chorus.documents import document_text, parse
 
     async def one(client: Any, url: str) -> tuple[str, str]:
         try:

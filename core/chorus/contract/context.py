@@ -1,16 +1,129 @@
-"""Per-request state shared by the pipeline and every hook."""
+"""Everything a hook receives: the request context and the types it refers to.
+
+* who is asking: :class:`Workspace`, and the read-only :class:`Registry` of what it may use
+  (providers, bots, skillsets, search engines, knowledge);
+* what the ``model`` selector resolved to: :class:`Target`;
+* the request while it runs: :class:`RequestContext`, its :class:`Source` list, its
+  :class:`CallBudget`, and the :class:`Runtime` that runs it.
+
+These types refer to each other (a context has a target, whose provider takes a context), so they
+live in one module; the runtime's concrete classes implement the protocols. Public paths:
+``chorus.context``, ``chorus.registry``, ``chorus.targets``.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 if TYPE_CHECKING:
-    from chorus.contract.registry import Registry, Workspace
+    import httpx
+
+    from chorus.contract.config import BotConfig, SkillsetConfig
+    from chorus.contract.documents import SearchHit
     from chorus.contract.schemas import ChatCompletionRequest
-    from chorus.contract.targets import Target
+    from chorus.contract.search import SearchEngineDriver
+    from chorus.contract.tools import ToolDriver, ToolSpec
+
+
+class Provider(Protocol):
+    """A model provider as requests use it (:class:`chorus.providers.ProviderDriver` implements it)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def advertised_models(self) -> list[str]: ...
+
+    def serves(self, model: str) -> bool: ...
+
+    async def embed(self, inputs: list[str], model: str, *, dimensions: int | None = None) -> dict[str, Any]: ...
+
+    async def complete(self, body: ChatCompletionRequest, ctx: RequestContext) -> dict[str, Any]: ...
+
+    def stream(self, body: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class Workspace(msgspec.Struct, frozen=True, kw_only=True):
+    """A tenant as seen by request handling."""
+
+    id: str
+    name: str = ""
+
+
+class Skillset(Protocol):
+    """A configured ``[[skillsets]]`` entry: its tools and the egress-guarded client they share."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def config(self) -> SkillsetConfig: ...
+
+    @property
+    def http(self) -> httpx.AsyncClient: ...
+
+    def specs(self) -> list[ToolSpec]:
+        """Every tool, in configuration order."""
+        ...
+
+    def owner(self, name: str) -> ToolDriver | None:
+        """The driver running tool ``name``, or ``None``."""
+        ...
+
+
+class Knowledge(Protocol):
+    """Retrieval over the workspace's datasets (the configured vector store)."""
+
+    async def search(self, workspace: str, datasets: list[str], query: str, *, k: int = 8,
+                     filters: dict[str, Any] | None = None, min_score: float = 0.0) -> list[SearchHit]:
+        """Best chunks of ``datasets`` (ids of ``workspace``) for ``query``, best first."""
+        ...
+
+
+class Registry(Protocol):
+    """Providers, workspaces, bots, skillsets, search engines and knowledge, built once at startup."""
+
+    @property
+    def providers(self) -> Mapping[str, Provider]: ...
+
+    @property
+    def workspaces(self) -> Mapping[str, Workspace]: ...
+
+    @property
+    def search_engines(self) -> Mapping[str, SearchEngineDriver]: ...
+
+    @property
+    def knowledge(self) -> Knowledge | None: ...
+
+    def find_model(self, name: str) -> tuple[Provider, str] | None:
+        """Resolve ``<provider>/<model>`` or a bare model name to ``(provider, upstream model)``."""
+        ...
+
+    def bot(self, workspace: str, bot_id: str) -> BotConfig | None:
+        """The bot ``bot_id`` of ``workspace``; another workspace's bot is ``None`` too."""
+        ...
+
+    def bots(self, workspace: str) -> list[BotConfig]:
+        """All bots of ``workspace`` in configuration order."""
+        ...
+
+    def skillsets_of(self, bot: BotConfig) -> Sequence[Skillset]:
+        """The bot's skillsets, in the order the bot lists them (same workspace only)."""
+        ...
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """A resolved selector: which provider and upstream model to call, and for which bot."""
+
+    selector: str
+    kind: str
+    provider: Provider
+    model: str
+    bot: BotConfig | None = None
+    extra: dict[str, Any] = {}
 
 
 class Source(msgspec.Struct, kw_only=True, omit_defaults=True):

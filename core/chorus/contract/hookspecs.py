@@ -27,10 +27,8 @@ from chorus.contract.markers import hookspec
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from chorus.contract.context import RequestContext, Source
+    from chorus.contract.context import Registry, RequestContext, Source, Target, Workspace
     from chorus.contract.fields import RequestField
-    from chorus.contract.registry import Registry, Workspace
-    from chorus.contract.targets import Target
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,3 +140,20 @@ def _check(request: ChatCompletionRequest) -> None:
             raise InvalidRequest(f"messages[{i}] has role 'function' but no 'name'.", param=f"messages[{i}].name")
         if message.content is UNSET and message.role in ("system", "developer", "user"):
             raise InvalidRequest(f"messages[{i}] has no 'content'.", param=f"messages[{i}].content")
+
+
+def text_of(content: Any) -> str:
+    """Plain text of a message ``content`` (a string or the text parts of a content-part array)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def user_texts(messages: Sequence[Message]) -> list[str]:
+    """The non-empty text of every user message, in conversation order."""
+    texts = (text_of(m.content).strip() for m in messages if m.role == "user")
+    return [t for t in texts if t]

@@ -12,29 +12,15 @@ Anything else is offered to plugins through ``resolve_target``; if none claims i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
 
-import msgspec
-
+from chorus.contract.context import Target
 from chorus.contract.errors import ModelNotFound
 
-if TYPE_CHECKING:
-    from chorus.contract.config import BotConfig
-    from chorus.contract.providers import ProviderDriver
+__all__ = ["BOT_PREFIX", "MODEL_PREFIX", "Target", "unknown_target"]
+
 
 MODEL_PREFIX = "model/name="
 BOT_PREFIX = "bot/id="
-
-
-class Target(msgspec.Struct, frozen=True, kw_only=True):
-    """A resolved selector: which provider and upstream model to call, and for which bot."""
-
-    selector: str
-    kind: str
-    provider: ProviderDriver
-    model: str
-    bot: BotConfig | None = None
-    extra: dict[str, Any] = {}
 
 
 def unknown_target(selector: str) -> ModelNotFound:

@@ -1,4 +1,4 @@
-"""The plugin manager: pluggy for hooks, stevedore for named drivers, one place for both.
+"""The plugin manager: pluggy runs the hooks, stevedore loads every entry point (hook plugins and drivers).
 
 Entry point groups:
 
@@ -214,45 +214,34 @@ class PluginManager:
         return not self._allow or bool(self._allow & keys)
 
     def _load_hook_plugins(self) -> None:
-        for ep in metadata.entry_points(group=HOOK_GROUP):
-            if not self._enabled(ep):
-                continue
-            dist_name, version = _dist(ep)
+        for name, plugin, (dist_name, version) in self._import(HOOK_GROUP, None, skip=set()):
             try:
-                plugin = ep.load()
-                name = self.register(plugin, name=ep.name)
-            except Exception as exc:  # a broken plugin must never stop the server
-                self._fail(HOOK_GROUP, ep.name, dist_name, exc)
+                registered = self.register(plugin, name=name)
+            except Exception as exc:  # a plugin that cannot be registered is a load failure, never fatal
+                self._fail(HOOK_GROUP, name, dist_name, exc)
                 continue
-            self.loaded.append(
-                PluginInfo(group=HOOK_GROUP, name=ep.name, distribution=dist_name, version=version, hooks=self.hooks_of(name))
-            )
+            self.loaded.append(PluginInfo(group=HOOK_GROUP, name=name, distribution=dist_name, version=version,
+                                          hooks=self.hooks_of(registered)))
 
     def _fail(self, group: str, name: str, distribution: str, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"
         log.warning("plugin %s (%s, group %s) failed to load and is skipped: %s", name, distribution, group, error)
         self.failures.append(PluginFailure(group=group, name=name, distribution=distribution, error=error))
 
-    # -- stevedore ------------------------------------------------------------------------------
+    def _import(self, group: str, only: str | None, skip: set[str]) -> list[tuple[str, Any, tuple[str, str]]]:
+        """The one loader: import ``group``'s enabled entry points through stevedore.
 
-    def drivers(self, kind: str) -> dict[str, type]:
-        """All loadable drivers of ``kind`` (``providers``, ``tools``, ...) by entry point name."""
-        if kind not in self._all_loaded:
-            self._load_drivers(kind, None)
-            self._all_loaded.add(kind)
-        return self._drivers.setdefault(kind, {})
-
-    def _load_drivers(self, kind: str, only: str | None) -> None:
-        """Import the entry points of ``kind`` (just ``only`` when given) not imported yet."""
-        group = DRIVER_GROUPS[kind]
-        found = self._drivers.setdefault(kind, {})
+        Only ``only`` when given; never a name in ``skip`` or one tried before. Returns
+        ``(name, loaded object, (distribution, version))``; an import failure is recorded in
+        :attr:`failures` (and logged) instead.
+        """
         eps = {
             ep.name: ep for ep in metadata.entry_points(group=group)
-            if self._enabled(ep) and (only is None or ep.name == only) and ep.name not in found
+            if self._enabled(ep) and (only is None or ep.name == only) and ep.name not in skip
             and (group, ep.name) not in self._attempted
         }
         if not eps:
-            return
+            return []
         self._attempted.update((group, name) for name in eps)
 
         def on_failure(_manager: Any, entrypoint: Any, exc: BaseException) -> None:
@@ -269,10 +258,24 @@ class PluginManager:
             on_load_failure_callback=on_failure,
             on_missing_entrypoints_callback=lambda names: None,
         )
-        for ext in manager:
-            found[ext.name] = ext.plugin
-            dist_name, version = _dist(eps[ext.name]) if ext.name in eps else ("?", "?")
-            self.loaded.append(PluginInfo(group=group, name=ext.name, distribution=dist_name, version=version))
+        return [(ext.name, ext.plugin, _dist(eps[ext.name]) if ext.name in eps else ("?", "?")) for ext in manager]
+
+    # -- drivers --------------------------------------------------------------------------------
+
+    def drivers(self, kind: str) -> dict[str, type]:
+        """All loadable drivers of ``kind`` (``providers``, ``tools``, ...) by entry point name."""
+        if kind not in self._all_loaded:
+            self._load_drivers(kind, None)
+            self._all_loaded.add(kind)
+        return self._drivers.setdefault(kind, {})
+
+    def _load_drivers(self, kind: str, only: str | None) -> None:
+        """Import the entry points of ``kind`` (just ``only`` when given) not imported yet."""
+        group = DRIVER_GROUPS[kind]
+        found = self._drivers.setdefault(kind, {})
+        for name, driver, (dist_name, version) in self._import(group, only, skip=set(found)):
+            found[name] = driver
+            self.loaded.append(PluginInfo(group=group, name=name, distribution=dist_name, version=version))
 
     def register_driver(self, kind: str, name: str, driver: type) -> None:
         """Add a driver without an entry point (custom builds, tests); it wins over one of the same name."""

@@ -16,30 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from chorus.contract.context import Source
-from chorus.contract.schemas import Message
+from chorus.contract.schemas import Message, text_of, user_texts
 
 INSTRUCTION_ROLES = frozenset({"system", "developer"})
 SOURCES_HEADER = (
     "Sources (answer from them when relevant and cite a source with its number in square "
     "brackets, e.g. [1]):"
 )
-
-
-def text_of(content: Any) -> str:
-    """Plain text of a message ``content`` (a string or the text parts of a content-part array)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
-
-
-def user_texts(messages: Sequence[Message]) -> list[str]:
-    """The non-empty text of every user message, in conversation order."""
-    texts = (text_of(m.content).strip() for m in messages if m.role == "user")
-    return [t for t in texts if t]
 
 
 def render_sources(sources: Sequence[Source]) -> str:

@@ -1,6 +1,6 @@
 """The registry: provider instances, workspaces, bots, skillsets and keys, built once at startup.
 
-Implements :class:`chorus.contract.registry.Registry`, the view hooks receive.
+Implements :class:`chorus.contract.context.Registry`, the view hooks receive.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from chorus.contract.config import BotConfig, Config, WorkspaceConfig
 from chorus.contract.errors import ConfigError
 from chorus.contract.providers import ProviderDriver
-from chorus.contract.registry import Workspace
+from chorus.contract.context import Workspace
 from chorus.runtime.keys import KeyRing
 
 if TYPE_CHECKING:

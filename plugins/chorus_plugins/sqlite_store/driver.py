@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from chorus.vectorstores import Chunk, SearchHit
-from chorus.storage.sqlitedb import immediate
+from chorus.sqlitedb import immediate
 from chorus.vectorstores import VectorStoreDriver, VectorStoreSettings
 
 from chorus_plugins.sqlite_store.connections import SqliteConnections

@@ -7,7 +7,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from chorus.storage.sqlitedb import immediate
+from chorus.sqlitedb import immediate
 
 log = logging.getLogger("chorus.vectorstore.sqlite")
 

@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from chorus.runtime.layering import text_of
+from chorus.schemas import text_of
 from chorus.schemas import Message
 
 #: The line after the instructions; it tells the model whose instructions they are.

@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, get
 from chorus.contract.errors import ChorusError
 from chorus.runtime.pipeline import Pipeline
 from chorus.server.auth import authenticate
-from chorus.contract.registry import Registry, Workspace
+from chorus.contract.context import Registry, Workspace
 from chorus.contract.targets import BOT_PREFIX, MODEL_PREFIX, Target
 
 JSON = "application/json"
