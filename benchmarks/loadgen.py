@@ -31,7 +31,7 @@ perf = time.perf_counter
 
 
 class Response:
-    __slots__ = ("status", "body", "events", "t_first_byte", "t_first_token", "t_end", "ok")
+    __slots__ = ("body", "events", "ok", "status", "t_end", "t_first_byte", "t_first_token")
 
     def __init__(self) -> None:
         self.status = 0
@@ -249,7 +249,7 @@ async def one(target: Target, conn: Conn | None, stats: Stats, timeout: float, r
             conn = await asyncio.wait_for(target.connect(), timeout)
         t0 = perf()
         resp = await asyncio.wait_for(conn.request(target.request, target.stream), timeout)
-    except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+    except (TimeoutError, OSError, ConnectionError) as exc:
         if record:
             stats.error(f"{type(exc).__name__}: {exc}")
         if conn is not None and conn.transport is not None:

@@ -117,7 +117,7 @@ class Bodies:
 class MockProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection: parse, answer in order, keep alive."""
 
-    __slots__ = ("transport", "buf", "busy", "server", "closing")
+    __slots__ = ("buf", "busy", "closing", "server", "transport")
 
     def __init__(self, server: MockServer) -> None:
         self.server = server
@@ -315,7 +315,7 @@ async def serve(args: argparse.Namespace) -> None:
         if deadline:
             try:
                 await asyncio.wait_for(stop.wait(), deadline)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         else:
             await stop.wait()

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from chorus.vectorstores import Chunk
 from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
 

@@ -33,11 +33,11 @@ from typing import Any
 if str(Path(__file__).resolve().parent) not in sys.path:  # also as ``python -m benchmarks.run``
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import scenarios  # noqa: E402
-from constants import DOC  # noqa: E402
-from harness import Bench  # noqa: E402
-from procs import cpu_times, stop_all  # noqa: E402
-from report import render, write_doc  # noqa: E402
+import scenarios
+from constants import DOC
+from harness import Bench
+from procs import cpu_times, stop_all
+from report import render, write_doc
 
 
 def run(bench: Bench) -> None:

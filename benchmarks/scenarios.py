@@ -17,8 +17,19 @@ from constants import DRIVER_CORE, GATEWAY_CORE, HERE, HOST, RAG_BOT, RAG_DATASE
 from harness import Bench, Target
 from procs import Proc, free_port, status_kb, wait_ready
 from profiling import analyse_collapsed
-from servers import (check_retrieval, ensure_litellm, ingest_dataset, litellm_version, machine, start_chorus,
-                     start_litellm, start_mock, write_chorus_config, write_litellm_config)
+from servers import (
+    check_retrieval,
+    ensure_litellm,
+    ingest_dataset,
+    litellm_version,
+    machine,
+    start_chorus,
+    start_litellm,
+    start_mock,
+    write_chorus_config,
+    write_litellm_config,
+)
+
 
 # ------------------------------------------------------------------------------------------------
 # servers and targets

@@ -17,8 +17,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from constants import (API_KEY, BACKSTORY, GATEWAY_CORE, HERE, HOST, LITELLM_VERSION, RAG_BOT, RAG_DATASET, RAG_DOCS,
-                       RAG_MESSAGES, RAG_TOP_K, REPO, UPSTREAM_KEY)
+from constants import (
+    API_KEY,
+    BACKSTORY,
+    GATEWAY_CORE,
+    HERE,
+    HOST,
+    LITELLM_VERSION,
+    RAG_BOT,
+    RAG_DATASET,
+    RAG_DOCS,
+    RAG_MESSAGES,
+    RAG_TOP_K,
+    REPO,
+    UPSTREAM_KEY,
+)
 from harness import Bench, Target
 from procs import Proc, free_port, http_request, wait_ready
 
@@ -26,7 +39,7 @@ from procs import Proc, free_port, http_request, wait_ready
 def machine(bench: Bench) -> dict[str, Any]:
     """The CPU, kernel, Pythons, chorus and stack versions, plugins and wrk version of this run."""
     info: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "kernel": platform.release(),

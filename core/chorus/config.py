@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.contract.config`; plugins import them from here."""
 
-from chorus.contract.config import (  # noqa: F401 - re-exported
+from chorus.contract.config import (
     BotConfig,
     BotParams,
     Config,

@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.contract.context`; plugins import them from here."""
 
-from chorus.contract.context import (  # noqa: F401 - re-exported
+from chorus.contract.context import (
     CallBudget,
     RequestContext,
     Source,

@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.contract.egress`; plugins import them from here."""
 
-from chorus.contract.egress import (  # noqa: F401 - re-exported
+from chorus.contract.egress import (
     EgressDenied,
     EgressPolicy,
     Resolver,

@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.contract.errors`; plugins import them from here."""
 
-from chorus.contract.errors import (  # noqa: F401 - re-exported
+from chorus.contract.errors import (
     AuthenticationFailed,
     BudgetExhausted,
     ChorusError,

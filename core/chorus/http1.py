@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.net.http1`; plugins import them from here."""
 
-from chorus.net.http1 import (  # noqa: F401 - re-exported
+from chorus.net.http1 import (
     ConnectError,
     HTTPError,
     HTTPPool,

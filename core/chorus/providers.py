@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.contract.providers`; plugins import them from here."""
 
-from chorus.contract.providers import (  # noqa: F401 - re-exported
+from chorus.contract.providers import (
     ProviderDriver,
     ProviderSettings,
 )

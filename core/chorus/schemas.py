@@ -2,11 +2,11 @@
 
 The definitions live in :mod:`chorus.contract.schemas`; plugins import them from here."""
 
-from chorus.contract.schemas import (  # noqa: F401 - re-exported
+from chorus.contract.schemas import (
     OPENAI_FIELDS,
+    UNSET,
     ChatCompletionRequest,
     Message,
-    UNSET,
     Wire,
     decode_body,
     decode_chat_request,
@@ -16,4 +16,4 @@ from chorus.contract.schemas import (  # noqa: F401 - re-exported
     validation_param,
 )
 
-__all__ = ['ChatCompletionRequest', 'Message', 'OPENAI_FIELDS', 'UNSET', 'Wire', 'decode_body', 'decode_chat_request', 'extend_request', 'text_of', 'user_texts', 'validation_param']
+__all__ = ['OPENAI_FIELDS', 'UNSET', 'ChatCompletionRequest', 'Message', 'Wire', 'decode_body', 'decode_chat_request', 'extend_request', 'text_of', 'user_texts', 'validation_param']

@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.contract.search`; plugins import them from here."""
 
-from chorus.contract.search import (  # noqa: F401 - re-exported
+from chorus.contract.search import (
     HttpSearchEngine,
     SearchEngineDriver,
     SearchEngineSettings,

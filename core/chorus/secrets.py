@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.contract.secrets`; plugins import them from here."""
 
-from chorus.contract.secrets import (  # noqa: F401 - re-exported
+from chorus.contract.secrets import (
     Secret,
     dec_hook,
 )

@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.net.sse`; plugins import them from here."""
 
-from chorus.net.sse import (  # noqa: F401 - re-exported
+from chorus.net.sse import (
     iter_sse_data,
 )
 

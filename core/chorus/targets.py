@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.contract.targets`; plugins import them from here."""
 
-from chorus.contract.targets import (  # noqa: F401 - re-exported
+from chorus.contract.targets import (
     BOT_PREFIX,
     MODEL_PREFIX,
     Target,

@@ -2,7 +2,7 @@
 
 The definitions live in :mod:`chorus.contract.tools`; plugins import them from here."""
 
-from chorus.contract.tools import (  # noqa: F401 - re-exported
+from chorus.contract.tools import (
     ToolContext,
     ToolDriver,
     ToolError,

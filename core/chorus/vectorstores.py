@@ -2,10 +2,10 @@
 
 The definitions live in :mod:`chorus.contract.vectorstores`; plugins import them from here."""
 
-from chorus.contract.vectorstores import (  # noqa: F401 - re-exported
+from chorus.contract.documents import Chunk, SearchHit
+from chorus.contract.vectorstores import (
     VectorStoreDriver,
     VectorStoreSettings,
 )
-from chorus.contract.documents import Chunk, SearchHit  # noqa: F401 - re-exported
 
 __all__ = ['Chunk', 'SearchHit', 'VectorStoreDriver', 'VectorStoreSettings']

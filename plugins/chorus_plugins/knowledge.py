@@ -15,9 +15,9 @@ from collections.abc import Awaitable
 from chorus import hookimpl
 from chorus.config import BotConfig
 from chorus.context import RequestContext, Source
-from chorus.vectorstores import SearchHit
 from chorus.registry import Knowledge
 from chorus.schemas import user_texts
+from chorus.vectorstores import SearchHit
 
 RRF_K = 60
 

@@ -35,12 +35,12 @@ import msgspec
 
 from chorus import __version__
 from chorus.search import (
+    HttpSearchEngine,
     SearchEngineSettings,
     SearchError,
     SearchQuery,
     SearchResult,
     collapse_space,
-    HttpSearchEngine,
     iso_date,
     select_results,
     status_kind,

@@ -117,8 +117,8 @@ async def run_search(ctx: RequestContext, options: SearchOptions, query: SearchQ
 
 async def fetch_pages(results: list[SearchResult], options: SearchOptions) -> dict[str, str]:
     """Readable text of result pages, fetched through the egress guard (failures are skipped)."""
-    from chorus.egress import EgressPolicy
     from chorus.documents import document_text, parse
+    from chorus.egress import EgressPolicy
 
     async def one(client: Any, url: str) -> tuple[str, str]:
         try:

@@ -174,23 +174,23 @@ class RequestContext:
     """
 
     __slots__ = (
-        "request_id",
-        "workspace",
+        "budget",
+        "completion_id",
+        "created",
+        "deadline",
+        "depth",
+        "include_usage",
+        "legacy_functions",
         "registry",
         "request",
-        "target",
-        "stream",
-        "include_usage",
-        "created",
-        "completion_id",
-        "sources",
-        "usage",
-        "state",
-        "deadline",
-        "legacy_functions",
+        "request_id",
         "runtime",
-        "budget",
-        "depth",
+        "sources",
+        "state",
+        "stream",
+        "target",
+        "usage",
+        "workspace",
     )
 
     def __init__(

@@ -12,7 +12,6 @@ Anything else is offered to plugins through ``resolve_target``; if none claims i
 
 from __future__ import annotations
 
-
 from chorus.contract.context import Target
 from chorus.contract.errors import ModelNotFound
 

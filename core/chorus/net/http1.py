@@ -210,7 +210,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
         framed = False
         for name, value in self.headers:
-            if name == "content-length" or name == "transfer-encoding" and "chunked" in value.lower():
+            if name == "content-length" or (name == "transfer-encoding" and "chunked" in value.lower()):
                 framed = True
             elif name == "content-encoding":
                 coding = value.strip().lower()

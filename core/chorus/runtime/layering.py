@@ -13,10 +13,9 @@ The contract (``docs/layering.md``):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from chorus.contract.context import Source
-from chorus.contract.schemas import Message, text_of, user_texts
+from chorus.contract.schemas import Message, text_of
 
 INSTRUCTION_ROLES = frozenset({"system", "developer"})
 SOURCES_HEADER = (

@@ -20,10 +20,9 @@ import msgspec
 from msgspec import UNSET
 
 from chorus.contract.config import BotConfig, ServerConfig
-from chorus.contract.context import CallBudget, RequestContext, Source
+from chorus.contract.context import CallBudget, RequestContext, Source, Workspace
 from chorus.contract.errors import ChorusError, PluginError
 from chorus.contract.fields import RequestField
-from chorus.contract.context import Workspace
 from chorus.contract.schemas import OPENAI_FIELDS, ChatCompletionRequest, decode_chat_request, extend_request
 from chorus.contract.targets import Target, unknown_target
 from chorus.plugins.manager import PluginManager

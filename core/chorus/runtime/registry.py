@@ -8,16 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-
 from chorus.contract.config import BotConfig, Config, WorkspaceConfig
+from chorus.contract.context import Workspace
 from chorus.contract.errors import ConfigError
 from chorus.contract.providers import ProviderDriver
-from chorus.contract.context import Workspace
 from chorus.runtime.keys import KeyRing
 
 if TYPE_CHECKING:
-    from chorus.runtime.knowledge.service import Knowledge
     from chorus.contract.search import SearchEngineDriver
+    from chorus.runtime.knowledge.service import Knowledge
     from chorus.runtime.skillsets import Skillset
 
 

@@ -6,8 +6,8 @@ never logged, echoed or stored in clear.
 
 from __future__ import annotations
 
-from chorus.contract.errors import AuthenticationFailed
 from chorus.contract.context import Workspace
+from chorus.contract.errors import AuthenticationFailed
 from chorus.runtime.registry import Registry
 
 

@@ -56,10 +56,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from chorus.contract.errors import InvalidRequest
-from chorus.testing._expect import expect as _expect
 from chorus.contract.documents import Chunk, SearchHit
+from chorus.contract.errors import InvalidRequest
 from chorus.contract.vectorstores import VectorStoreDriver
+from chorus.testing._expect import expect as _expect
 
 __all__ = [
     "CHECKS", "FILLER", "FILTER_CASES", "FILTER_DOCS", "INVALID_FILTERS", "SCORING_CHECKS", "WEIRD_QUERIES",
@@ -106,7 +106,7 @@ class DriverFactory(Generic[D]):
         for store in started:
             try:
                 await store.aclose()
-            except Exception as exc:  # noqa: BLE001 - raised below, after closing the others
+            except Exception as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
@@ -370,7 +370,7 @@ async def check_weird_queries_never_raise(make: StoreFactory) -> None:
     for query in WEIRD_QUERIES:
         try:
             hits = await store.search("acme", ["docs"], query)
-        except Exception as exc:  # noqa: BLE001 - any exception is the failure reported
+        except Exception as exc:
             failures.append(f"{query[:60]!r} raised {exc!r}")
             continue
         if "foo" in query.lower() and (not hits or hits[0].chunk.id != "f:0"):
@@ -533,7 +533,7 @@ async def _each(cases: Iterable[Any], check: Callable[[Any], Awaitable[None]], w
             await check(case)
         except AssertionError as exc:
             failures.append(str(exc))
-        except Exception as exc:  # noqa: BLE001 - reported with the case, with the other failures
+        except Exception as exc:
             failures.append(f"{case!r} raised {exc!r}")
     _fail_all(failures, what)
 
@@ -719,7 +719,7 @@ async def check_hybrid_scores_are_reciprocal_rank_fusion(make: StoreFactory) -> 
     store = await _hybrid_store(make)
     rrf_k = getattr(store.settings, "rrf_k", None)
     if not isinstance(rrf_k, int | float):
-        raise AssertionError(  # noqa: TRY004 - a failed check, not a caller's mistake
+        raise AssertionError(
             f"the driver's settings should have a numeric rrf_k, got {rrf_k!r}")
     lexical = await ids(store, _HYBRID_QUERY)
     _expect("f:2" in lexical, f"the lexical ranking should hold f:2, got {lexical}")

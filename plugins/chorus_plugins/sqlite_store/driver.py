@@ -8,10 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from chorus.vectorstores import Chunk, SearchHit
 from chorus.sqlitedb import immediate
-from chorus.vectorstores import VectorStoreDriver, VectorStoreSettings
-
+from chorus.vectorstores import Chunk, SearchHit, VectorStoreDriver, VectorStoreSettings
 from chorus_plugins.sqlite_store.connections import SqliteConnections
 from chorus_plugins.sqlite_store.dense import (
     _DenseCache,

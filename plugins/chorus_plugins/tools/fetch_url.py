@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import httpx
+
 from chorus import __version__
 from chorus.egress import read_capped
 from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec

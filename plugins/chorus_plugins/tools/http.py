@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import httpx
 import msgspec
+
 from chorus.egress import EgressPolicy, read_capped
 from chorus.secrets import Secret
 from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec

@@ -26,7 +26,6 @@ from chorus.context import RequestContext
 from chorus.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from chorus.providers import ProviderDriver, ProviderSettings
 from chorus.schemas import ChatCompletionRequest
-
 from chorus_provider_llamacpp.engine import ContextOverflow, Engine, EngineError, Outcome, Sampling
 from chorus_provider_llamacpp.model_file import ModelFileError, resolve_model_path
 from chorus_provider_llamacpp.prompt import render_prompt, stop_sequences

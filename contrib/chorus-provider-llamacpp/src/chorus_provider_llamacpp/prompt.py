@@ -26,8 +26,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from chorus.schemas import text_of
-from chorus.schemas import Message
+from chorus.schemas import Message, text_of
 
 #: The line after the instructions; it tells the model whose instructions they are.
 INTRO_AFTER_INSTRUCTIONS = "Below is a conversation in which the assistant follows the instructions above."

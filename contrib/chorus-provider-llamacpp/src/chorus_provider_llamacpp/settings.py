@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from chorus.providers import ProviderSettings
 from msgspec import Meta, field
+
+from chorus.providers import ProviderSettings
 
 DEFAULT_MODEL_NAME = "gemma-3-270m"
 

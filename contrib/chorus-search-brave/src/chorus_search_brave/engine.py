@@ -15,16 +15,16 @@ import re
 from typing import ClassVar, Literal
 
 import msgspec
+
 from chorus.search import (
+    HttpSearchEngine,
     SearchEngineSettings,
     SearchError,
     SearchQuery,
     SearchResult,
-    HttpSearchEngine,
     transport_errors,
 )
 from chorus.secrets import Secret
-
 from chorus_search_brave.mapping import ErrorResponse, Response, params, status_kind, to_results
 
 DEFAULT_BASE_URL = "https://api.search.brave.com/res/v1"

@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 import msgspec
+
 from chorus import search
 from chorus.search import SearchQuery, SearchResult, collapse_space, select_results, with_sites
 

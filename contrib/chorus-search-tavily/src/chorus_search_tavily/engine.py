@@ -13,17 +13,17 @@ import asyncio
 from typing import ClassVar, Literal
 
 import msgspec
+
 from chorus.search import (
+    HttpSearchEngine,
     SearchEngineSettings,
     SearchError,
     SearchQuery,
     SearchResult,
-    HttpSearchEngine,
     status_kind,
     transport_errors,
 )
 from chorus.secrets import Secret
-
 from chorus_search_tavily.mapping import QUOTA_STATUSES, STATUS_MEANING, Response, body, to_results
 
 DEFAULT_BASE_URL = "https://api.tavily.com"

@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from chorus.search import SearchQuery, SearchResult, collapse_space, iso_date, normalize_domains, select_results
 
+from chorus.search import SearchQuery, SearchResult, collapse_space, iso_date, normalize_domains, select_results
 from chorus_search_tavily.countries import country_name
 
 MAX_RESULTS = 20

@@ -19,7 +19,6 @@ from chorus_tools_mcp.transport import open_transport
 
 if TYPE_CHECKING:
     from chorus.egress import EgressPolicy
-
     from chorus_tools_mcp.redact import Redactor
     from chorus_tools_mcp.settings import McpSettings
 

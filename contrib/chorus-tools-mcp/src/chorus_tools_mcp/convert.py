@@ -7,8 +7,9 @@ import re
 from typing import Any
 
 import msgspec
-from chorus.tools import ToolSpec
 from mcp import types
+
+from chorus.tools import ToolSpec
 
 log = logging.getLogger("chorus.tools.mcp")
 

@@ -7,9 +7,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSpec
 from mcp.shared.exceptions import MCPError
 
+from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSpec
 from chorus_tools_mcp.connection import CallTimeout, Connection, ConnectionLost, StartFailed
 from chorus_tools_mcp.convert import error_text, exposed_specs, result_value, truncate
 from chorus_tools_mcp.redact import Redactor, display_url

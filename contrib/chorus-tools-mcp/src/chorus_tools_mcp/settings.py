@@ -7,6 +7,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import msgspec
+
 from chorus.secrets import Secret
 from chorus.tools import ToolSettings
 

@@ -25,10 +25,10 @@ from mcp.shared.message import SessionMessage
 from chorus_tools_mcp.redact import Redactor, display_url
 
 if TYPE_CHECKING:
-    from chorus.egress import EgressPolicy
     from mcp.client._transport import TransportStreams
     from mcp.shared._stream_protocols import ReadStream
 
+    from chorus.egress import EgressPolicy
     from chorus_tools_mcp.settings import McpSettings
 
 log = logging.getLogger("chorus.tools.mcp")

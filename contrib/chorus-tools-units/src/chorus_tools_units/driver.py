@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from chorus.egress import EgressPolicy
-from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec
 from msgspec import Meta
 
+from chorus.egress import EgressPolicy
+from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec
 from chorus_tools_units.units import DIMENSIONS, Customary, DataPrefixes, Dimension, UnitTable
 
 _ARGUMENTS = ("value", "from_unit", "to_unit")

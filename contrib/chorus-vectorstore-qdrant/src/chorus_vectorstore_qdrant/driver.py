@@ -32,8 +32,7 @@ from typing import Any, ClassVar, TypeVar
 from qdrant_client import QdrantClient, models
 
 from chorus.errors import ConfigError
-from chorus.vectorstores import Chunk, SearchHit
-from chorus.vectorstores import VectorStoreDriver, VectorStoreSettings
+from chorus.vectorstores import Chunk, SearchHit, VectorStoreDriver, VectorStoreSettings
 from chorus_vectorstore_qdrant import points as pt
 from chorus_vectorstore_qdrant.filters import compile_filter
 from chorus_vectorstore_qdrant.lexical import Analyzer

@@ -21,9 +21,9 @@ from typing import Any
 import msgspec
 
 from chorus.contract.config import DatasetConfig, KnowledgeConfig
-from chorus.storage.catalog import Catalog, FileRecord, StoreFileRecord
 from chorus.contract.documents import Chunk, SearchHit
 from chorus.contract.vectorstores import VectorStoreDriver
+from chorus.storage.catalog import Catalog, FileRecord, StoreFileRecord
 
 log = logging.getLogger("chorus.knowledge")
 

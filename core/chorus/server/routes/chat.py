@@ -226,7 +226,7 @@ class _Started:
         while True:
             try:
                 value = yield waiting_on
-            except BaseException as exc:  # noqa: BLE001 - passed down like `await` does (cancellation)
+            except BaseException as exc:
                 try:
                     waiting_on = step.throw(exc)
                 except StopIteration as done:
@@ -242,11 +242,11 @@ async def _abandon(step: Any, exc: BaseException) -> None:
     """Deliver ``exc`` (e.g. the cancellation of a client that left) to a started step and finish it."""
     try:
         waiting_on = step.throw(exc)
-    except BaseException:  # noqa: BLE001 - the step ended (normally: with exc); the caller re-raises exc
+    except BaseException:
         return
     try:
         await _Started(step, waiting_on)
-    except BaseException:  # noqa: BLE001 - as above
+    except BaseException:
         return
 
 

@@ -11,10 +11,10 @@ from litestar import Controller, Request, Response, post
 from msgspec import UNSET, UnsetType
 
 from chorus.contract.errors import InvalidRequest
-from chorus.runtime.registry import Registry
-from chorus.server.auth import authenticate
 from chorus.contract.schemas import Wire, decode_body
 from chorus.contract.targets import MODEL_PREFIX, unknown_target
+from chorus.runtime.registry import Registry
+from chorus.server.auth import authenticate
 
 _encode = msgspec.json.Encoder().encode
 

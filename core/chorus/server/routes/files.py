@@ -10,10 +10,10 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 
 from chorus.contract.errors import InvalidRequest, NotFound
-from chorus.storage.catalog import FileRecord
 from chorus.runtime.knowledge.service import Knowledge
 from chorus.runtime.registry import Registry
 from chorus.server.auth import authenticate
+from chorus.storage.catalog import FileRecord
 
 _encode = msgspec.json.Encoder().encode
 JSON = "application/json"

@@ -7,11 +7,11 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get
 
+from chorus.contract.context import Registry, Workspace
 from chorus.contract.errors import ChorusError
+from chorus.contract.targets import BOT_PREFIX, MODEL_PREFIX, Target
 from chorus.runtime.pipeline import Pipeline
 from chorus.server.auth import authenticate
-from chorus.contract.context import Registry, Workspace
-from chorus.contract.targets import BOT_PREFIX, MODEL_PREFIX, Target
 
 JSON = "application/json"
 _encode = msgspec.json.Encoder().encode

@@ -8,11 +8,11 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from msgspec import UNSET, UnsetType
 
-from chorus.server.routes.files import json_response, paginate, services
 from chorus.contract.errors import InvalidRequest, NotFound
-from chorus.storage.catalog import StoreFileRecord, StoreRecord
-from chorus.runtime.knowledge.service import Knowledge
 from chorus.contract.schemas import Wire, decode_body
+from chorus.runtime.knowledge.service import Knowledge
+from chorus.server.routes.files import json_response, paginate, services
+from chorus.storage.catalog import StoreFileRecord, StoreRecord
 
 
 class CreateStore(Wire):

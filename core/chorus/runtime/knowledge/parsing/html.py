@@ -115,7 +115,7 @@ class _HTMLExtractor(HTMLParser):
             return
         attr = {k: (v or "") for k, v in attrs}
         if tag not in _VOID_TAGS and (
-            tag in _DROP_TAGS and not (tag == "header" and (self._main or self._article))
+            (tag in _DROP_TAGS and not (tag == "header" and (self._main or self._article)))
             or "hidden" in attr
             or attr.get("aria-hidden", "").lower() == "true"
             or attr.get("role", "").lower() in _DROP_ROLES

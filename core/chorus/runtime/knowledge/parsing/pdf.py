@@ -24,14 +24,14 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
         if reader.is_encrypted:
             try:
                 opened = reader.decrypt("")
-            except Exception:  # noqa: BLE001 - e.g. AES without the optional crypto library
+            except Exception:
                 opened = 0
             if not opened:
                 raise ParseError("encrypted PDF: a password is required")
         pages = list(reader.pages)
     except ParseError:
         raise
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on malformed input
+    except Exception as exc:
         raise ParseError(f"corrupt or invalid PDF: {_describe(exc)}") from None
     title = ""
     metadata: dict[str, Any] = {"pages": len(pages)}
@@ -41,14 +41,14 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
             title = str(info.title or "").strip()
             if info.author:
                 metadata["author"] = str(info.author).strip()
-    except Exception:  # noqa: BLE001 - a damaged info dictionary is not worth failing for
+    except Exception:
         pass
     sections: list[Section] = []
     unreadable: list[int] = []
     for number, page in enumerate(pages, start=1):
         try:
             raw = page.extract_text() or ""
-        except Exception:  # noqa: BLE001
+        except Exception:
             unreadable.append(number)
             continue
         text = _clean_pdf_text(raw)
