@@ -12,10 +12,11 @@ from chorus.contract.errors import (
     NotFound,
     PayloadTooLarge,
     PluginError,
+    StateUnavailable,
     ToolError,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 
-__all__ = ['AuthenticationFailed', 'BudgetExhausted', 'ChorusError', 'ConfigError', 'InvalidRequest', 'ModelNotFound', 'NotFound', 'PayloadTooLarge', 'PluginError', 'ToolError', 'UpstreamError', 'UpstreamTimeout', 'UpstreamUnavailable']
+__all__ = ['AuthenticationFailed', 'BudgetExhausted', 'ChorusError', 'ConfigError', 'InvalidRequest', 'ModelNotFound', 'NotFound', 'PayloadTooLarge', 'PluginError', 'StateUnavailable', 'ToolError', 'UpstreamError', 'UpstreamTimeout', 'UpstreamUnavailable']

@@ -40,23 +40,31 @@ class ProgressBar:
 
 @asynccontextmanager
 async def open_knowledge(config: Config) -> AsyncIterator[Knowledge]:
-    """The knowledge service of a configuration, with providers started for embeddings."""
+    """The knowledge service of a configuration (its state store opened), with providers started
+    for embeddings."""
     from chorus.plugins.manager import PluginManager
+    from chorus.runtime.defaults import data_dir
     from chorus.runtime.registry import Registry
     from chorus.runtime.services import build_keyring, build_knowledge, build_providers
+    from chorus.storage.state import open_state
 
     pm = PluginManager()
     providers = build_providers(config, pm) if config.knowledge.embedding_model else []
     registry = Registry.from_config(config, providers, build_keyring(config)) if providers else Registry(
         providers=[], workspaces=config.workspaces, bots=[], keyring=build_keyring(config))
-    knowledge = build_knowledge(config, pm, registry)
+    state = open_state(config, data_dir(config.data_dir))
+    knowledge = build_knowledge(config, pm, registry, state.catalog)
     for provider in providers:
         await provider.start()
-    await knowledge.start()
+    await state.start()
     try:
-        yield knowledge
+        await knowledge.start()
+        try:
+            yield knowledge
+        finally:
+            await knowledge.aclose()
     finally:
-        await knowledge.aclose()
+        await state.aclose()
         for provider in providers:
             await provider.aclose()
 

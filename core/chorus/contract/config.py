@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from chorus.contract.errors import ConfigError
-from chorus.contract.secrets import dec_hook
+from chorus.contract.secrets import Secret, dec_hook
 
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -38,7 +38,7 @@ class ServerConfig(Strict):
     keepalive_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     max_team_depth: Annotated[int, msgspec.Meta(ge=0)] = 3
     # where hidden agent steps wait for a client's tool results (see chorus.turns)
-    parked_turns: Literal["sqlite", "memory"] = "sqlite"
+    parked_turns: Literal["state", "sqlite", "memory"] = "state"  # "sqlite": the old name of "state"
     parked_turns_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
 
 
@@ -144,6 +144,27 @@ class BotConfig(Strict):
     max_model_calls: int = 24       # per-request budget over the bot and every team member it asks
 
 
+class StateConfig(Strict):
+    """``[state]``: where Chorus keeps what it stores (files, dataset sync state, parked turns).
+
+    Without ``url``: SQLite files in the data dir (one machine, any number of workers). With
+    ``url = "postgresql://..."``: one PostgreSQL schema that every instance of a deployment shares.
+    """
+
+    url: Secret | None = None
+    schema: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")] = "chorus"
+    pool_min: Annotated[int, msgspec.Meta(ge=0)] = 1
+    pool_max: Annotated[int, msgspec.Meta(ge=1)] = 10
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    command_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    #: "auto": apply missing migrations at startup; "check": refuse to start until
+    #: ``chorus state migrate`` has run.
+    migrate: Literal["auto", "check"] = "auto"
+    #: Allow the built-in ``sqlite`` vector store with ``url`` set (chunks then stay in this
+    #: instance's data dir: only for a single instance).
+    allow_local_vector_store: bool = False
+
+
 class Config(Strict):
     """The whole configuration file."""
 
@@ -157,6 +178,7 @@ class Config(Strict):
     datasets: list[DatasetConfig] = []
     search_engines: list[dict[str, Any]] = []
     bots: list[BotConfig] = []
+    state: StateConfig = StateConfig()
 
 
 def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
@@ -222,6 +244,11 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
 
 
 def _check_references(config: Config, source: str) -> None:
+    state = config.state
+    if state.url is not None and not state.url.get().startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{source}: state.url must be a postgresql:// URL")
+    if state.pool_min > state.pool_max:
+        raise ConfigError(f"{source}: state.pool_min ({state.pool_min}) is above state.pool_max ({state.pool_max})")
     """Cross-object checks: unique ids, known workspaces, well-formed key digests."""
     _unique(source, "providers", [str(p.get("id", "")) for p in config.providers])
     _unique(source, "workspaces", [w.id for w in config.workspaces])

@@ -114,6 +114,14 @@ class BudgetExhausted(ChorusError):
     default_code = "model_call_budget_exhausted"
 
 
+class StateUnavailable(ChorusError):
+    """The state store (PostgreSQL) cannot be reached right now; the client may retry."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "state_unavailable"
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message names the offending key. Raised at startup only."""
 

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import logging
 
-from chorus.contract.config import Config, convert
+from chorus.contract.config import Config, DatasetConfig, convert
 from chorus.contract.errors import ChorusError, ConfigError, PluginError
 from chorus.contract.providers import ProviderDriver
 from chorus.contract.search import SearchEngineDriver
 from chorus.plugins.manager import PluginManager
 from chorus.runtime.defaults import data_dir as resolve_data_dir
 from chorus.runtime.keys import KeyRing
-from chorus.runtime.knowledge.service import Embedder, Knowledge
+from chorus.runtime.knowledge.service import Embedder, IngestSummary, Knowledge
 from chorus.runtime.pipeline import Pipeline
 from chorus.runtime.registry import Registry
 from chorus.runtime.skillsets import Skillset, build_skillsets
 from chorus.storage.catalog import Catalog
-from chorus.storage.turns import MemoryTurnStore, SqliteTurnStore, TurnStore
+from chorus.storage.state import State, open_state
 
 log = logging.getLogger("chorus")
 
@@ -44,11 +44,23 @@ def build_providers(config: Config, pm: PluginManager) -> list[ProviderDriver]:
     return providers
 
 
-def build_knowledge(config: Config, pm: PluginManager, registry: Registry) -> Knowledge:
-    """The catalog, the configured vector store driver and (optionally) the embedder."""
+def build_knowledge(config: Config, pm: PluginManager, registry: Registry, catalog: Catalog) -> Knowledge:
+    """The configured vector store driver over the state's catalog, and (optionally) the embedder.
+
+    With a shared state (``[state] url``) the built-in ``sqlite`` vector store would keep every
+    instance's chunks in its own data dir (a silent split brain), so it is refused unless
+    ``[state] allow_local_vector_store = true`` says this deployment is one instance.
+    """
     directory = resolve_data_dir(config.data_dir)
     raw = dict(config.vector_store) or {"driver": "sqlite"}
     raw.setdefault("driver", "sqlite")
+    if config.state.url is not None and raw["driver"] == "sqlite" and not config.state.allow_local_vector_store:
+        raise ConfigError(
+            "vector_store: with [state] url set, chunks must live where every instance can read them, but the "
+            "built-in 'sqlite' store keeps them in this instance's data dir. Set [vector_store] driver = \"pgvector\" "
+            "(pip install chorus-vectorstore-pgvector) or \"qdrant\" with a url, or, for a single instance, "
+            "[state] allow_local_vector_store = true"
+        )
     try:
         store_cls = pm.driver("vector_stores", str(raw["driver"]))
     except PluginError as exc:
@@ -66,7 +78,7 @@ def build_knowledge(config: Config, pm: PluginManager, registry: Registry) -> Kn
             return [item["embedding"] for item in sorted(response["data"], key=lambda d: d.get("index", 0))]
 
         embedder = embed
-    return Knowledge(Catalog(directory), store, config.knowledge, embedder)
+    return Knowledge(catalog, store, config.knowledge, embedder)
 
 
 def build_search_engines(config: Config, pm: PluginManager) -> dict[str, SearchEngineDriver]:
@@ -80,14 +92,6 @@ def build_search_engines(config: Config, pm: PluginManager) -> dict[str, SearchE
         engine = cls(convert(raw, cls.settings_type, f"search_engines[{i}]"))
         engines[engine.id] = engine
     return engines
-
-
-def build_turn_store(config: Config) -> TurnStore:
-    """Where parked agent turns live: ``[server] parked_turns`` (a SQLite file in the data dir by default)."""
-    ttl = config.server.parked_turns_ttl_seconds
-    if config.server.parked_turns == "memory":
-        return MemoryTurnStore(ttl)
-    return SqliteTurnStore(resolve_data_dir(config.data_dir) / "turns.sqlite3", ttl)
 
 
 def build_keyring(config: Config) -> KeyRing:
@@ -108,9 +112,10 @@ class Services:
         self.providers = build_providers(config, pm)
         self.skillsets: list[Skillset] = build_skillsets(config.skillsets, pm)
         self.registry = Registry.from_config(config, self.providers, build_keyring(config), self.skillsets)
-        self.knowledge = self.registry.knowledge = build_knowledge(config, pm, self.registry)
+        self.state: State = open_state(config, resolve_data_dir(config.data_dir))
+        self.knowledge = self.registry.knowledge = build_knowledge(config, pm, self.registry, self.state.catalog)
         self.search_engines = self.registry.search_engines = build_search_engines(config, pm)
-        self.pipeline = Pipeline(pm, self.registry, config.server, build_turn_store(config))
+        self.pipeline = Pipeline(pm, self.registry, config.server, self.state.turns)
 
     async def start(self) -> None:
         """Start providers, skillsets, engines, knowledge and the turn store; sync config datasets."""
@@ -124,19 +129,29 @@ class Services:
             await skillset.start()
         for engine in self.search_engines.values():
             await engine.start()
+        await self.state.start()
         await self.knowledge.start()
-        await self.pipeline.turns.start()
         for dataset in self.config.datasets:
+            await self.sync_dataset(dataset)
+
+    async def sync_dataset(self, dataset: DatasetConfig) -> IngestSummary | None:
+        """Sync a config dataset once per deployment: the instance that takes its lock ingests,
+        the others skip it and serve what the shared state holds (``None``)."""
+        async with self.state.try_lock(f"dataset-sync:{dataset.workspace}/{dataset.id}") as mine:
+            if not mine:
+                log.info("dataset %s: another instance is syncing it; serving what it stores", dataset.id)
+                return None
             summary = await self.knowledge.sync_dataset(dataset)
-            log.info("dataset %s: %d added, %d updated, %d unchanged, %d removed, %d failed",
-                     dataset.id, summary.added, summary.updated, summary.unchanged, summary.removed, len(summary.failed))
-            for name, reason in summary.failed:
-                log.warning("dataset %s: %s not ingested: %s", dataset.id, name, reason)
+        log.info("dataset %s: %d added, %d updated, %d unchanged, %d removed, %d failed",
+                 dataset.id, summary.added, summary.updated, summary.unchanged, summary.removed, len(summary.failed))
+        for name, reason in summary.failed:
+            log.warning("dataset %s: %s not ingested: %s", dataset.id, name, reason)
+        return summary
 
     async def aclose(self) -> None:
         """Stop everything in reverse order; a failing provider close is logged, the rest still close."""
-        await self.pipeline.turns.aclose()
         await self.knowledge.aclose()
+        await self.state.aclose()
         for engine in self.search_engines.values():
             await engine.aclose()
         for skillset in self.skillsets:

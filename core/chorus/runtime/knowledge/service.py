@@ -43,7 +43,11 @@ class IngestSummary(msgspec.Struct, kw_only=True):
 
 
 class Knowledge:
-    """Datasets of one deployment: catalog + vector store + optional embedder."""
+    """Datasets of one deployment: catalog + vector store + optional embedder.
+
+    The catalog belongs to the state layer, which opens and closes it; this service starts and
+    stops the vector store.
+    """
 
     def __init__(self, catalog: Catalog, store: VectorStoreDriver, config: KnowledgeConfig,
                  embedder: Embedder | None = None) -> None:
@@ -53,12 +57,10 @@ class Knowledge:
         self.embedder = embedder
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.catalog.open)
         await self.store.start()
 
     async def aclose(self) -> None:
         await self.store.aclose()
-        self.catalog.close()
 
     # -- ingestion ------------------------------------------------------------------------------
 
