@@ -245,3 +245,37 @@ async def test_an_outage_fails_requests_cleanly_and_recovers_by_itself(tmp_path:
         finally:
             await state.aclose()
             await relay.cut()
+
+
+@needs_postgres
+async def test_chorus_state_migrate_and_status(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = postgres_url()
+    assert url is not None
+    async with scratch_schema(url) as schema:
+        config = tmp_path / "chorus.toml"
+        config.write_text(f'[state]\nurl = "{url}"\nschema = "{schema}"\n')
+
+        def chorus(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "chorus.cli", "state", *argv, "--config", str(config)],
+                                  capture_output=True, text=True, timeout=60, check=False)
+
+        before = chorus("status")
+        assert before.returncode == 1 and "pending migrations [1]" in before.stdout
+        assert "applied migrations [1]" in chorus("migrate").stdout
+        assert "up to date" in chorus("migrate").stdout
+        after = chorus("status")
+        assert after.returncode == 0 and "up to date" in after.stdout
+
+
+def test_chorus_state_on_the_embedded_default(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "chorus.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    done = subprocess.run([sys.executable, "-m", "chorus.cli", "state", "migrate", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert "embedded SQLite" in done.stdout and "nothing to migrate" in done.stdout

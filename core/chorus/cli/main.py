@@ -168,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(func=cmd_plugins)
 
     from chorus.cli.datasets import add_parser as add_datasets
+    from chorus.cli.state import add_parser as add_state
 
     add_datasets(sub)
+    add_state(sub)
 
     config = sub.add_parser("config", help="configuration utilities").add_subparsers(dest="config_command", required=True)
     check = config.add_parser("check", help="validate a configuration")
