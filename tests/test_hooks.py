@@ -18,9 +18,10 @@ from chorus.errors import PluginError
 from chorus.plugins.manager import PluginManager
 from chorus.registry import Registry, Workspace
 from chorus.targets import Target
-from tests.conftest import ACME_KEY, serve_with_plugins
-from tests.live import LiveServer
-from tests.upstream import Reply, ScriptedUpstream
+from chorus.testing.config import ACME_KEY
+from chorus.testing.gateway import serve_with_plugins
+from chorus.testing.server import LiveServer
+from chorus.testing.upstream import Reply, ScriptedUpstream
 
 CLOCK = {
     "type": "function",

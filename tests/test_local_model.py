@@ -12,7 +12,7 @@ pytest.importorskip("chorus_provider_llamacpp")
 
 from chorus.app import create_app  # noqa: E402
 from chorus.config import parse_config  # noqa: E402
-from tests.live import LiveServer  # noqa: E402
+from chorus.testing.server import LiveServer  # noqa: E402
 
 pytestmark = pytest.mark.integration
 KEY = "sk-local-integration"

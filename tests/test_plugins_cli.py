@@ -16,8 +16,8 @@ from chorus.cli import main
 from chorus.defaults import KEY_FILE, default_config
 from chorus.keys import digest
 from chorus.plugins.manager import PluginManager
-from tests.conftest import free_port
-from tests.upstream import Reply
+from chorus.testing.server import free_port
+from chorus.testing.upstream import Reply
 
 ENTRY_POINTS = """
 [chorus.plugins]
@@ -145,7 +145,7 @@ def test_demo_bot_answers_from_the_project_docs_with_citations(tmp_path: Path, u
     import openai
 
     from chorus.app import create_app
-    from tests.live import LiveServer
+    from chorus.testing.server import LiveServer
 
     upstream.reset()
     env = {"CHORUS_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": upstream.base_url}
