@@ -11,7 +11,8 @@ msgspec (or json). Reported: requests/s and CPU microseconds per request of this
     benchmarks/.venv-bench/bin/python benchmarks/client_compare.py [--seconds 3] [--conc 1 32 128]
 
 Clients: ``chorus.http1`` (what the ``openai`` driver uses; needs Chorus installed in the venv),
-httpx.AsyncClient, httpx2, aiohttp, and a ~60-line raw asyncio protocol client (a lower bound). Missing libraries are skipped. Loopback only; bounded in time.
+httpx.AsyncClient, httpx2, aiohttp, and a ~60-line raw asyncio protocol client (a lower bound).
+Missing libraries are skipped. Loopback only; bounded in time.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def main() -> int:
             port = free_port()
             argv = [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(port), "--latency-ms", str(lat),
                     "--max-seconds", "3600"]
-            mocks.append(subprocess.Popen((taskset + ["0"] if taskset else []) + argv, stdout=subprocess.DEVNULL,
+            mocks.append(subprocess.Popen(([*taskset, "0"] if taskset else []) + argv, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, start_new_session=True))
             urls[lat] = f"http://127.0.0.1:{port}/v1"
         time.sleep(1.0)
@@ -228,7 +229,7 @@ def main() -> int:
                         if not available(name):
                             continue
                         argv = [sys.executable, __file__, "--child", name, url, str(c), str(args.seconds)]
-                        out = subprocess.run((taskset + ["1"] if taskset else []) + argv, capture_output=True,
+                        out = subprocess.run(([*taskset, "1"] if taskset else []) + argv, capture_output=True,
                                              text=True, timeout=args.seconds + 120)
                         if out.returncode != 0:
                             print(f"{name} c={c}: failed: {out.stderr[-400:]}", file=sys.stderr)

@@ -46,7 +46,7 @@ class Proc:
         argv = list(self.argv)
         if self.cores is not None and shutil.which("taskset"):
             argv = ["taskset", "-c", self.cores, *argv]
-        self.log = open(self.log_path, "ab")
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 -- the child writes to it until stop() closes it
         self.log.write(f"$ {' '.join(argv)}\n".encode())
         self.log.flush()
         self.popen = subprocess.Popen(

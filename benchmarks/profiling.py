@@ -76,8 +76,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("socket writes to the client (uvicorn `send`: response head and body)", ("RequestResponseCycle.send ",)),
     ("request parsing and task start (uvicorn + httptools)", ("HttpToolsProtocol.", "RequestResponseCycle.receive ")),
     ("provider driver (encode the upstream body, decode the answer or each SSE event)", ("openai_provider.py", "(chorus/sse.py")),
-    ("hooks: pluggy/HookRunner calls, plugin code, tasks for async hooks", ("HookRunner.", "(pluggy/", "(chorus_plugins/", "Pipeline._gather", "Pipeline._post_process")),
-    ("pipeline (resolve, layering, agent loop, chunk rewrite, encode for the client)", ("Pipeline.", "(chorus/pipeline.py", "(chorus/layering.py", "(chorus/turns.py", "(chorus/legacy.py")),
+    ("hooks: pluggy/HookRunner calls, plugin code, tasks for async hooks",
+     ("HookRunner.", "(pluggy/", "(chorus_plugins/", "Pipeline._gather", "Pipeline._post_process")),
+    ("pipeline (resolve, layering, agent loop, chunk rewrite, encode for the client)",
+     ("Pipeline.", "(chorus/pipeline.py", "(chorus/layering.py", "(chorus/turns.py", "(chorus/legacy.py")),
     ("request handler (auth, body, decode, context, request id, disconnect watch, relay)",
      ("(chorus/api/", "(chorus/requestid.py", "(chorus/context.py", "(chorus/schemas.py", "(chorus/keys.py",
       "(chorus/registry.py", "(chorus/targets.py")),
@@ -95,8 +97,8 @@ def layer_of(frames: list[str]) -> str:
     return "event loop and task switching (uvloop, asyncio)"
 
 
-PACKAGES = ("aiohttp", "yarl", "multidict", "propcache", "httpx", "httpcore", "h11", "anyio", "litestar", "uvicorn", "httptools", "msgspec", "pluggy", "chorus_plugins",
-            "chorus", "asyncio", "uvloop", "logging", "json", "ssl", "secrets", "typing", "multidict", "contextlib",
+PACKAGES = ("aiohttp", "yarl", "multidict", "propcache", "httpx", "httpcore", "h11", "anyio", "litestar", "uvicorn", "httptools",
+            "msgspec", "pluggy", "chorus_plugins", "chorus", "asyncio", "uvloop", "logging", "json", "ssl", "secrets", "typing", "multidict", "contextlib",
             "email", "urllib", "http", "selectors", "socket", "concurrent", "threading", "idna", "certifi")
 
 

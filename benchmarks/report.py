@@ -72,12 +72,14 @@ def _header(r: dict[str, Any]) -> list[str]:
     lines.append(
         f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}. Python {m.get('server_python') or m['python']}; "
         f"chorus {m.get('chorus', '?')} (litestar {stack.get('litestar', '?')}, msgspec {stack.get('msgspec', '?')}, "
-        f"chorus.http1 (httptools {stack.get('httptools', '?')}) upstream client, uvicorn {stack.get('uvicorn', '?')} with httptools "
+        f"chorus.http1 (httptools {stack.get('httptools', '?')}) upstream client, "
+        f"uvicorn {stack.get('uvicorn', '?')} with httptools "
         f"{stack.get('httptools', '?')} and uvloop {stack.get('uvloop', '?')}, pluggy {stack.get('pluggy', '?')}); "
         f"LiteLLM {m.get('litellm') or 'not measured'}; load generator {s['load_generator']}"
         f"{' ' + m['wrk'] if m.get('wrk') and s['load_generator'] == 'wrk' else ''} + asyncio client. "
         f"Load average {m.get('loadavg_start', 0):.2f} at start, {m.get('loadavg_end') or 0:.2f} at end "
-        f"(other work on the machine shows up here); CPU steal {m.get('steal_pct') or 0:.1f} %. Run took {r.get('elapsed_s', 0) / 60:.1f} min."
+        f"(other work on the machine shows up here); CPU steal {m.get('steal_pct') or 0:.1f} %. "
+        f"Run took {r.get('elapsed_s', 0) / 60:.1f} min."
     )
     if m.get("plugins"):
         lines.append("")
@@ -120,17 +122,22 @@ def _targets(r: dict[str, Any]) -> list[str]:
     lines.append("")
     lines.append("| target | goal | measured | |")
     lines.append("| --- | --- | --- | --- |")
-    lines.append(f"| added latency p50, c=1 | < 1 ms | {fmt_ms(add50, 3)} ms | {verdict(None if add50 is None else add50 < 1000)} |")
-    lines.append(f"| added latency p99, c=1 | < 3 ms | {fmt_ms(add99, 3)} ms | {verdict(None if add99 is None else add99 < 3000)} |")
+    lines.append(f"| added latency p50, c=1 | < 1 ms | {fmt_ms(add50, 3)} ms | "
+                 f"{verdict(None if add50 is None else add50 < 1000)} |")
+    lines.append(f"| added latency p99, c=1 | < 3 ms | {fmt_ms(add99, 3)} ms | "
+                 f"{verdict(None if add99 is None else add99 < 3000)} |")
     lines.append(f"| peak throughput vs LiteLLM (0 ms mock) | ≥ 10× | {ratio(peak_chorus, peak_ll)} ({fmt_num(peak_chorus)} vs "
-                 f"{fmt_num(peak_ll)} req/s) | {verdict(None if not (peak_chorus and peak_ll) else peak_chorus >= 10 * peak_ll)} |")
+                 f"{fmt_num(peak_ll)} req/s) | "
+                 f"{verdict(None if not (peak_chorus and peak_ll) else peak_chorus >= 10 * peak_ll)} |")
     lines.append(f"| peak throughput vs the mock's direct rate | ≥ 0.25× | {ratio(peak_chorus, peak_direct)} "
                  f"({fmt_num(peak_chorus)} vs {fmt_num(peak_direct)} req/s) | "
                  f"{verdict(None if not (peak_chorus and peak_direct) else peak_chorus >= 0.25 * peak_direct)} |")
-    lines.append(f"| added TTFT p50, c=1 | < 2 ms | {fmt_ms(add_ttft, 3)} ms | {verdict(None if add_ttft is None else add_ttft < 2000)} |")
+    lines.append(f"| added TTFT p50, c=1 | < 2 ms | {fmt_ms(add_ttft, 3)} ms | "
+                 f"{verdict(None if add_ttft is None else add_ttft < 2000)} |")
     lines.append(f"| streaming relay, c={s['stream_concurrency']} | ≥ 20,000 chunks/s | {fmt_num(relay)} chunks/s | "
                  f"{verdict(None if relay is None else relay >= 20000)} |")
-    lines.append(f"| peak RSS, one worker | < 150 MB | {fmt_num(peak_rss, 1)} MB | {verdict(None if peak_rss is None else peak_rss < 150)} |")
+    lines.append(f"| peak RSS, one worker | < 150 MB | {fmt_num(peak_rss, 1)} MB | "
+                 f"{verdict(None if peak_rss is None else peak_rss < 150)} |")
     lines.append(f"| mock not the bottleneck | ≥ 5× best gateway | {ratio(peak_direct, best_gw)} | "
                  f"{verdict(None if not (peak_direct and best_gw) else peak_direct >= 5 * best_gw)} |")
     lines.append("")
@@ -231,7 +238,8 @@ def _streaming(r: dict[str, Any]) -> list[str]:
     if stream:
         lines.append(f"#### Streaming ({s['stream_chunks']} content chunks per response, 0 ms mock)")
         lines.append("")
-        lines.append(f"| target | TTFT p50 ms | TTFT p99 ms | added TTFT p50 ms | events per stream | relay chunks/s at c={s['stream_concurrency']} "
+        lines.append(f"| target | TTFT p50 ms | TTFT p99 ms | added TTFT p50 ms | events per stream "
+                     f"| relay chunks/s at c={s['stream_concurrency']} "
                      f"| CPU µs per chunk |")
         lines.append("| --- | --: | --: | --: | --: | --: | --: |")
         for name, label in (("direct", "direct (mock)"), ("chorus", "Chorus"), ("litellm", "LiteLLM")):
@@ -262,7 +270,8 @@ def _efficiency(r: dict[str, Any]) -> list[str]:
         c32 = med(ladder.get("0ms/c32", {}).get(name, []), "cpu_us_per_req")
         c128 = med(ladder.get("0ms/c128", {}).get(name, []), "cpu_us_per_req")
         c8 = med(ladder.get("50ms/c8", {}).get(name, []), "cpu_us_per_req")
-        lines.append(f"| {label} | {fmt_num(c1)} | {fmt_num(c32)} | {fmt_num(c128)} | {fmt_num(c8)} | {fmt_num(r.get('idle_rss_mb', {}).get(name), 1)} | "
+        lines.append(f"| {label} | {fmt_num(c1)} | {fmt_num(c32)} | {fmt_num(c128)} | {fmt_num(c8)} | "
+                     f"{fmt_num(r.get('idle_rss_mb', {}).get(name), 1)} | "
                      f"{fmt_num(r['peak_rss_mb'][name], 1)} |")
     lines.append("")
     return lines
@@ -316,8 +325,10 @@ def _multiworker(r: dict[str, Any]) -> list[str]:
             one, two = mw[key].get("chorus", []), mw[key].get("chorus-2w", [])
             mock, c = key.split("/")
             lines.append(f"| {mock} | {c[1:]} | {fmt_num(med(one, 'rps'))} | {fmt_ms(med(one, 'p99_us'))} | "
-                         f"{fmt_num(med(two, 'rps'))} | {fmt_ms(med(two, 'p99_us'))} | {ratio(med(two, 'rps'), med(one, 'rps'))} |")
-        lines.append(f"\nPeak RSS of the 2-worker tree (supervisor + workers): {fmt_num(r.get('multiworker_peak_rss_mb'), 1)} MB.")
+                         f"{fmt_num(med(two, 'rps'))} | {fmt_ms(med(two, 'p99_us'))} | "
+                         f"{ratio(med(two, 'rps'), med(one, 'rps'))} |")
+        lines.append(f"\nPeak RSS of the 2-worker tree (supervisor + workers): "
+                     f"{fmt_num(r.get('multiworker_peak_rss_mb'), 1)} MB.")
         lines.append("")
     elif r.get("multiworker_problem"):
         lines += [f"Multi-worker run failed: {r['multiworker_problem']}", ""]
@@ -332,7 +343,8 @@ def _soak(r: dict[str, Any]) -> list[str]:
         lines.append(f"#### Soak ({soak['seconds']:g} s, wrk c=16 plain + 4 streaming clients on Chorus)")
         lines.append("")
         p, st = soak.get("plain", {}), soak.get("stream", {})
-        lines.append(f"RSS {fmt_num(soak.get('rss_start_mb'), 1)} MB after 10 s, {fmt_num(soak.get('rss_end_mb'), 1)} MB at the end "
+        lines.append(f"RSS {fmt_num(soak.get('rss_start_mb'), 1)} MB after 10 s, "
+                     f"{fmt_num(soak.get('rss_end_mb'), 1)} MB at the end "
                      f"(max {fmt_num(soak.get('rss_max_mb'), 1)} MB); {fmt_num(p.get('requests'))} plain requests at "
                      f"{fmt_num(p.get('rps'))} req/s, {fmt_num(st.get('requests'))} streams; errors {p.get('errors', 0)} + "
                      f"{st.get('errors', 0)}.")
@@ -346,7 +358,8 @@ def _profile(r: dict[str, Any]) -> list[str]:
     prof = r.get("profile")
     if prof and prof.get("analysis"):
         a = prof["analysis"]
-        lines.append(f"#### py-spy profile of Chorus (wrk c={prof.get('concurrency', 32)}, 0 ms mock, {a['samples']} samples holding "
+        lines.append(f"#### py-spy profile of Chorus (wrk c={prof.get('concurrency', 32)}, 0 ms mock, "
+                     f"{a['samples']} samples holding "
                      f"the GIL, i.e. CPU time of the worker; flame graph: `profile.svg` in the results directory)")
         lines.append("")
         if a.get("layers"):

@@ -292,7 +292,8 @@ Default settings (`match_budget = {budget}`, `candidates = {candidates}`, `rrf_k
 
 Design and library choice. Lexical search is SQLite FTS5 with `bm25()` (title and headings
 weighted), one index per workspace so BM25 statistics never mix tenants; a write fills the index
-with one `INSERT ... SELECT` in its transaction (per-row triggers ingested ~9,000-10,000 chunks/s). Query terms found in at least half the chunks are dropped while another term
+with one `INSERT ... SELECT` in its transaction (per-row triggers ingested ~9,000-10,000 chunks/s). \
+Query terms found in at least half the chunks are dropped while another term
 remains (FTS5's BM25 gives them an IDF of 1e-6: they only break ties and widen the set of chunks
 scored); BM25 over the rest is exact while their summed document frequencies fit
 `match_budget`; past it, only the chunks holding the rarest terms are scored, exactly, which is

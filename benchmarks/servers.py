@@ -61,7 +61,8 @@ def machine(bench: Bench) -> dict[str, Any]:
         info["chorus"] = subprocess.run([bench.chorus_bin, "--version"], capture_output=True, text=True,
                                         timeout=30).stdout.strip().replace("chorus ", "")
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        code = ("import importlib.metadata as m\nfor d in ('litestar','msgspec','aiohttp','httpx','uvicorn','uvloop','httptools','pluggy'):\n"
+        code = ("import importlib.metadata as m\n"
+                "for d in ('litestar','msgspec','aiohttp','httpx','uvicorn','uvloop','httptools','pluggy'):\n"
                 "  try: print(d, m.version(d))\n  except Exception: print(d, '-')")
         out = subprocess.run([bench.python, "-c", code], capture_output=True, text=True, timeout=30).stdout
         info["stack"] = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)

@@ -8,9 +8,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ACME_KEY, UPSTREAM_SECRET
+from chorus.testing.config import ACME_KEY, UPSTREAM_SECRET
 from tests.openapi_spec import requires_spec, validate
-from tests.upstream import Reply, ScriptedUpstream
+from chorus.testing.upstream import Reply, ScriptedUpstream
 
 TOOL = {
     "type": "function",
@@ -335,7 +335,7 @@ def test_client_disconnect_cancels_upstream_stream(client: openai.OpenAI, up: Sc
 
 
 def test_client_disconnect_cancels_non_stream_upstream(chorus_server, up: ScriptedUpstream) -> None:  # type: ignore[no-untyped-def]
-    from tests.upstream import Hang
+    from chorus.testing.upstream import Hang
 
     up.push(Hang(10))
     with openai.OpenAI(base_url=chorus_server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=0.5) as client:

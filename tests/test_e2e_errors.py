@@ -8,10 +8,10 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ACME_KEY, GLOBEX_KEY, UPSTREAM_SECRET
-from tests.live import LiveServer
+from chorus.testing.config import ACME_KEY, GLOBEX_KEY, UPSTREAM_SECRET
+from chorus.testing.server import LiveServer
 from tests.openapi_spec import requires_spec, validate
-from tests.upstream import Drop, Error, Hang, Reply, ScriptedUpstream
+from chorus.testing.upstream import Drop, Error, Hang, Reply, ScriptedUpstream
 
 BODY = {"model": "model/name=gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 

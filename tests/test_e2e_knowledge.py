@@ -9,10 +9,10 @@ from pathlib import Path
 import openai
 import pytest
 
-from chorus.server.app import create_app
-from tests.conftest import ACME_KEY, GLOBEX_KEY, make_config
-from tests.live import LiveServer
-from tests.upstream import Reply, ScriptedUpstream
+from chorus.app import create_app
+from chorus.testing.config import ACME_KEY, GLOBEX_KEY, make_config
+from chorus.testing.server import LiveServer
+from chorus.testing.upstream import Reply, ScriptedUpstream
 
 DATA = Path(__file__).parent / "data" / "kb"
 

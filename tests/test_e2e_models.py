@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ACME_KEY
+from chorus.testing.config import ACME_KEY
 from tests.openapi_spec import requires_spec, validate
 
 

@@ -11,9 +11,10 @@ from urllib.parse import parse_qs
 import openai
 import pytest
 
-from tests.conftest import ACME_KEY, serve_with_plugins
-from tests.live import LiveServer
-from tests.upstream import Reply, ScriptedUpstream
+from chorus.testing.config import ACME_KEY
+from chorus.testing.gateway import serve_with_plugins
+from chorus.testing.server import LiveServer
+from chorus.testing.upstream import Reply, ScriptedUpstream
 
 RESULTS = [
     {"title": "Rust 2.0 released", "url": "https://news.example/rust-2", "content": "Rust 2.0 ships a new borrow checker.",

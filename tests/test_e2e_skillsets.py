@@ -11,10 +11,11 @@ import httpx
 import openai
 import pytest
 
-from chorus.contract.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec
-from tests.conftest import ACME_KEY, serve_with_plugins
-from tests.live import LiveServer
-from tests.upstream import Reply, ScriptedUpstream
+from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec
+from chorus.testing.config import ACME_KEY
+from chorus.testing.gateway import serve_with_plugins
+from chorus.testing.server import LiveServer
+from chorus.testing.upstream import Reply, ScriptedUpstream
 
 
 class ProbeSettings(ToolSettings):
@@ -213,7 +214,7 @@ def test_hidden_steps_then_client_call_resume(ac: openai.OpenAI, up: ScriptedUps
 
 
 def test_parked_turns_are_per_workspace(agent_server: LiveServer, up: ScriptedUpstream) -> None:
-    from tests.conftest import GLOBEX_KEY
+    from chorus.testing.config import GLOBEX_KEY
 
     up.push(Reply(content=None, tool_calls=[call("s5", "echo", text="z"), call("u5", "ask_user")]))
     with openai.OpenAI(base_url=agent_server.url + "/v1", api_key=ACME_KEY, max_retries=0) as acme:

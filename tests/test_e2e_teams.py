@@ -10,11 +10,12 @@ from typing import Any
 import openai
 import pytest
 
-from chorus.contract.config import parse_config
-from chorus.contract.errors import ConfigError
-from tests.conftest import ACME_KEY, serve_with_plugins
-from tests.live import LiveServer
-from tests.upstream import Reply, ScriptedUpstream
+from chorus.config import parse_config
+from chorus.errors import ConfigError
+from chorus.testing.config import ACME_KEY
+from chorus.testing.gateway import serve_with_plugins
+from chorus.testing.server import LiveServer
+from chorus.testing.upstream import Reply, ScriptedUpstream
 
 DATA = Path(__file__).parent / "data" / "kb"
 

@@ -22,7 +22,7 @@ import pytest
 from chorus.contract.egress import EgressDenied, EgressPolicy, read_capped
 from chorus.contract.tools import ToolError
 
-from tests.live import LiveServer
+from chorus.testing.server import LiveServer
 
 PUBLIC = "93.184.215.14"  # never connected to: the spy refuses every non-loopback address
 

@@ -17,13 +17,13 @@ from chorus.contract.context import RequestContext, Source
 from chorus.contract.errors import PluginError
 from chorus.contract.fields import RequestField
 from chorus.plugins.manager import PluginManager
-from chorus.contract.context import Workspace
+from chorus.registry import Registry, Workspace
+from chorus.targets import Target
 from chorus.runtime.pipeline import declared_fields
-from chorus.runtime.registry import Registry
-from chorus.contract.targets import Target
-from tests.conftest import ACME_KEY, serve_with_plugins
-from tests.live import LiveServer
-from tests.upstream import Reply, ScriptedUpstream
+from chorus.testing.config import ACME_KEY
+from chorus.testing.gateway import serve_with_plugins
+from chorus.testing.server import LiveServer
+from chorus.testing.upstream import Reply, ScriptedUpstream
 
 CLOCK = {
     "type": "function",

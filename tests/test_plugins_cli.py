@@ -16,8 +16,8 @@ from chorus.cli.main import main
 from chorus.runtime.defaults import KEY_FILE, default_config
 from chorus.runtime.keys import digest
 from chorus.plugins.manager import PluginManager
-from tests.conftest import free_port
-from tests.upstream import Reply
+from chorus.testing.server import free_port
+from chorus.testing.upstream import Reply
 
 ENTRY_POINTS = """
 [chorus.plugins]
@@ -144,8 +144,8 @@ def test_demo_bot_answers_from_the_project_docs_with_citations(tmp_path: Path, u
     """The embedded default (OpenAI flavour, pointed at the scripted upstream) cites the docs."""
     import openai
 
-    from chorus.server.app import create_app
-    from tests.live import LiveServer
+    from chorus.app import create_app
+    from chorus.testing.server import LiveServer
 
     upstream.reset()
     env = {"CHORUS_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": upstream.base_url}

@@ -13,8 +13,8 @@ import openai
 import pytest
 
 from chorus.runtime.keys import digest
-from tests.conftest import free_port
-from tests.upstream import Reply, ScriptedUpstream
+from chorus.testing.server import free_port
+from chorus.testing.upstream import Reply, ScriptedUpstream
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
 

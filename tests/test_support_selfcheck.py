@@ -13,12 +13,12 @@ import httpx
 import openai
 import pytest
 
+from chorus.testing.upstream import DEFAULT_USAGE, Drop, Error, Hang, RawStream, Reply, ScriptedUpstream
+
 try:
     from tests.openapi_spec import REQUIRED_SCHEMAS, errors, requires_spec, schema_names, validate
-    from tests.upstream import DEFAULT_USAGE, Drop, Error, Hang, RawStream, Reply, ScriptedUpstream
 except ModuleNotFoundError:  # tests/ itself is on sys.path (rootdir not importable)
     from openapi_spec import REQUIRED_SCHEMAS, errors, requires_spec, schema_names, validate  # type: ignore[no-redef]
-    from upstream import DEFAULT_USAGE, Drop, Error, Hang, RawStream, Reply, ScriptedUpstream  # type: ignore[no-redef]
 
 CHAT: dict[str, Any] = {"model": "up-a", "messages": [{"role": "user", "content": "hi"}]}
 TOOL_CALLS = [
@@ -191,6 +191,7 @@ def test_raw_stream(upstream: ScriptedUpstream) -> None:
     with httpx.Client() as client, client.stream("POST", chat_url(upstream), json={**CHAT, "stream": True}) as r:
         text = r.read().decode()
     assert text == 'data: {"weird": true}\n\nevent: ping\ndata: {}\n\ndata: [DONE]\n\n'
+    assert upstream.wait_streams_completed(1), "the server never counted the stream as completed"
     assert upstream.completed_streams == 1
 
 
@@ -225,7 +226,33 @@ def test_disconnect_is_counted(upstream: ScriptedUpstream) -> None:
         assert upstream.disconnects == 1 and upstream.completed_streams == 0
         assert not upstream.wait_for_disconnect(timeout=0.05)  # the one disconnect was claimed
         stream_events(upstream, {**CHAT, "stream": True})
+    assert upstream.wait_streams_completed(1), "the server never counted the stream as completed"
     assert upstream.completed_streams == 1 and upstream.disconnects == 1
+
+
+def test_wait_streams_completed(upstream: ScriptedUpstream) -> None:
+    assert upstream.wait_streams_completed(0, timeout=0)
+    assert not upstream.wait_streams_completed(1, timeout=0.05)  # nothing streamed yet: False, no exception
+    upstream.push(Reply("one two"), RawStream([]), RawStream(["[DONE]"]))
+    for _ in range(3):
+        with httpx.Client(timeout=5) as client:
+            client.post(chat_url(upstream), json={**CHAT, "stream": True}).raise_for_status()
+    assert upstream.wait_streams_completed(3)
+    assert upstream.wait_streams_completed(3, timeout=0)  # nothing is claimed: the same answer again
+    assert not upstream.wait_streams_completed(4, timeout=0.05)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        upstream.wait_streams_completed(-1)
+    upstream.reset()
+    assert not upstream.wait_streams_completed(1, timeout=0)
+
+
+def test_a_stream_is_counted_before_its_client_has_it_all(upstream: ScriptedUpstream) -> None:
+    """The race that ``wait_streams_completed`` exists for cannot happen with uvicorn either: the
+    completion is counted before the last event is sent, so it is visible once a client has read it."""
+    upstream.push(*[Reply("a b c") if i % 2 else RawStream(["x", "[DONE]"]) for i in range(20)])
+    for i in range(20):
+        assert stream_events(upstream, {**CHAT, "stream": True})[-1] == "[DONE]"
+        assert upstream.completed_streams == i + 1
 
 
 async def test_hang_does_not_block_other_requests(upstream: ScriptedUpstream) -> None:

@@ -28,7 +28,7 @@ from chorus_plugins.tools.current_time import CurrentTimeSettings, CurrentTimeTo
 from chorus_plugins.tools.fetch_url import FetchUrlSettings, FetchUrlTool, html_to_text
 from chorus_plugins.tools.http import HttpTool, HttpToolSettings
 
-from tests.live import LiveServer
+from chorus.testing.server import LiveServer
 
 SECRET = "sk-orders-canary-5f2b9c1d7e"
 

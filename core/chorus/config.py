@@ -20,4 +20,20 @@ from chorus.contract.config import (
     parse_config,
 )
 
-__all__ = ['BotConfig', 'BotParams', 'Config', 'DatasetConfig', 'KnowledgeConfig', 'RetrievalConfig', 'SearchOptions', 'ServerConfig', 'SkillsetConfig', 'Strict', 'WorkspaceConfig', 'convert', 'expand_env', 'load_config', 'parse_config']
+__all__ = [
+    "BotConfig",
+    "BotParams",
+    "Config",
+    "DatasetConfig",
+    "KnowledgeConfig",
+    "RetrievalConfig",
+    "SearchOptions",
+    "ServerConfig",
+    "SkillsetConfig",
+    "Strict",
+    "WorkspaceConfig",
+    "convert",
+    "expand_env",
+    "load_config",
+    "parse_config",
+]

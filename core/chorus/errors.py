@@ -19,4 +19,19 @@ from chorus.contract.errors import (
     UpstreamUnavailable,
 )
 
-__all__ = ['AuthenticationFailed', 'BudgetExhausted', 'ChorusError', 'ConfigError', 'InvalidRequest', 'ModelNotFound', 'NotFound', 'PayloadTooLarge', 'PluginError', 'StateUnavailable', 'ToolError', 'UpstreamError', 'UpstreamTimeout', 'UpstreamUnavailable']
+__all__ = [
+    "AuthenticationFailed",
+    "BudgetExhausted",
+    "ChorusError",
+    "ConfigError",
+    "InvalidRequest",
+    "ModelNotFound",
+    "NotFound",
+    "PayloadTooLarge",
+    "PluginError",
+    "StateUnavailable",
+    "ToolError",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]

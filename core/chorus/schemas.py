@@ -16,4 +16,16 @@ from chorus.contract.schemas import (
     validation_param,
 )
 
-__all__ = ['OPENAI_FIELDS', 'UNSET', 'ChatCompletionRequest', 'Message', 'Wire', 'decode_body', 'decode_chat_request', 'extend_request', 'text_of', 'user_texts', 'validation_param']
+__all__ = [
+    "OPENAI_FIELDS",
+    "UNSET",
+    "ChatCompletionRequest",
+    "Message",
+    "Wire",
+    "decode_body",
+    "decode_chat_request",
+    "extend_request",
+    "text_of",
+    "user_texts",
+    "validation_param",
+]

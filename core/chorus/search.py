@@ -20,4 +20,20 @@ from chorus.contract.search import (
     with_sites,
 )
 
-__all__ = ['HttpSearchEngine', 'SearchEngineDriver', 'SearchEngineSettings', 'SearchError', 'SearchQuery', 'SearchResult', 'collapse_space', 'is_http_url', 'iso_date', 'normalize_domains', 'on_domains', 'select_results', 'status_kind', 'transport_errors', 'with_sites']
+__all__ = [
+    "HttpSearchEngine",
+    "SearchEngineDriver",
+    "SearchEngineSettings",
+    "SearchError",
+    "SearchQuery",
+    "SearchResult",
+    "collapse_space",
+    "is_http_url",
+    "iso_date",
+    "normalize_domains",
+    "on_domains",
+    "select_results",
+    "status_kind",
+    "transport_errors",
+    "with_sites",
+]

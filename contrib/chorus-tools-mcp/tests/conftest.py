@@ -1,4 +1,5 @@
-"""Fixtures: the test MCP server over streamable HTTP, drivers built from raw tables, call contexts."""
+"""Fixtures: the test MCP server over streamable HTTP, drivers built from raw tables, call contexts;
+and ``scripted_upstream`` / ``serve_chorus`` from chorus.testing for the end-to-end test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+
+pytest_plugins = ["chorus.testing.fixtures"]
 
 pytest.importorskip("chorus_tools_mcp", reason="chorus-tools-mcp is not installed")
 

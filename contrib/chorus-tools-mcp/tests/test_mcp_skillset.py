@@ -8,8 +8,7 @@ from importlib.metadata import entry_points
 import pytest
 from chorus.config import SkillsetConfig
 from chorus.errors import ConfigError
-from chorus.plugins.manager import PluginManager
-from chorus.runtime.skillsets import build_skillsets
+from chorus.testing.gateway import build_skillsets, load_driver
 from chorus.tools import ToolContext
 from mcp_testing import TOKEN, HttpServer, stdio_table, wait_until
 
@@ -19,7 +18,7 @@ from chorus_tools_mcp import McpTools
 def test_entry_point_is_registered() -> None:
     (entry,) = [ep for ep in entry_points(group="chorus.tools") if ep.name == "mcp"]
     assert entry.load() is McpTools
-    assert PluginManager(env={}).driver("tools", "mcp") is McpTools
+    assert load_driver("tools", "mcp", env={}) is McpTools
 
 
 async def test_skillset_with_stdio_and_http_servers(http_server: HttpServer) -> None:
@@ -39,7 +38,7 @@ async def test_skillset_with_stdio_and_http_servers(http_server: HttpServer) -> 
             },
         ],
     )
-    (skillset,) = build_skillsets([config], PluginManager(env={}))
+    (skillset,) = build_skillsets([config], env={})
     await skillset.start()
     try:
         assert [spec.name for spec in skillset.specs()] == ["local_add", "remote_echo"]
@@ -57,13 +56,13 @@ async def test_skillset_with_stdio_and_http_servers(http_server: HttpServer) -> 
 def test_bad_table_is_a_config_error_naming_the_location() -> None:
     config = SkillsetConfig(id="ops", workspace="acme", tools=[{"name": "x", "driver": "mcp", "comand": ["srv"]}])
     with pytest.raises(ConfigError, match=r"skillsets\[0\]\.tools\[0\]: Object contains unknown field `comand`"):
-        build_skillsets([config], PluginManager(env={}))
+        build_skillsets([config], env={})
 
 
 async def test_a_skillset_offers_tools_the_server_adds_later() -> None:
     config = SkillsetConfig(id="ops", workspace="acme",
                             tools=[{"name": "local", "driver": "mcp", **stdio_table(prefix="l_")}])
-    (skillset,) = build_skillsets([config], PluginManager(env={}))
+    (skillset,) = build_skillsets([config], env={})
     await skillset.start()
     try:
         ctx = ToolContext(

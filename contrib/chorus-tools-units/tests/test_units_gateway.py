@@ -13,12 +13,11 @@ import pytest
 
 pytest.importorskip("chorus_tools_units", reason="chorus-tools-units is not installed")
 
-import openai
+from chorus.testing.config import ACME_KEY
+from chorus.testing.fixtures import ServeChorus
+from chorus.testing.upstream import Reply, ScriptedUpstream
 
-from tests.conftest import ACME_KEY, serve_with_plugins
-from tests.upstream import Reply, ScriptedUpstream
-
-# No `tools=` override below: Chorus finds driver "units" through its entry point, as in production.
+# No `tools=` passed to serve_chorus: Chorus finds driver "units" through its entry point, as in production.
 SKILLSET = """
 [[skillsets]]
 id = "kitchen"
@@ -44,12 +43,11 @@ def tool_call(call_id: str, **arguments: Any) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": function}
 
 
-def test_the_model_converts_through_the_tool() -> None:
-    with ScriptedUpstream() as upstream, serve_with_plugins(upstream.base_url, extra=SKILLSET) as server, openai.OpenAI(
-        base_url=server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=30
-    ) as client:
+def test_the_model_converts_through_the_tool(scripted_upstream: ScriptedUpstream, serve_chorus: ServeChorus) -> None:
+    server = serve_chorus(SKILLSET)
+    with server.openai_client(ACME_KEY) as client:
         assert client.models.retrieve("bot/id=chef").model_dump()["capabilities"]["server_tools"] == ["convert_units"]
-        upstream.push(
+        scripted_upstream.push(
             Reply(content=None, tool_calls=[
                 tool_call("c1", value=2, from_unit="pints", to_unit="mL"),
                 tool_call("c2", value=350, from_unit="°F", to_unit="°C"),
@@ -67,13 +65,13 @@ def test_the_model_converts_through_the_tool() -> None:
         assert message.tool_calls is None and completion.choices[0].finish_reason == "stop"
 
         # The model was offered the tool as the driver describes it.
-        (offered,) = upstream.requests[0].json["tools"]
+        (offered,) = scripted_upstream.requests[0].json["tools"]
         assert offered["function"]["name"] == "convert_units"
         assert offered["function"]["parameters"]["required"] == ["value", "from_unit", "to_unit"]
 
         # The second model call received every tool result, the error included as readable text.
-        assert len(upstream.requests) == 2
-        sent = upstream.requests[1].json["messages"]
+        assert len(scripted_upstream.requests) == 2
+        sent = scripted_upstream.requests[1].json["messages"]
         results = {m["tool_call_id"]: m["content"] for m in sent if m["role"] == "tool"}
         assert json.loads(results["c1"]) == {
             "value": 1136.52, "unit": "mL", "exact": False, "text": "2 imp pt ≈ 1136.52 mL",

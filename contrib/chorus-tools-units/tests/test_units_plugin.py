@@ -15,8 +15,7 @@ pytest.importorskip("chorus_tools_units", reason="chorus-tools-units is not inst
 
 from chorus.config import SkillsetConfig
 from chorus.errors import ConfigError, PluginError
-from chorus.plugins.manager import PluginManager
-from chorus.runtime.skillsets import build_skillsets
+from chorus.testing.gateway import build_skillsets, load_driver
 from chorus.tools import ToolContext
 
 from chorus_tools_units import UnitsTool
@@ -26,12 +25,12 @@ def test_entry_point_is_registered() -> None:
     (entry,) = [ep for ep in entry_points(group="chorus.tools") if ep.name == "units"]
     assert entry.dist is not None and entry.dist.name == "chorus-tools-units"
     assert entry.load() is UnitsTool
-    assert PluginManager(env={}).driver("tools", "units") is UnitsTool
+    assert load_driver("tools", "units", env={}) is UnitsTool
 
 
 def test_disabled_plugin_is_not_loaded() -> None:
     with pytest.raises(PluginError, match=r"no tools driver named 'units' is installed"):
-        PluginManager(env={"CHORUS_DISABLE_PLUGINS": "chorus-tools-units"}).driver("tools", "units")
+        load_driver("tools", "units", env={"CHORUS_DISABLE_PLUGINS": "chorus-tools-units"})
 
 
 def test_chorus_plugins_lists_it() -> None:
@@ -54,7 +53,7 @@ async def test_skillset_builds_starts_and_runs_it() -> None:
             {"name": "convert_data", "driver": "units", "dimensions": ["data"], "data_prefixes": "binary"},
         ],
     )
-    (skillset,) = build_skillsets([config], PluginManager(env={}))
+    (skillset,) = build_skillsets([config], env={})
     await skillset.start()
     try:
         assert [spec.name for spec in skillset.specs()] == ["convert_units", "convert_data"]
@@ -74,4 +73,4 @@ async def test_skillset_builds_starts_and_runs_it() -> None:
 def test_bad_table_is_a_config_error_naming_the_location() -> None:
     config = SkillsetConfig(id="kitchen", workspace="acme", tools=[{"name": "u", "driver": "units", "precison": 3}])
     with pytest.raises(ConfigError, match=r"^skillsets\[0\]\.tools\[0\]: Object contains unknown field `precison`$"):
-        build_skillsets([config], PluginManager(env={}))
+        build_skillsets([config], env={})

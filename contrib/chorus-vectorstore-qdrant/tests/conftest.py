@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+pytest_plugins = ["chorus.testing.fixtures"]  # scripted_upstream, serve_chorus (the end-to-end test)
+
 if TYPE_CHECKING:
     from qdrant_testing import QdrantFactory
 

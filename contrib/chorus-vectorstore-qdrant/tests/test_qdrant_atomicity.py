@@ -180,7 +180,7 @@ async def test_crash_after_the_flip_is_finished_by_readers(loaded: QdrantVectorS
 CRASH_CHILD = textwrap.dedent("""
     import asyncio, sys, time
     from pathlib import Path
-    from chorus.vectorstores import Chunk
+    from chorus.testing.vectorstores import chunk
     from chorus_vectorstore_qdrant import QdrantVectorStore, QdrantVectorStoreSettings
 
     async def main():
@@ -198,8 +198,7 @@ CRASH_CHILD = textwrap.dedent("""
             return real(**kwargs)
 
         store._client.upsert = upsert
-        chunks = [Chunk(id=f"f:{i}", workspace="acme", dataset="docs", file_id="f", index=i,
-                        text=f"partial newword{i} filler text", vector=[1.0, 0.5]) for i in range(400)]
+        chunks = [chunk("f", i, f"partial newword{i} filler text", vector=[1.0, 0.5]) for i in range(400)]
         await store.replace_file("acme", "docs", "f", chunks)
         print("committed", flush=True)
 

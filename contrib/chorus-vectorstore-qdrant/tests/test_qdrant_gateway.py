@@ -15,11 +15,11 @@ pytest.importorskip("qdrant_client", reason="qdrant-client is not installed")
 pytest.importorskip("chorus_vectorstore_qdrant", reason="chorus-vectorstore-qdrant is not installed")
 openai = pytest.importorskip("openai")
 
-from chorus.app import create_app
+from chorus.testing.config import ACME_KEY, GLOBEX_KEY
+from chorus.testing.fixtures import ServeChorus
+from chorus.testing.server import LiveServer
+from chorus.testing.upstream import Reply, ScriptedUpstream
 from chorus_vectorstore_qdrant import QdrantVectorStore
-from tests.conftest import ACME_KEY, GLOBEX_KEY, make_config
-from tests.live import LiveServer
-from tests.upstream import Reply, ScriptedUpstream
 
 WARRANTY = (
     "Warranty claims\n\n"
@@ -65,56 +65,59 @@ datasets = ["{store}", "handbook"]
 
 
 def sdk(server: LiveServer, key: str = ACME_KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    return server.openai_client(key)
 
 
-def test_vector_stores_and_bot_answers_through_qdrant(tmp_path: Path) -> None:
+def test_vector_stores_and_bot_answers_through_qdrant(
+    tmp_path: Path, scripted_upstream: ScriptedUpstream, serve_chorus: ServeChorus
+) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "handbook.md").write_text(HANDBOOK)
     data_dir = str(tmp_path / "data")
     settings = SETTINGS.format(kb=kb)
 
-    with ScriptedUpstream() as upstream:
-        # -- phase one: the Files and Vector Stores APIs --------------------------------------
-        config = make_config(upstream.base_url, settings, data_dir=data_dir)
-        with LiveServer(create_app(config)) as server, sdk(server) as client, sdk(server, GLOBEX_KEY) as globex:
-            assert isinstance(server.app.state.knowledge.store, QdrantVectorStore)
-            handbook = client.vector_stores.search("handbook", query="when does the office open")
-            assert handbook.data and "eight in the morning" in handbook.data[0].content[0].text
+    # -- phase one: the Files and Vector Stores APIs --------------------------------------
+    with (
+        serve_chorus(settings, data_dir=data_dir) as server,  # stopped before phase two reopens its Qdrant
+        sdk(server) as client,
+        sdk(server, GLOBEX_KEY) as globex,
+    ):
+        assert isinstance(server.app.state.knowledge.store, QdrantVectorStore)
+        handbook = client.vector_stores.search("handbook", query="when does the office open")
+        assert handbook.data and "eight in the morning" in handbook.data[0].content[0].text
 
-            file = client.files.create(file=("warranty.txt", WARRANTY.encode()), purpose="assistants")
-            store = client.vector_stores.create(name="warranty", file_ids=[file.id])
-            assert store.file_counts.completed == 1 and store.file_counts.failed == 0
-            results = client.vector_stores.search(store.id, query="how do I make a warranty claim?")
-            assert results.data and results.data[0].file_id == file.id
-            assert "24 months" in results.data[0].content[0].text
-            assert results.data[0].score > 0
-            with pytest.raises(openai.NotFoundError):
-                globex.vector_stores.search(store.id, query="warranty claim")
-        assert (tmp_path / "data" / "vectors").is_dir()
-        assert not (tmp_path / "data" / "knowledge.sqlite3").exists()
+        file = client.files.create(file=("warranty.txt", WARRANTY.encode()), purpose="assistants")
+        store = client.vector_stores.create(name="warranty", file_ids=[file.id])
+        assert store.file_counts.completed == 1 and store.file_counts.failed == 0
+        results = client.vector_stores.search(store.id, query="how do I make a warranty claim?")
+        assert results.data and results.data[0].file_id == file.id
+        assert "24 months" in results.data[0].content[0].text
+        assert results.data[0].score > 0
+        with pytest.raises(openai.NotFoundError):
+            globex.vector_stores.search(store.id, query="warranty claim")
+    assert (tmp_path / "data" / "vectors").is_dir()
+    assert not (tmp_path / "data" / "knowledge.sqlite3").exists()
 
-        # -- phase two: a bot whose datasets include that vector store ------------------------
-        config = make_config(upstream.base_url, settings + BOT.format(store=store.id), data_dir=data_dir)
-        with LiveServer(create_app(config)) as server, sdk(server) as client:
-            upstream.push(Reply(content="Claims are accepted for 24 months after delivery [1]."))
-            completion = client.chat.completions.create(
-                model="bot/id=kbbot", messages=[{"role": "user", "content": "How long can I make a warranty claim?"}])
-            chat = [r for r in upstream.requests if r.path.endswith("/chat/completions")][-1]
-            prompt = str(chat.json["messages"][0]["content"])
-            assert prompt.startswith("You are Acme's assistant.")
-            url = f"chorus://datasets/{store.id}/files/{file.id}/chunks/0"
-            assert f"[1] Warranty claims ({url})" in prompt
-            assert "warranty of 24 months from delivery" in prompt
-            message = completion.choices[0].message
-            assert message.annotations is not None and len(message.annotations) == 1
-            annotation = message.annotations[0]
-            assert annotation.type == "url_citation" and annotation.url_citation.url == url
-            content = message.content or ""
-            assert content[annotation.url_citation.start_index:annotation.url_citation.end_index] == "[1]"
-            # the query was embedded: retrieval ran hybrid over the dense vectors stored at ingest
-            assert any(r.path.endswith("/embeddings") for r in upstream.requests)
-            store_driver = server.app.state.knowledge.store
-            assert isinstance(store_driver, QdrantVectorStore) and store_driver._layout is not None
-            assert store_driver._layout.dense_dim == 8
+    # -- phase two: a bot whose datasets include that vector store ------------------------
+    with serve_chorus(settings + BOT.format(store=store.id), data_dir=data_dir) as server, sdk(server) as client:
+        scripted_upstream.push(Reply(content="Claims are accepted for 24 months after delivery [1]."))
+        completion = client.chat.completions.create(
+            model="bot/id=kbbot", messages=[{"role": "user", "content": "How long can I make a warranty claim?"}])
+        chat = [r for r in scripted_upstream.requests if r.path.endswith("/chat/completions")][-1]
+        prompt = str(chat.json["messages"][0]["content"])
+        assert prompt.startswith("You are Acme's assistant.")
+        url = f"chorus://datasets/{store.id}/files/{file.id}/chunks/0"
+        assert f"[1] Warranty claims ({url})" in prompt
+        assert "warranty of 24 months from delivery" in prompt
+        message = completion.choices[0].message
+        assert message.annotations is not None and len(message.annotations) == 1
+        annotation = message.annotations[0]
+        assert annotation.type == "url_citation" and annotation.url_citation.url == url
+        content = message.content or ""
+        assert content[annotation.url_citation.start_index:annotation.url_citation.end_index] == "[1]"
+        # the query was embedded: retrieval ran hybrid over the dense vectors stored at ingest
+        assert any(r.path.endswith("/embeddings") for r in scripted_upstream.requests)
+        store_driver = server.app.state.knowledge.store
+        assert isinstance(store_driver, QdrantVectorStore) and store_driver._layout is not None
+        assert store_driver._layout.dense_dim == 8

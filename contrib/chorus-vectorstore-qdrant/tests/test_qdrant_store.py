@@ -19,6 +19,7 @@ pytest.importorskip("chorus_vectorstore_qdrant", reason="chorus-vectorstore-qdra
 from qdrant_testing import Conformance, QdrantFactory, raw_chunks, settings
 
 from chorus.errors import ConfigError
+from chorus.testing.gateway import load_driver
 from chorus.testing.offloop import OffLoop
 from chorus.testing.vectorstores import (
     CHECKS,
@@ -143,7 +144,7 @@ async def test_analyzer_change_is_refused(make_store: QdrantFactory) -> None:
 
 async def test_ranking_agrees_with_the_sqlite_store(store: QdrantVectorStore, tmp_path: Path) -> None:
     """Sanity against the built-in BM25 (FTS5): the same best chunk for unambiguous queries."""
-    from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
+    sqlite = load_driver("vector_stores", "sqlite", env={})  # the built-in store, as Chorus loads it
 
     corpus = [
         *FILLER,
@@ -159,7 +160,7 @@ async def test_ranking_agrees_with_the_sqlite_store(store: QdrantVectorStore, tm
     queries = ["delivery to Europe", "express shipping united states", "refund payment method", "return policy days",
                "password reset link", "download invoice pdf", "two factor authentication code", "gift card expiry",
                "toner for the printer", "parking permit renewal"]
-    reference = SqliteVectorStore(SqliteVectorStoreSettings(), tmp_path)
+    reference = sqlite(sqlite.settings_type(), tmp_path)
     await reference.start()
     try:
         for s in (store, reference):

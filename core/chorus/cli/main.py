@@ -119,8 +119,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     loaded = pm.describe()
     if args.json:
         print(json.dumps({
-            "plugins": [{"group": p.group, "name": p.name, "distribution": p.distribution, "version": p.version, "hooks": p.hooks} for p in loaded],
-            "failures": [{"group": f.group, "name": f.name, "distribution": f.distribution, "error": f.error} for f in pm.failures],
+            "plugins": [
+                {"group": p.group, "name": p.name, "distribution": p.distribution, "version": p.version, "hooks": p.hooks}
+                for p in loaded
+            ],
+            "failures": [
+                {"group": f.group, "name": f.name, "distribution": f.distribution, "error": f.error} for f in pm.failures
+            ],
         }, indent=2))
         return 0
     rows = [("DISTRIBUTION", "VERSION", "GROUP", "NAME", "HOOKS")]

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, dataclass_transform
 
 import msgspec
 
@@ -23,8 +23,15 @@ from chorus.contract.secrets import Secret, dec_hook
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+# msgspec Structs inherit ``frozen`` (and ``forbid_unknown_fields``) from their base at runtime, but
+# type checkers model Struct through PEP 681 ``dataclass_transform``, which reads ``frozen`` per
+# class: a plain ``class X(Strict)`` would look non-frozen and mypy reports "Non-frozen dataclass
+# cannot inherit from a frozen dataclass" on every settings class (here, in plugins and in contrib).
+# Declaring Strict itself a transform whose subclasses are frozen by default states what msgspec
+# does, once; at runtime the decorator only sets ``Strict.__dataclass_transform__``.
+@dataclass_transform(frozen_default=True, field_specifiers=(msgspec.field,))
 class Strict(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """Base for our own configuration: unknown keys are rejected."""
+    """Base for our own configuration: unknown keys are rejected, instances are immutable."""
 
 
 class ServerConfig(Strict):
@@ -289,7 +296,9 @@ def _check_references(config: Config, source: str) -> None:
         for name in bot.skillsets:
             found = skillsets.get(name)
             if found is None or found.workspace != bot.workspace:
-                raise ConfigError(f"{source}: bots[{i}].skillsets names unknown skillset {name!r} (in workspace {bot.workspace!r})")
+                raise ConfigError(
+                    f"{source}: bots[{i}].skillsets names unknown skillset {name!r} (in workspace {bot.workspace!r})"
+                )
     for i, ws in enumerate(config.workspaces):
         for j, key in enumerate(ws.api_keys):
             if key.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-f]{64}", key):

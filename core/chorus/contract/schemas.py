@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET as UNSET  # re-exported: chorus.schemas offers it to plugins
+from msgspec import UnsetType
 
 from chorus.contract.errors import InvalidRequest
 
@@ -83,14 +84,15 @@ def extend_request(fields: Sequence[RequestField]) -> type[ChatCompletionRequest
     """A subclass of :class:`ChatCompletionRequest` that also decodes ``fields`` (each optional)."""
     if not fields:
         return ChatCompletionRequest
-    return msgspec.defstruct(
+    extended = msgspec.defstruct(
         "ChatCompletionRequest",
-        [(f.name, f.type | UnsetType, UNSET) for f in fields],  # type: ignore[operator]
+        [(f.name, f.type | UnsetType, UNSET) for f in fields],
         bases=(ChatCompletionRequest,),
         kw_only=True,
         omit_defaults=True,
         module=__name__,
     )
+    return cast("type[ChatCompletionRequest]", extended)  # defstruct is typed as returning type[Struct]
 
 
 _request_decoder = msgspec.json.Decoder(ChatCompletionRequest)

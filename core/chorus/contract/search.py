@@ -101,7 +101,8 @@ class HttpSearchEngine(SearchEngineDriver):
     def __init__(self, settings: SearchEngineSettings) -> None:
         super().__init__(settings)
         self._client: httpx.AsyncClient | None = None
-        if not is_http_url(self.settings.base_url):
+        base_url = self.settings.base_url
+        if base_url is None or not is_http_url(base_url):
             from chorus.contract.errors import ConfigError
 
             raise ConfigError(f"search engine {self.id!r}: base_url must be an http(s) URL")

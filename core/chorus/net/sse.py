@@ -37,7 +37,7 @@ async def iter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
             start = newline + 1
         buffer = buffer[start:] if start else buffer
     if buffer.startswith(b"data:"):
-        value = buffer[5:].rstrip(b"\r")
-        data.append(value[1:] if value.startswith(b" ") else value)
+        tail = buffer[5:].rstrip(b"\r")
+        data.append(tail[1:] if tail.startswith(b" ") else tail)
     if data:
         yield b"\n".join(data)

@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import msgspec
 import pluggy
@@ -27,6 +27,12 @@ from stevedore import ExtensionManager, NamedExtensionManager
 from chorus.contract import hookspecs
 from chorus.contract.errors import PluginError
 from chorus.contract.markers import PROJECT
+
+if TYPE_CHECKING:
+    from chorus.contract.providers import ProviderDriver
+    from chorus.contract.search import SearchEngineDriver
+    from chorus.contract.tools import ToolDriver
+    from chorus.contract.vectorstores import VectorStoreDriver
 
 log = logging.getLogger("chorus.plugins")
 
@@ -148,7 +154,7 @@ class PluginManager:
         self._hookexec = getattr(self._pm, "_inner_hookexec", None)  # pluggy's own, before any tracing
         self.failures: list[PluginFailure] = []
         self.loaded: list[PluginInfo] = []
-        self._drivers: dict[str, dict[str, type]] = {}
+        self._drivers: dict[str, dict[str, type[Any]]] = {}
         self._all_loaded: set[str] = set()
         self._attempted: set[tuple[str, str]] = set()
         if load_entrypoints:
@@ -262,7 +268,7 @@ class PluginManager:
 
     # -- drivers --------------------------------------------------------------------------------
 
-    def drivers(self, kind: str) -> dict[str, type]:
+    def drivers(self, kind: str) -> dict[str, type[Any]]:
         """All loadable drivers of ``kind`` (``providers``, ``tools``, ...) by entry point name."""
         if kind not in self._all_loaded:
             self._load_drivers(kind, None)
@@ -277,12 +283,27 @@ class PluginManager:
             found[name] = driver
             self.loaded.append(PluginInfo(group=group, name=name, distribution=dist_name, version=version))
 
-    def register_driver(self, kind: str, name: str, driver: type) -> None:
+    def register_driver(self, kind: str, name: str, driver: type[Any]) -> None:
         """Add a driver without an entry point (custom builds, tests); it wins over one of the same name."""
         self._drivers.setdefault(kind, {})[name] = driver
         self.loaded.append(PluginInfo(group=DRIVER_GROUPS[kind], name=name, distribution="(registered)", version="-"))
 
-    def driver(self, kind: str, name: str) -> type:
+    # A driver of a known kind subclasses that kind's contract ABC (what the entry point group
+    # documents); the overloads give callers that class, so ``settings_type`` and the constructor
+    # are checked. Nothing is verified at load time: a driver that ignores the contract fails
+    # when it is built or called, as before.
+    @overload
+    def driver(self, kind: Literal["providers"], name: str) -> type[ProviderDriver]: ...
+    @overload
+    def driver(self, kind: Literal["vector_stores"], name: str) -> type[VectorStoreDriver]: ...
+    @overload
+    def driver(self, kind: Literal["search_engines"], name: str) -> type[SearchEngineDriver]: ...
+    @overload
+    def driver(self, kind: Literal["tools"], name: str) -> type[ToolDriver]: ...
+    @overload
+    def driver(self, kind: str, name: str) -> type[Any]: ...
+
+    def driver(self, kind: str, name: str) -> type[Any]:
         """The driver class ``name`` of ``kind``, importing only that entry point.
 
         A clear error lists the installed ones when it is missing.

@@ -142,7 +142,9 @@ class AgentLoop:
         """Record one tool round. Returns the client calls left (empty: call the model again)."""
         calls = turn.calls
         assistant = Message(role="assistant", content=turn.content or None, tool_calls=calls)
-        tool_messages = [Message(role="tool", tool_call_id=c["id"], content=results[c["id"]]) for c in calls if c["id"] in results]
+        tool_messages = [
+            Message(role="tool", tool_call_id=c["id"], content=results[c["id"]]) for c in calls if c["id"] in results
+        ]
         client_calls = [c for c in calls if c["id"] not in results]
         if client_calls:
             await self.turns.park(

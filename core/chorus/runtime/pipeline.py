@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import msgspec
@@ -35,6 +35,8 @@ from chorus.runtime.streaming import DONE, Emit, accumulate, chunk_emitter, sse,
 from chorus.storage.turns import MemoryTurnStore, TurnStore
 
 log = logging.getLogger("chorus.pipeline")
+
+_NO_EVENTS: tuple[bytes, ...] = ()  # what a non-streaming model call relays
 
 _encode = msgspec.json.Encoder().encode
 
@@ -256,14 +258,14 @@ class Pipeline:
             turn.calls = [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
             turn.content = message.get("content") if isinstance(message, dict) else None
             turn.finish = choice.get("finish_reason")
-            return
-            yield  # an async generator that relays nothing: the answer is sent whole
+            for event in _NO_EVENTS:  # an async generator that relays nothing: the answer is sent whole
+                yield event
 
         return call
 
     # -- streaming -------------------------------------------------------------------------------
 
-    async def stream(self, ctx: RequestContext) -> AsyncIterator[bytes]:
+    async def stream(self, ctx: RequestContext) -> AsyncGenerator[bytes, None]:
         """Yield SSE events for a streaming request.
 
         Errors before the first event propagate (the caller turns them into an HTTP status);

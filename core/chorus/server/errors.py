@@ -8,6 +8,7 @@ its traceback under the request id and answered with a 500 that names only that 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import msgspec
 from litestar import Request, Response
@@ -37,11 +38,11 @@ def error_response(error: ChorusError) -> Response[bytes]:
     )
 
 
-def _chorus_error(_: Request, exc: ChorusError) -> Response[bytes]:
+def _chorus_error(_: Request[Any, Any, Any], exc: ChorusError) -> Response[bytes]:
     return error_response(exc)
 
 
-def _http_error(request: Request, exc: HTTPException) -> Response[bytes]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     kind, code = _HTTP_CODES.get(exc.status_code, ("invalid_request_error", None))
     if exc.status_code >= 500:
         return _unexpected(request, exc)
@@ -53,12 +54,12 @@ def _http_error(request: Request, exc: HTTPException) -> Response[bytes]:
     return error_response(ChorusError(message, status_code=exc.status_code, error_type=kind, code=code))
 
 
-def _client_gone(request: Request, exc: ClientGone) -> Response[bytes]:
+def _client_gone(request: Request[Any, Any, Any], exc: ClientGone) -> Response[bytes]:
     log.info("request %s: client disconnected; upstream work cancelled", request_id(request.scope))
     return Response(content=b"", status_code=499)
 
 
-def _unexpected(request: Request, exc: Exception) -> Response[bytes]:
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     rid = request_id(request.scope)
     log.error("request %s failed: %s", rid, type(exc).__name__, exc_info=exc)
     return error_response(ChorusError(f"The server had an error processing your request (request id {rid})."))

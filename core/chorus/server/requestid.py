@@ -36,7 +36,7 @@ if hasattr(os, "register_at_fork"):
 
 def request_id(scope: Any) -> str:
     """The request id of this ASGI scope, created on first use."""
-    rid = scope.get(SCOPE_KEY)
+    rid: str | None = scope.get(SCOPE_KEY)
     if rid is None:
         rid = scope[SCOPE_KEY] = new_request_id()
     return rid

@@ -55,11 +55,6 @@ class StoreFileRecord(msgspec.Struct, frozen=True, kw_only=True):
     source: str
 
 
-def new_id(prefix: str) -> str:
-    """An OpenAI-style random id (``file-...``, ``vs_...``)."""
-    return prefix + secrets.token_hex(12)
-
-
 class Catalog(abc.ABC):
     """Files, vector stores and vector store files of every workspace."""
 

@@ -35,8 +35,9 @@ T = TypeVar("T")
 class OffLoop:
     """Wraps blocking callables so each call checks that it runs off the event loop while the loop runs.
 
-    Create it inside the test's coroutine: it probes the loop running there. ``timeout`` bounds how long a call waits for the loop to run its callback: it is a guard
-    against a deadlock, not a performance bound, so keep it generous.
+    Create it inside the test's coroutine: it probes the loop running there. ``timeout`` bounds how
+    long a call waits for the loop to run its callback: it is a guard against a deadlock, not a
+    performance bound, so keep it generous.
     """
 
     def __init__(self, timeout: float = 60.0) -> None:

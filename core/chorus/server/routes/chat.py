@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import Any, Self
 
 from litestar.exceptions import (
@@ -46,8 +46,8 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
     (b"content-type", b"text/event-stream; charset=utf-8"),
 ]
-_OPTIONS_START = {"type": "http.response.start", "status": 204, "headers": [(b"allow", b"OPTIONS, POST")]}
-_EMPTY_END = {"type": "http.response.body", "body": b"", "more_body": False}
+_OPTIONS_START: dict[str, Any] = {"type": "http.response.start", "status": 204, "headers": [(b"allow", b"OPTIONS, POST")]}
+_EMPTY_END: dict[str, Any] = {"type": "http.response.body", "body": b"", "more_body": False}
 _TRUTHY = ("1", "true", "yes")
 _WANTED = frozenset({b"authorization", b"content-length", b"x-chorus-progress"})
 
@@ -169,7 +169,7 @@ async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Rece
 MAX_BATCH = 16  # events per write at most, when the upstream sends faster than one write per event
 
 
-async def relay(events: AsyncIterator[bytes], send: Send) -> None:
+async def relay(events: AsyncGenerator[bytes, None], send: Send) -> None:
     """Send every event as soon as the next one is not ready; events ready together go in one write.
 
     Each event is still produced and sent in order, unchanged. The difference from one ASGI message

@@ -34,7 +34,7 @@ class EmbeddingsController(Controller):
     path = "/"
 
     @post(["/v1/embeddings", "/embeddings"], status_code=200)
-    async def create(self, request: Request) -> Response[bytes]:
+    async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Embed text with a provider's model; the response echoes the selector as ``model``."""
         registry: Registry = request.app.state.registry
         authenticate(registry, request.headers.get("authorization"))
@@ -51,7 +51,7 @@ class EmbeddingsController(Controller):
             raise InvalidRequest("'input' must not contain empty strings.", param="input")
         provider, model = found
         dimensions = body.dimensions if isinstance(body.dimensions, int) else None
-        result: dict[str, Any] = await provider.embed(list(inputs), model, dimensions=dimensions)  # type: ignore[arg-type]
+        result: dict[str, Any] = await provider.embed(list(inputs), model, dimensions=dimensions)
         result["model"] = body.model
         result["object"] = "list"
         if body.encoding_format == "base64":

@@ -29,14 +29,14 @@ def json_response(payload: Any, status: int = 200) -> Response[bytes]:
     return Response(content=_encode(payload), media_type=JSON, status_code=status)
 
 
-def services(request: Request) -> tuple[str, Knowledge]:
+def services(request: Request[Any, Any, Any]) -> tuple[str, Knowledge]:
     """Authenticate; the workspace id and the knowledge service."""
     registry: Registry = request.app.state.registry
     workspace = authenticate(registry, request.headers.get("authorization"))
     return workspace.id, request.app.state.knowledge
 
 
-def paginate(items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+def paginate(items: list[dict[str, Any]], request: Request[Any, Any, Any]) -> dict[str, Any]:
     """OpenAI cursor pagination (``limit``, ``order``, ``after``, ``before``) over a full list."""
     params = request.query_params
     try:
@@ -62,7 +62,7 @@ class FilesController(Controller):
     path = "/"
 
     @post(["/v1/files", "/files"], status_code=200, request_max_body_size=None)
-    async def upload(self, request: Request) -> Response[bytes]:
+    async def upload(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Multipart upload (``file``, ``purpose``). Stored by generated id, never by client name."""
         workspace, knowledge = services(request)
         limit = knowledge.config.max_file_bytes
@@ -84,18 +84,18 @@ class FilesController(Controller):
         return json_response(file_object(record))
 
     @get(["/v1/files", "/files"])
-    async def list_files(self, request: Request) -> Response[bytes]:
+    async def list_files(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         records = await knowledge.catalog.list_files(workspace, request.query_params.get("purpose"))
         return json_response(paginate([file_object(r) for r in records], request))
 
     @get(["/v1/files/{file_id:str}", "/files/{file_id:str}"])
-    async def retrieve(self, request: Request) -> Response[bytes]:
+    async def retrieve(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         return json_response(file_object(await _file(knowledge, workspace, request.path_params["file_id"])))
 
     @get(["/v1/files/{file_id:str}/content", "/files/{file_id:str}/content"])
-    async def content(self, request: Request) -> Response[bytes]:
+    async def content(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _file(knowledge, workspace, request.path_params["file_id"])
         data = await knowledge.catalog.read_file(workspace, record.id)
@@ -104,7 +104,7 @@ class FilesController(Controller):
                         headers={"content-disposition": "attachment", "x-content-type-options": "nosniff"})
 
     @delete(["/v1/files/{file_id:str}", "/files/{file_id:str}"], status_code=200)
-    async def remove(self, request: Request) -> Response[bytes]:
+    async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _file(knowledge, workspace, request.path_params["file_id"])
         await knowledge.delete_file(workspace, record.id)

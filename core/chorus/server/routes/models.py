@@ -48,7 +48,7 @@ class ModelsController(Controller):
     path = "/"
 
     @get(["/v1/models", "/models"])
-    async def list_models(self, request: Request) -> Response[bytes]:
+    async def list_models(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Every ``model/name=<provider>/<model>`` and every ``bot/id=<id>`` of the workspace."""
         pipeline: Pipeline = request.app.state.pipeline
         workspace = authenticate(pipeline.registry, request.headers.get("authorization"))
@@ -65,7 +65,7 @@ class ModelsController(Controller):
         return Response(content=_encode({"object": "list", "data": data}), media_type=JSON)
 
     @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"])
-    async def retrieve_model(self, request: Request) -> Response[bytes]:
+    async def retrieve_model(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """One selector, resolved exactly as a chat request would resolve it."""
         pipeline: Pipeline = request.app.state.pipeline
         workspace = authenticate(pipeline.registry, request.headers.get("authorization"))
@@ -73,4 +73,5 @@ class ModelsController(Controller):
         if not selector:
             raise ChorusError("A model id is required.", status_code=404, error_type="invalid_request_error")
         target = pipeline.resolve(selector, workspace)
-        return Response(content=_encode(model_object(target, request.app.state.started_at, workspace, pipeline.registry)), media_type=JSON)
+        model = model_object(target, request.app.state.started_at, workspace, pipeline.registry)
+        return Response(content=_encode(model), media_type=JSON)

@@ -84,7 +84,7 @@ class VectorStoresController(Controller):
     path = "/"
 
     @post(["/v1/vector_stores", "/vector_stores"], status_code=200)
-    async def create(self, request: Request) -> Response[bytes]:
+    async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         body: CreateStore = _decode(await request.body(), CreateStore)
         file_ids = body.file_ids if isinstance(body.file_ids, list) else []
@@ -96,18 +96,18 @@ class VectorStoresController(Controller):
         return json_response(await store_object(knowledge, record))
 
     @get(["/v1/vector_stores", "/vector_stores"])
-    async def list_stores(self, request: Request) -> Response[bytes]:
+    async def list_stores(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         stores = [await store_object(knowledge, r) for r in await knowledge.catalog.list_stores(workspace)]
         return json_response(paginate(stores, request))
 
     @get(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"])
-    async def retrieve(self, request: Request) -> Response[bytes]:
+    async def retrieve(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         return json_response(await store_object(knowledge, await _store(knowledge, workspace, request.path_params["store_id"])))
 
     @post(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"], status_code=200)
-    async def update(self, request: Request) -> Response[bytes]:
+    async def update(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         body: UpdateStore = _decode(await request.body(), UpdateStore)
@@ -117,14 +117,14 @@ class VectorStoresController(Controller):
         return json_response(await store_object(knowledge, await _store(knowledge, workspace, record.id)))
 
     @delete(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"], status_code=200)
-    async def remove(self, request: Request) -> Response[bytes]:
+    async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         await knowledge.delete_dataset(workspace, record.id)
         return json_response({"id": record.id, "object": "vector_store.deleted", "deleted": True})
 
     @post(["/v1/vector_stores/{store_id:str}/files", "/vector_stores/{store_id:str}/files"], status_code=200)
-    async def add_file(self, request: Request) -> Response[bytes]:
+    async def add_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         body: CreateStoreFile = _decode(await request.body(), CreateStoreFile)
@@ -134,7 +134,7 @@ class VectorStoresController(Controller):
         return json_response(store_file_object(result))
 
     @get(["/v1/vector_stores/{store_id:str}/files", "/vector_stores/{store_id:str}/files"])
-    async def list_files(self, request: Request) -> Response[bytes]:
+    async def list_files(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         files = [store_file_object(f) for f in await knowledge.catalog.list_store_files(workspace, record.id)]
@@ -144,7 +144,7 @@ class VectorStoresController(Controller):
         return json_response(paginate(files, request))
 
     @get(["/v1/vector_stores/{store_id:str}/files/{file_id:str}", "/vector_stores/{store_id:str}/files/{file_id:str}"])
-    async def get_file(self, request: Request) -> Response[bytes]:
+    async def get_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         found = await knowledge.catalog.get_store_file(workspace, record.id, request.path_params["file_id"])
@@ -152,8 +152,11 @@ class VectorStoresController(Controller):
             raise NotFound(f"No such file in vector store {record.id!r}.", param="file_id", code="file_not_found")
         return json_response(store_file_object(found))
 
-    @delete(["/v1/vector_stores/{store_id:str}/files/{file_id:str}", "/vector_stores/{store_id:str}/files/{file_id:str}"], status_code=200)
-    async def remove_file(self, request: Request) -> Response[bytes]:
+    @delete(
+        ["/v1/vector_stores/{store_id:str}/files/{file_id:str}", "/vector_stores/{store_id:str}/files/{file_id:str}"],
+        status_code=200,
+    )
+    async def remove_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         file_id = request.path_params["file_id"]
@@ -163,7 +166,7 @@ class VectorStoresController(Controller):
         return json_response({"id": file_id, "object": "vector_store.file.deleted", "deleted": True})
 
     @post(["/v1/vector_stores/{store_id:str}/search", "/vector_stores/{store_id:str}/search"], status_code=200)
-    async def search(self, request: Request) -> Response[bytes]:
+    async def search(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         body: SearchStore = _decode(await request.body(), SearchStore)
@@ -171,7 +174,8 @@ class VectorStoresController(Controller):
         k = body.max_num_results if isinstance(body.max_num_results, int) else 10
         if not 1 <= k <= 50:
             raise InvalidRequest("'max_num_results' must be between 1 and 50.", param="max_num_results")
-        threshold = body.ranking_options.score_threshold if isinstance(body.ranking_options, RankingOptions) and isinstance(body.ranking_options.score_threshold, float) else 0.0
+        ranking = body.ranking_options
+        threshold = ranking.score_threshold if isinstance(ranking, RankingOptions) and isinstance(ranking.score_threshold, float) else 0.0
         filters = body.filters if isinstance(body.filters, dict) else None
         try:
             hits = await knowledge.search(workspace, [record.id], " ".join(queries), k=k, filters=filters, min_score=threshold)

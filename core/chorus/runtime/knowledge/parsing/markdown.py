@@ -78,11 +78,10 @@ class _MarkdownBuilder:
         if not line.strip():
             self.flush()
             return
-        if fence := _FENCE.match(line):
-            if not (fence.group(1)[0] == "`" and "`" in fence.group(2)):
-                self.flush()
-                self.fence_marker, self.fence = fence.group(1), [line]
-                return
+        if (fence := _FENCE.match(line)) and not (fence.group(1)[0] == "`" and "`" in fence.group(2)):
+            self.flush()
+            self.fence_marker, self.fence = fence.group(1), [line]
+            return
         if atx := _ATX.match(line):
             self.flush()
             self.heading(len(atx.group(1)), atx.group(2) or "")

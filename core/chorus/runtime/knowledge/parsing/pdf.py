@@ -23,9 +23,9 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             try:
-                opened = reader.decrypt("")
+                opened = bool(reader.decrypt(""))  # PasswordType.NOT_DECRYPTED is 0
             except Exception:
-                opened = 0
+                opened = False
             if not opened:
                 raise ParseError("encrypted PDF: a password is required")
         pages = list(reader.pages)

@@ -4,33 +4,44 @@
 ``127.0.0.1:<free port>`` in a background thread with its own event loop. Tests
 script what ``POST /v1/chat/completions`` answers by pushing response objects onto a
 FIFO queue; every incoming chat request consumes one (an empty queue answers
-``Reply(content="ok")``). Every request is recorded.
+``Reply(content="ok")``). Every request is recorded in `ScriptedUpstream.requests`.
 
 Example::
 
-    from tests.upstream import Error, Reply, ScriptedUpstream
+    from chorus.testing.upstream import Error, Reply, ScriptedUpstream
 
     with ScriptedUpstream() as up:
         up.push(Reply("Hello world", chunk_delay=0.01), Error(429, "slow down", type="rate_limit_error"))
         client = openai.OpenAI(base_url=up.base_url, api_key="sk-test", max_retries=0)
         stream = client.chat.completions.create(model="m", messages=[...], stream=True)
         ...                                    # "Hello", " world", finish_reason "stop", [DONE]
+        assert up.wait_streams_completed(1)    # the server side finished that stream too
         assert up.requests[0].json["model"] == "m"
         # the next chat request gets HTTP 429 with an OpenAI error envelope
 
 Response kinds: `Reply` (JSON or SSE, depending on the request's ``"stream"``),
-`Error`, `Hang`, `Drop` and `RawStream`. Streams whose client goes away before they
-finish are counted in `disconnects` (see `wait_for_disconnect`); streams that finish
-are counted in `completed_streams`.
+`Error`, `Hang`, `Drop` and `RawStream`.
 
-Also served: ``GET /v1/models`` (models "up-a" and "up-b") and ``POST /v1/embeddings``
-(deterministic 8-dim vectors from a hash of each input). Anything else is a 404 error
-envelope.
+Streams are counted on the server thread. A stream whose client goes away before it
+finishes is a *disconnect*: `wait_for_disconnect` blocks until one is counted. A stream
+sent to its end is a *completed stream*: `wait_streams_completed` blocks until ``n`` are
+counted. Wait rather than read the `completed_streams` / `disconnects` snapshots right
+after a client call: the client can finish reading before the server thread gets to
+count. (A completion is counted just before the stream's last event is sent, so by the
+time a client has seen a whole stream it is counted; a disconnect is only noticed after
+the client left.) ``pytest`` users get a fresh upstream per test from the
+``scripted_upstream`` fixture of :mod:`chorus.testing.fixtures`.
+
+Also served: ``GET /v1/models`` (models `MODELS`, "up-a" and "up-b") and
+``POST /v1/embeddings`` (deterministic `EMBEDDING_DIM`-dim vectors from a hash of each
+input). Anything else is a 404 error envelope.
 
 Disconnect detection: once the request body is read, a listener task awaits ASGI
 ``receive()``; uvicorn hands it ``http.disconnect`` when the client's connection
 closes. Sleeps (``delay``, ``chunk_delay``, `Hang`) wake early on that event or on
-`stop()`, so neither a gone client nor shutdown waits for a long sleep.
+`ScriptedUpstream.stop`, so neither a gone client nor shutdown waits for a long sleep.
+
+This module depends on the standard library and uvicorn (a Chorus dependency) only.
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ import uvicorn
 
 __all__ = [
     "DEFAULT_USAGE",
+    "EMBEDDING_DIM",
     "MODELS",
     "Drop",
     "Error",
@@ -186,8 +198,8 @@ def _fake_embedding(text: str) -> list[float]:
 class ScriptedUpstream:
     """Fake OpenAI-compatible upstream server; see the module docstring.
 
-    Thread-safe: `push`, `reset`, `requests`, counters and `wait_for_disconnect` may be
-    used from the test thread while the server thread serves requests.
+    Thread-safe: `push`, `reset`, `requests`, the counters and the ``wait_*`` methods
+    may be used from the test thread while the server thread serves requests.
     """
 
     def __init__(self, host: str = "127.0.0.1", graceful_shutdown: float = 1.0) -> None:
@@ -229,7 +241,7 @@ class ScriptedUpstream:
         self._sock, self._port = sock, sock.getsockname()[1]
         config = uvicorn.Config(
             self._app, interface="asgi3", lifespan="off", log_config=None, access_log=False, ws="none",
-            timeout_graceful_shutdown=self.graceful_shutdown,
+            timeout_graceful_shutdown=self.graceful_shutdown,  # type: ignore[arg-type]  # seconds, a float is fine
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"scripted-upstream:{self._port}", daemon=True)
@@ -299,13 +311,17 @@ class ScriptedUpstream:
 
     @property
     def disconnects(self) -> int:
-        """Streaming responses whose client went away before the stream completed."""
+        """Streaming responses whose client went away before the stream completed (a snapshot)."""
         with self._cond:
             return self._disconnects
 
     @property
     def completed_streams(self) -> int:
-        """Streaming responses sent to the end (``[DONE]`` / last RawStream event)."""
+        """Streaming responses sent to the end (``[DONE]`` / last RawStream event), a snapshot.
+
+        To check that streams completed, use `wait_streams_completed`: it waits for the server
+        thread instead of reading a count it may not have updated yet.
+        """
         with self._cond:
             return self._completed
 
@@ -321,12 +337,34 @@ class ScriptedUpstream:
             self._disconnects_seen += 1
             return True
 
+    def wait_streams_completed(self, n: int = 1, timeout: float = 30.0) -> bool:
+        """Block until at least ``n`` streams completed since the start (or the last `reset`).
+
+        Returns True as soon as they have, False after ``timeout`` seconds; unlike
+        `wait_for_disconnect`, nothing is claimed, so calling it again with the same ``n``
+        returns at once. To assert an exact count, wait first, then read `completed_streams`::
+
+            assert up.wait_streams_completed(2), f"{up.completed_streams} of 2 streams completed"
+            assert up.completed_streams == 2
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, not {n}")
+        with self._cond:
+            return self._cond.wait_for(lambda: self._completed >= n, timeout)
+
     def _bump(self, *, disconnect: bool) -> None:
         with self._cond:
             if disconnect:
                 self._disconnects += 1
             else:
                 self._completed += 1
+            self._cond.notify_all()
+
+    def _uncomplete(self) -> None:
+        """The last event of a stream counted as completed failed to send: a disconnect after all."""
+        with self._cond:
+            self._completed -= 1
+            self._disconnects += 1
             self._cond.notify_all()
 
     def _next(self) -> ScriptedResponse:
@@ -452,6 +490,7 @@ class ScriptedUpstream:
         head = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
         head += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         await send({"type": "http.response.start", "status": 200, "headers": head})
+        last = len(frames) - 1
         for i, frame in enumerate(frames):
             if i and chunk_delay:
                 await self._sleep(chunk_delay, gone)
@@ -461,13 +500,19 @@ class ScriptedUpstream:
             if drop_after is not None and i >= drop_after:
                 await self._drop(send)
                 return
+            if i == last:  # count the completion before a client can have seen the whole stream
+                self._bump(disconnect=False)
             try:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             except OSError:  # some servers raise once the client is gone
-                self._bump(disconnect=True)
+                if i == last:
+                    self._uncomplete()
+                else:
+                    self._bump(disconnect=True)
                 return
+        if last < 0:  # no events at all: the (empty) stream is complete once its head is out
+            self._bump(disconnect=False)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        self._bump(disconnect=False)
 
     # ------------------------------------------------------------------ payloads
 
@@ -501,7 +546,9 @@ class ScriptedUpstream:
             deltas += [{"tool_calls": [{"index": i, "function": {"arguments": part}}]}
                        for part in _split_even(fn.get("arguments", ""), 3)]
         n = int(req.get("n") or 1)
-        choices = [[{"index": c, "delta": d, "logprobs": None, "finish_reason": None}] for d in deltas for c in range(n)]
+        choices: list[list[dict[str, Any]]] = [
+            [{"index": c, "delta": d, "logprobs": None, "finish_reason": None}] for d in deltas for c in range(n)
+        ]
         choices += [[{"index": c, "delta": {}, "logprobs": None, "finish_reason": self._finish(reply)}]
                     for c in range(n)]
         base, extra = self._base(req, "chat.completion.chunk"), reply.extra or {}

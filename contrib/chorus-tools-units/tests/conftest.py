@@ -1,0 +1,3 @@
+"""The suite's fixtures: ``scripted_upstream`` and ``serve_chorus`` from chorus.testing."""
+
+pytest_plugins = ["chorus.testing.fixtures"]
