@@ -31,6 +31,7 @@ What the template holds (use these names in the TOML you append):
 
 from __future__ import annotations
 
+import os
 import tempfile
 import tomllib
 
@@ -38,7 +39,7 @@ from chorus.config import Config, parse_config
 from chorus.runtime.keys import digest  # the one internal import here (hashing a key as Chorus stores it)
 from chorus.testing.server import free_port
 
-__all__ = ["ACME_KEY", "CONFIG_TEMPLATE", "GLOBEX_KEY", "UPSTREAM_KEY_VARIABLE", "UPSTREAM_SECRET", "make_config"]
+__all__ = ["ACME_KEY", "CONFIG_TEMPLATE", "GLOBEX_KEY", "STATE_ENV", "UPSTREAM_KEY_VARIABLE", "UPSTREAM_SECRET", "make_config", "state_table"]
 
 #: The API key of workspace ``acme`` (listed in clear in the configuration).
 ACME_KEY = "sk-acme-test-key"
@@ -110,17 +111,41 @@ backstory = "You are Globex's helper."
 """
 
 
+#: ``CHORUS_TEST_STATE=postgresql`` runs every configuration :func:`make_config` builds on the
+#: PostgreSQL state backend (a fresh schema each, dropped when the process exits).
+STATE_ENV = "CHORUS_TEST_STATE"
+
+
 def make_config(upstream_url: str, extra: str = "", server_extra: str = "", data_dir: str | None = None) -> Config:
     """The test configuration with its providers on ``upstream_url`` (e.g. ``ScriptedUpstream.base_url``).
 
     ``extra`` is TOML appended at the end (more tables: ``[[skillsets]]``, ``[[bots]]``,
     ``[knowledge]``...); ``server_extra`` is TOML lines inside ``[server]``. ``data_dir`` defaults
     to a new temporary directory. Raises :class:`chorus.errors.ConfigError` as ``chorus serve``
-    would for an invalid configuration.
+    would for an invalid configuration. With ``$CHORUS_TEST_STATE`` set to ``postgresql`` the
+    configuration also gets a ``[state]`` table on a scratch schema (:func:`state_table`).
     """
+    data_dir = data_dir or tempfile.mkdtemp(prefix="chorus-test-")
     text = CONFIG_TEMPLATE.format(
-        data_dir=data_dir or tempfile.mkdtemp(prefix="chorus-test-"),
+        data_dir=data_dir,
         upstream=upstream_url, dead_port=free_port(), acme_key=ACME_KEY, globex_digest=digest(GLOBEX_KEY),
         server_extra=server_extra,
     ) + extra
+    if os.environ.get(STATE_ENV) == "postgresql" and "[state]" not in extra:
+        text += state_table(key=str(data_dir))
     return parse_config(tomllib.loads(text), env={UPSTREAM_KEY_VARIABLE: UPSTREAM_SECRET})
+
+
+def state_table(url: str | None = None, key: str | None = None) -> str:
+    """A ``[state]`` table on a scratch schema of the test PostgreSQL (dropped when the process exits).
+
+    Configurations with the same ``key`` (make_config passes the data dir) share one schema, as
+    servers sharing a data dir share its SQLite state. The built-in sqlite vector store is allowed.
+    """
+    from chorus.testing import postgres
+
+    url = url or postgres.postgres_url()
+    if url is None:
+        raise RuntimeError(postgres.SKIP_REASON)
+    schema = postgres.claim_schema(url, key=key)
+    return f'\n[state]\nurl = "{url}"\nschema = "{schema}"\nallow_local_vector_store = true\n'

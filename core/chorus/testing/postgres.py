@@ -8,6 +8,8 @@ when a server answers there, else ``None`` with :data:`SKIP_REASON` saying what 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import hashlib
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -42,6 +44,38 @@ def postgres_url() -> str | None:
     if url not in _checked:
         _checked[url] = asyncio.run(_reachable(url))
     return url if _checked[url] else None
+
+
+_claimed: list[tuple[str, str]] = []
+
+
+def claim_schema(url: str, prefix: str = "t", key: str | None = None) -> str:
+    """A schema name, dropped (if created) when the process exits: unique, or the same for the same ``key``."""
+    token = hashlib.sha256(f"{os.getpid()}:{key}".encode()).hexdigest()[:12] if key else secrets.token_hex(6)
+    name = f"{prefix}_{token}"
+    if not _claimed:
+        atexit.register(_drop_claimed)
+    if (url, name) not in _claimed:
+        _claimed.append((url, name))
+    return name
+
+
+def _drop_claimed() -> None:
+    async def drop() -> None:
+        import asyncpg
+
+        for url in {u for u, _ in _claimed}:
+            try:
+                conn = await asyncpg.connect(url, timeout=5)
+            except Exception:  # the server is gone: nothing to clean
+                continue
+            try:
+                for _, name in (c for c in _claimed if c[0] == url):
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            finally:
+                await conn.close()
+
+    asyncio.run(drop())
 
 
 @asynccontextmanager
