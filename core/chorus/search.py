@@ -4,6 +4,7 @@ The definitions live in :mod:`chorus.contract.search`; plugins import them from 
 
 from chorus.contract.search import (
     HttpSearchEngine,
+    Recency,
     SearchEngineDriver,
     SearchEngineSettings,
     SearchError,
@@ -22,6 +23,7 @@ from chorus.contract.search import (
 
 __all__ = [
     "HttpSearchEngine",
+    "Recency",
     "SearchEngineDriver",
     "SearchEngineSettings",
     "SearchError",

@@ -55,7 +55,7 @@ _HINTS = {
 }
 
 
-class SearxngSettings(SearchEngineSettings, kw_only=True):  # type: ignore[misc]  # mypy misreads inherited msgspec frozen=True
+class SearxngSettings(SearchEngineSettings, kw_only=True):
     """``driver = "searxng"`` keys. ``api_key``, when set, is sent as ``Authorization: Bearer``
     (for instances behind an authenticating reverse proxy; SearXNG itself has no keys)."""
 

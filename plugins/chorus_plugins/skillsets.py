@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -24,7 +25,7 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 
-def _skillsets(ctx: RequestContext) -> list[Skillset]:
+def _skillsets(ctx: RequestContext) -> Sequence[Skillset]:
     target = ctx.target
     if target is None or target.bot is None or not target.bot.skillsets:
         return []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 
@@ -27,7 +27,7 @@ from chorus.context import RequestContext, Source
 from chorus.errors import ChorusError
 from chorus.fields import RequestField
 from chorus.schemas import user_texts
-from chorus.search import SearchError, SearchQuery, SearchResult
+from chorus.search import Recency, SearchError, SearchQuery, SearchResult
 
 log = logging.getLogger("chorus.search")
 TOOL_NAME = "web_search"
@@ -68,6 +68,10 @@ def _options(ctx: RequestContext) -> SearchOptions | None:
     return target.bot.search if target is not None and target.bot is not None else None
 
 
+def _is_recency(value: object) -> TypeGuard[Recency]:
+    return value in RECENCIES
+
+
 def build_query(ctx: RequestContext, options: SearchOptions, text: str, recency: str | None = None) -> SearchQuery:
     """A query with the bot's defaults and the request's search knobs applied."""
     count = options.results
@@ -89,7 +93,7 @@ def build_query(ctx: RequestContext, options: SearchOptions, text: str, recency:
     requested = ctx.field("search_recency_filter")
     if recency is None and requested in RECENCIES:
         recency = requested
-    return SearchQuery(query=text, count=count, recency=recency if recency in RECENCIES else None,  # type: ignore[arg-type]
+    return SearchQuery(query=text, count=count, recency=recency if _is_recency(recency) else None,
                        include_domains=include, exclude_domains=exclude, country=country)
 
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from chorus_plugins.sqlite_store.dense import np
+from chorus_plugins.sqlite_store.dense import HAS_NUMPY
 from chorus_plugins.sqlite_store.schema import ensure_schema
 from chorus_plugins.sqlite_store.settings import SqliteVectorStoreSettings
 
@@ -72,7 +72,7 @@ class SqliteConnections:
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="chorus-vs-write")
         self._read_pool = ThreadPoolExecutor(self.settings.readers, thread_name_prefix="chorus-vs-read")
         self._compute_pool = ThreadPoolExecutor(self.settings.readers, thread_name_prefix="chorus-vs-dense")
-        if self.settings.dense and np is None:
+        if self.settings.dense and not HAS_NUMPY:
             log.warning("numpy is not installed: vectors are stored but searches are lexical only")
 
     def close(self) -> None:

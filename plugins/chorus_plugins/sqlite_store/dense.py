@@ -15,7 +15,10 @@ from typing import Any
 try:
     import numpy as np
 except ImportError:  # pragma: no cover - numpy is optional; dense search needs it
-    np = None  # type: ignore[assignment]
+    np = None  # type: ignore[assignment]  # mypy types np as the module; HAS_NUMPY says whether it is there
+
+#: Whether numpy is installed: without it vectors are stored but searches are lexical only.
+HAS_NUMPY: bool = np is not None
 
 
 def _pack(vector: Sequence[float]) -> bytes:
@@ -161,6 +164,12 @@ def _unit(vector: Sequence[float]) -> Any:
     if not math.isfinite(norm) or norm == 0.0:
         return None
     return query / norm
+
+
+def _best_first(scores: Any, rowids: Any, window: int) -> Any:
+    """Indices of the ``window`` highest ``scores``, best first (equal scores: lower rowid first)."""
+    top = np.argpartition(-scores, window - 1)[:window] if window < len(scores) else np.arange(len(scores))
+    return top[np.lexsort((rowids[top], -scores[top]))]
 
 
 def _similarity_arrays(entries: Sequence[_DenseEntry], query: Any) -> tuple[Any, Any] | None:

@@ -12,12 +12,13 @@ from chorus.sqlitedb import immediate
 from chorus.vectorstores import Chunk, SearchHit, VectorStoreDriver, VectorStoreSettings
 from chorus_plugins.sqlite_store.connections import SqliteConnections
 from chorus_plugins.sqlite_store.dense import (
+    HAS_NUMPY,
+    _best_first,
     _DenseCache,
     _DenseEntry,
     _pack,
     _similarity_arrays,
     _unit,
-    np,
 )
 from chorus_plugins.sqlite_store.filters import compile_filter
 from chorus_plugins.sqlite_store.fusion import fuse
@@ -43,7 +44,7 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
             raise ValueError("vector_store: readers and candidates must be >= 1, rrf_k >= 0")
         path = Path(settings.path) if settings.path else Path("knowledge.sqlite3")
         self.path = path if path.is_absolute() else data_dir / path
-        self.dense_available = settings.dense and np is not None
+        self.dense_available = settings.dense and HAS_NUMPY
         self._init_connections()
         self._dense = _DenseCache(settings.dense_cache_mb * 1024 * 1024)
         self._freq = _Frequencies()
@@ -254,8 +255,7 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
         window = limit if where == "1" else limit * 4
         while True:
             window = min(window, len(scores))
-            top = np.argpartition(-scores, window - 1)[:window] if window < len(scores) else np.arange(len(scores))
-            top = top[np.lexsort((rowids[top], -scores[top]))]
+            top = _best_first(scores, rowids, window)
             ranking = [(int(rowids[i]), float(scores[i])) for i in top]
             if where != "1":
                 allowed = self._allowed(db, workspace, [r for r, _ in ranking], where, params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from chorus.vectorstores import VectorStoreSettings
 
 
-class SqliteVectorStoreSettings(VectorStoreSettings):  # type: ignore[misc]  # mypy misreads inherited frozen=True
+class SqliteVectorStoreSettings(VectorStoreSettings):
     """``[vector_store]`` keys of the ``sqlite`` driver."""
 
     path: str | None = None                 # default <data_dir>/knowledge.sqlite3; relative to data_dir

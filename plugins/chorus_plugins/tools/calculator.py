@@ -84,7 +84,7 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
-class CalculatorSettings(ToolSettings):  # type: ignore[misc]  # mypy misreads inherited frozen=True
+class CalculatorSettings(ToolSettings):
     """``driver = "calculator"`` keys."""
 
     max_length: int = 500

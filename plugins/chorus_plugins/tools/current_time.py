@@ -19,7 +19,7 @@ _MAX_NAME = 64
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
-class CurrentTimeSettings(ToolSettings):  # type: ignore[misc]  # mypy misreads inherited frozen=True
+class CurrentTimeSettings(ToolSettings):
     """``driver = "current_time"`` keys: ``timezone`` is the default zone (an IANA name)."""
 
     timezone: str = "UTC"

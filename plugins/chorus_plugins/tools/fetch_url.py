@@ -41,7 +41,7 @@ _BLOCK = frozenset({
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}
 
 
-class FetchUrlSettings(ToolSettings):  # type: ignore[misc]  # mypy misreads inherited frozen=True
+class FetchUrlSettings(ToolSettings):
     """``driver = "fetch_url"`` keys."""
 
     max_chars: int = 20_000

@@ -47,7 +47,7 @@ _EXCERPT = 300
 _MISSING = object()
 
 
-class HttpToolSettings(ToolSettings, kw_only=True):  # type: ignore[misc]  # mypy misreads inherited frozen=True
+class HttpToolSettings(ToolSettings, kw_only=True):
     """``driver = "http"`` keys (see the module docstring)."""
 
     url: str

@@ -14,7 +14,7 @@ Positive = Annotated[int, Meta(ge=1)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 
 
-class LlamaCppSettings(ProviderSettings):  # type: ignore[misc]  # mypy misreads inherited msgspec frozen=True
+class LlamaCppSettings(ProviderSettings):
     """Settings of the in-process llama.cpp provider.
 
     ``base_url``, ``api_key``, ``headers``, ``connect_timeout`` and ``max_connections`` do not apply

@@ -34,7 +34,7 @@ _decode_error = msgspec.json.Decoder(ErrorResponse).decode
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
-class BraveSettings(SearchEngineSettings, kw_only=True):  # type: ignore[misc]  # mypy misreads inherited msgspec frozen=True
+class BraveSettings(SearchEngineSettings, kw_only=True):
     """``driver = "brave"`` keys."""
 
     #: API root; ``/web/search`` is appended (override for a proxy or a test server).

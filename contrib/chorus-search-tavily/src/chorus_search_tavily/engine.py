@@ -32,7 +32,7 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Response).decode
 
 
-class TavilySettings(SearchEngineSettings, kw_only=True):  # type: ignore[misc]  # mypy misreads inherited msgspec frozen=True
+class TavilySettings(SearchEngineSettings, kw_only=True):
     """``driver = "tavily"`` keys."""
 
     #: API root; ``/search`` is appended (override for a proxy or a test server).

@@ -21,7 +21,7 @@ _EXAMPLES: dict[Dimension, str] = {
 }
 
 
-class UnitsSettings(ToolSettings, kw_only=True):  # type: ignore[misc]  # mypy misreads inherited frozen=True
+class UnitsSettings(ToolSettings, kw_only=True):
     """``driver = "units"`` keys (unknown keys and wrong types are configuration errors)."""
 
     #: Significant digits of results (15 at most: every result is exact as a JSON number).
