@@ -98,8 +98,9 @@ def layer_of(frames: list[str]) -> str:
 
 
 PACKAGES = ("aiohttp", "yarl", "multidict", "propcache", "httpx", "httpcore", "h11", "anyio", "litestar", "uvicorn", "httptools",
-            "msgspec", "pluggy", "chorus_plugins", "chorus", "asyncio", "uvloop", "logging", "json", "ssl", "secrets", "typing", "multidict", "contextlib",
-            "email", "urllib", "http", "selectors", "socket", "concurrent", "threading", "idna", "certifi")
+            "msgspec", "pluggy", "chorus_plugins", "chorus", "asyncio", "uvloop", "logging", "json", "ssl", "secrets",
+            "typing", "multidict", "contextlib", "email", "urllib", "http", "selectors", "socket", "concurrent", "threading",
+            "idna", "certifi")
 
 
 def package_of(frame: str) -> str:

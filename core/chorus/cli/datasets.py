@@ -126,7 +126,7 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
     return 2
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``chorus datasets ...``."""
     datasets = sub.add_parser("datasets", help="manage knowledge datasets")
     commands = datasets.add_subparsers(dest="datasets_command", required=True)

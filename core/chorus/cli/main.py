@@ -8,11 +8,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from chorus import __version__
 from chorus.cli.source import CONFIG_ENV, load
 from chorus.contract.errors import ConfigError
 from chorus.runtime.keys import digest, new_key
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 GC_ENV = "CHORUS_GC_THRESHOLD"
 GC_THRESHOLD = 7000  # generation-0 threshold of the cyclic GC while serving (Python's default: 700)
@@ -38,7 +42,7 @@ def tune_gc(threshold: int | None) -> None:
         gc.set_threshold(threshold, gen1, gen2)
 
 
-def app_factory():  # type: ignore[no-untyped-def]
+def app_factory() -> Litestar:
     """ASGI app factory for multi-worker serving (reads ``$CHORUS_CONFIG`` or the default)."""
     from chorus.server.app import create_app
 

@@ -55,7 +55,7 @@ def cmd_state(args: argparse.Namespace) -> int:
         return 1
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``chorus state ...``."""
     state = sub.add_parser("state", help="the state store: migrate, status")
     commands = state.add_subparsers(dest="state_command", required=True)

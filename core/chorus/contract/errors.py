@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 class ChorusError(Exception):
     """Base class for errors that become an OpenAI error response."""
 
-    status_code: ClassVar[int] = 500
-    error_type: ClassVar[str] = "server_error"
+    # class defaults, overridden per subclass or per instance (``status_code=``, ``error_type=``)
+    status_code: int = 500
+    error_type: str = "server_error"
     default_code: ClassVar[str | None] = None
 
     def __init__(
@@ -33,9 +34,9 @@ class ChorusError(Exception):
         self.param = param
         self.headers = headers or {}
         if status_code is not None:
-            self.status_code = status_code  # type: ignore[misc]
+            self.status_code = status_code
         if error_type is not None:
-            self.error_type = error_type  # type: ignore[misc]
+            self.error_type = error_type
 
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI error envelope: ``{"error": {"message", "type", "param", "code"}}``."""

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
 
 from chorus.contract.errors import ChorusError
 from chorus.server.requestid import request_id
@@ -65,7 +66,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     return error_response(ChorusError(f"The server had an error processing your request (request id {rid})."))
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ChorusError: _chorus_error,
     ClientGone: _client_gone,
     HTTPException: _http_error,

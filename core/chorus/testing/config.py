@@ -39,7 +39,16 @@ from chorus.config import Config, parse_config
 from chorus.runtime.keys import digest  # the one internal import here (hashing a key as Chorus stores it)
 from chorus.testing.server import free_port
 
-__all__ = ["ACME_KEY", "CONFIG_TEMPLATE", "GLOBEX_KEY", "STATE_ENV", "UPSTREAM_KEY_VARIABLE", "UPSTREAM_SECRET", "make_config", "state_table"]
+__all__ = [
+    "ACME_KEY",
+    "CONFIG_TEMPLATE",
+    "GLOBEX_KEY",
+    "STATE_ENV",
+    "UPSTREAM_KEY_VARIABLE",
+    "UPSTREAM_SECRET",
+    "make_config",
+    "state_table",
+]
 
 #: The API key of workspace ``acme`` (listed in clear in the configuration).
 ACME_KEY = "sk-acme-test-key"

@@ -41,10 +41,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 # The internals a test needs to assemble Chorus; keep every such import here.
-from chorus.server.app import create_app
 from chorus.plugins.manager import PluginManager
 from chorus.runtime.skillsets import Skillset
 from chorus.runtime.skillsets import build_skillsets as _build_skillsets
+from chorus.server.app import create_app
 from chorus.testing.config import make_config
 from chorus.testing.server import LiveServer
 

@@ -285,7 +285,7 @@ class ScriptedUpstream:
 
         try:
             asyncio.run(main())
-        except BaseException as exc:  # noqa: BLE001 - reported by start()
+        except BaseException as exc:  # reported by start()
             self._failure = exc
 
     # ------------------------------------------------------------------ scripting & inspection

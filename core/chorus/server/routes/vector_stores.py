@@ -175,7 +175,9 @@ class VectorStoresController(Controller):
         if not 1 <= k <= 50:
             raise InvalidRequest("'max_num_results' must be between 1 and 50.", param="max_num_results")
         ranking = body.ranking_options
-        threshold = ranking.score_threshold if isinstance(ranking, RankingOptions) and isinstance(ranking.score_threshold, float) else 0.0
+        threshold = 0.0
+        if isinstance(ranking, RankingOptions) and isinstance(ranking.score_threshold, float):
+            threshold = ranking.score_threshold
         filters = body.filters if isinstance(body.filters, dict) else None
         try:
             hits = await knowledge.search(workspace, [record.id], " ".join(queries), k=k, filters=filters, min_score=threshold)
