@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from chorus.server.app import create_app
 from chorus.contract.config import load_config, parse_config
 from chorus.contract.errors import ConfigError
 from chorus.contract.secrets import Secret
+from chorus.server.app import create_app
 
 ISSUE_EXAMPLE = """
 [[providers]]

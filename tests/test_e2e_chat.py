@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from chorus.testing.config import ACME_KEY, UPSTREAM_SECRET
-from tests.openapi_spec import requires_spec, validate
 from chorus.testing.upstream import Reply, ScriptedUpstream
+from tests.openapi_spec import requires_spec, validate
 
 TOOL = {
     "type": "function",
@@ -325,9 +325,7 @@ def test_client_disconnect_cancels_upstream_stream(client: openai.OpenAI, up: Sc
     stream = client.chat.completions.create(
         model="model/name=gpt-test", messages=[{"role": "user", "content": "long"}], stream=True
     )
-    received = 0
-    for _chunk in stream:
-        received += 1
+    for received, _chunk in enumerate(stream, start=1):
         if received == 3:
             break
     stream.close()

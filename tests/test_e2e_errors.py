@@ -10,8 +10,8 @@ import pytest
 
 from chorus.testing.config import ACME_KEY, GLOBEX_KEY, UPSTREAM_SECRET
 from chorus.testing.server import LiveServer
-from tests.openapi_spec import requires_spec, validate
 from chorus.testing.upstream import Drop, Error, Hang, Reply, ScriptedUpstream
+from tests.openapi_spec import requires_spec, validate
 
 BODY = {"model": "model/name=gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 

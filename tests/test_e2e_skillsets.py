@@ -11,11 +11,11 @@ import httpx
 import openai
 import pytest
 
-from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec
 from chorus.testing.config import ACME_KEY
 from chorus.testing.gateway import serve_with_plugins
 from chorus.testing.server import LiveServer
 from chorus.testing.upstream import Reply, ScriptedUpstream
+from chorus.tools import ToolContext, ToolDriver, ToolError, ToolSettings, ToolSpec
 
 
 class ProbeSettings(ToolSettings):

@@ -149,7 +149,7 @@ def test_team_streaming_with_progress(team_server: LiveServer, tc: openai.OpenAI
     assert [p["type"] for p in progress] == ["tool.started", "tool.finished"] and progress[0]["name"] == "ask_researcher"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Seven days [1]."
-    final = [c for c in chunks if c.choices and c.choices[0].finish_reason][0]
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
     annotations = final.choices[0].delta.model_dump().get("annotations")
     assert annotations and annotations[0]["url_citation"]["url"] == "https://acme.test/help/shipping"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 3 * 15

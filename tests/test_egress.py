@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+
 from chorus.contract.egress import EgressDenied, EgressPolicy, read_capped
 from chorus.contract.tools import ToolError
-
 from chorus.testing.server import LiveServer
 
 PUBLIC = "93.184.215.14"  # never connected to: the spy refuses every non-loopback address
@@ -137,7 +137,7 @@ BYPASSES: list[str] = [
     "http://0177.0.0.1/",
     "http://017700000001/",
     "http://127。0。0。1/",
-    "http://127．0．0．1/",  # noqa: RUF001 - fullwidth full stops on purpose
+    "http://127．0．0．1/",
     "http://①②⑦.0.0.1/",
     "http://%31%32%37.0.0.1/",
     "http://[::1]/",

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,8 +17,8 @@ from chorus.contract.errors import PluginError
 from chorus.contract.fields import RequestField
 from chorus.plugins.manager import PluginManager
 from chorus.registry import Registry, Workspace
-from chorus.targets import Target
 from chorus.runtime.pipeline import declared_fields
+from chorus.targets import Target
 from chorus.testing.config import ACME_KEY
 from chorus.testing.gateway import serve_with_plugins
 from chorus.testing.server import LiveServer

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from chorus.runtime.knowledge.chunking import chunk_document, document_text
 from chorus.contract.documents import Chunk, ParsedDocument, Section
+from chorus.runtime.knowledge.chunking import chunk_document, document_text
 from chorus.runtime.knowledge.parsing import parse
 from tests.test_knowledge_parsing import make_pdf
 
@@ -39,7 +39,7 @@ def check_invariants(doc: ParsedDocument, chunks: list[Chunk], max_chars: int) -
 
 
 def words(rng: random.Random, count: int) -> str:
-    vocabulary = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda omicron".split()
+    vocabulary = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "omicron"]
     return " ".join(rng.choice(vocabulary) for _ in range(count))
 
 

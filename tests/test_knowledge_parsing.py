@@ -9,8 +9,8 @@ import pytest
 from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
-from chorus.runtime.knowledge.chunking import document_text
 from chorus.contract.documents import ParsedDocument, Section
+from chorus.runtime.knowledge.chunking import document_text
 from chorus.runtime.knowledge.parsing import ParseError, detect_format, parse
 
 DATA = Path(__file__).parent / "data" / "knowledge"

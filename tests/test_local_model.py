@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("chorus_provider_llamacpp")
 
-from chorus.app import create_app  # noqa: E402
-from chorus.config import parse_config  # noqa: E402
-from chorus.testing.server import LiveServer  # noqa: E402
+from chorus.app import create_app
+from chorus.config import parse_config
+from chorus.testing.server import LiveServer
 
 pytestmark = pytest.mark.integration
 KEY = "sk-local-integration"

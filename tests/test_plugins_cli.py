@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from chorus.cli.main import main
+from chorus.plugins.manager import PluginManager
 from chorus.runtime.defaults import KEY_FILE, default_config
 from chorus.runtime.keys import digest
-from chorus.plugins.manager import PluginManager
 from chorus.testing.server import free_port
 from chorus.testing.upstream import Reply
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chorus.contract.config import convert
 from chorus.contract.errors import ConfigError
 from chorus.contract.search import SearchEngineDriver, SearchQuery, SearchResult
 from chorus.testing.replay import Exchange, load
 from chorus.testing.search_engines import CHECKS, Check, SearchEngineHarness
-
 from chorus_plugins.search_searxng import SearxngEngine, SearxngSettings, locale
 
 DATA = Path(__file__).parent / "data" / "searxng"

@@ -6,11 +6,12 @@ import logging
 from typing import Any
 
 import pytest
+
 from chorus.contract.config import SkillsetConfig
 from chorus.contract.egress import EgressPolicy
 from chorus.contract.errors import ConfigError
-from chorus.runtime.skillsets import Skillset
 from chorus.contract.tools import ToolContext, ToolDriver, ToolSettings, ToolSpec
+from chorus.runtime.skillsets import Skillset
 
 
 class Shifting(ToolDriver):
@@ -35,7 +36,7 @@ def skillset(*drivers: tuple[str, list[str]]) -> tuple[Skillset, list[Shifting]]
 
 async def test_the_skillset_follows_a_drivers_changed_tools(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "chorus.skillsets")
-    ops, (first, second) = skillset(("first", ["a", "b"]), ("second", ["c"]))
+    ops, (first, _second) = skillset(("first", ["a", "b"]), ("second", ["c"]))
     await ops.start()
     try:
         assert [s.name for s in ops.specs()] == ["a", "b", "c"]

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+
 from chorus.contract.search import SearchError, SearchQuery, SearchResult
 from chorus.testing import search_engines
 from chorus.testing.search_engines import CHECKS, Check
-
 from chorus_plugins.search_searxng import SearxngEngine
 from tests.test_search_searxng import searxng_harness
 

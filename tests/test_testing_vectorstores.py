@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chorus.contract.documents import SearchHit
 from chorus.testing import vectorstores as kit
-
 from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
 
 ALL_CHECKS = kit.CHECKS + kit.SCORING_CHECKS

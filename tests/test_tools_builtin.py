@@ -18,17 +18,17 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+
 from chorus.contract.config import convert
 from chorus.contract.egress import EgressDenied, EgressPolicy
 from chorus.contract.errors import ConfigError
-from chorus.plugins.manager import PluginManager
 from chorus.contract.tools import ToolContext, ToolDriver, ToolError, ToolSettings
+from chorus.plugins.manager import PluginManager
+from chorus.testing.server import LiveServer
 from chorus_plugins.tools.calculator import CalculatorSettings, CalculatorTool, evaluate
 from chorus_plugins.tools.current_time import CurrentTimeSettings, CurrentTimeTool
 from chorus_plugins.tools.fetch_url import FetchUrlSettings, FetchUrlTool, html_to_text
 from chorus_plugins.tools.http import HttpTool, HttpToolSettings
-
-from chorus.testing.server import LiveServer
 
 SECRET = "sk-orders-canary-5f2b9c1d7e"
 

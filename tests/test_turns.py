@@ -10,10 +10,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from chorus.contract.schemas import Message
-from chorus.testing.offloop import OffLoop
 from chorus.runtime.resume import restore_messages, resumed_call_ids
 from chorus.storage.turns import MemoryTurnStore, ParkedTurn, SqliteTurnStore, TurnStore
+from chorus.testing.offloop import OffLoop
 
 
 def turn(tag: str) -> ParkedTurn:

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chorus.runtime import legacy
 from chorus.contract.context import Source
-from chorus.runtime.keys import KeyRing, digest, new_key
-from chorus.runtime.layering import layer_messages
 from chorus.contract.schemas import Message
 from chorus.net.sse import iter_sse_data
+from chorus.runtime import legacy
+from chorus.runtime.keys import KeyRing, digest, new_key
+from chorus.runtime.layering import layer_messages
 
 
 def test_keys_and_ring() -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import chorus_plugins.sqlite_store as vs
 from chorus.testing.offloop import OffLoop
 from chorus.testing.vectorstores import (
     CHECKS,
@@ -28,8 +30,6 @@ from chorus.testing.vectorstores import (
     kill_mid_write,
     load_filter_docs,
 )
-
-import chorus_plugins.sqlite_store as vs
 from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings, plan_query, query_terms
 
 

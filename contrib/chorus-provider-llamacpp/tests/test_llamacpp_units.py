@@ -6,10 +6,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from chorus.config import convert
-from chorus.errors import ConfigError, UpstreamError, UpstreamUnavailable
-from chorus.schemas import ChatCompletionRequest, Message
-
 from chorus_provider_llamacpp import LlamaCppProvider, LlamaCppSettings
 from chorus_provider_llamacpp.model_file import ModelFileError, resolve_model_path
 from chorus_provider_llamacpp.prompt import (
@@ -21,6 +17,10 @@ from chorus_provider_llamacpp.prompt import (
     stop_sequences,
 )
 from chorus_provider_llamacpp.stops import StopFilter
+
+from chorus.config import convert
+from chorus.errors import ConfigError, UpstreamError, UpstreamUnavailable
+from chorus.schemas import ChatCompletionRequest, Message
 
 
 def settings(**extra: Any) -> LlamaCppSettings:

@@ -15,14 +15,14 @@ import pytest
 
 pytest.importorskip("chorus_search_brave", reason="chorus-search-brave is not installed")
 
+from chorus_search_brave import BraveEngine, BraveSettings
+from chorus_search_brave.mapping import country_code, search_lang
+
 from chorus.config import convert
 from chorus.errors import ConfigError
 from chorus.search import SearchQuery, SearchResult
 from chorus.testing.replay import Exchange, load
 from chorus.testing.search_engines import CHECKS, Check, SearchEngineHarness
-
-from chorus_search_brave import BraveEngine, BraveSettings
-from chorus_search_brave.mapping import country_code, search_lang
 
 RECORDINGS = Path(__file__).parent / "recordings"
 KEY = "brave-test-token-7f3a9c21"

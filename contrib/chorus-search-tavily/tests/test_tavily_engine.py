@@ -15,14 +15,14 @@ import pytest
 
 pytest.importorskip("chorus_search_tavily", reason="chorus-search-tavily is not installed")
 
+from chorus_search_tavily import TavilyEngine, TavilySettings
+from chorus_search_tavily.countries import country_name
+
 from chorus.config import convert
 from chorus.errors import ConfigError
 from chorus.search import SearchQuery, SearchResult
 from chorus.testing.replay import Exchange, load
 from chorus.testing.search_engines import CHECKS, Check, SearchEngineHarness
-
-from chorus_search_tavily import TavilyEngine, TavilySettings
-from chorus_search_tavily.countries import country_name
 
 RECORDINGS = Path(__file__).parent / "recordings"
 KEY = "tvly-test-4b9e1c07d2"

@@ -13,11 +13,11 @@ pytest_plugins = ["chorus.testing.fixtures"]
 
 pytest.importorskip("chorus_tools_mcp", reason="chorus-tools-mcp is not installed")
 
-from chorus.egress import EgressPolicy
-from chorus.tools import ToolContext
+from chorus_tools_mcp import McpTools
 from mcp_testing import HttpServer, settings
 
-from chorus_tools_mcp import McpTools
+from chorus.egress import EgressPolicy
+from chorus.tools import ToolContext
 
 
 @pytest.fixture

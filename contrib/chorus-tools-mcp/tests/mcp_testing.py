@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chorus.config import convert
-
 from chorus_tools_mcp import McpSettings
+
+from chorus.config import convert
 
 SERVER = Path(__file__).with_name("mcp_server.py")
 TOKEN = "tok-5ecret-value-0123456789"

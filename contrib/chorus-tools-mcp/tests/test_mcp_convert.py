@@ -6,10 +6,9 @@ import base64
 import logging
 
 import pytest
-from mcp import types
-
 from chorus_tools_mcp.convert import error_text, exposed_specs, result_value
 from chorus_tools_mcp.redact import Redactor, display_url
+from mcp import types
 
 OBJECT = {"type": "object", "properties": {"q": {"type": "string"}}}
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
+from mcp_testing import SERVER
+
 from chorus.testing.config import ACME_KEY
 from chorus.testing.fixtures import ServeChorus
 from chorus.testing.upstream import Reply, ScriptedUpstream
-from mcp_testing import SERVER
 
 SKILLSET = f"""
 [[skillsets]]

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import httpx2
 import pytest
-from chorus.egress import EgressDenied, EgressPolicy
-from chorus.tools import ToolContext, ToolError
-from mcp_testing import TOKEN, HttpServer, wait_until
-
 from chorus_tools_mcp import McpStartError, McpTools
 from chorus_tools_mcp.transport import EgressBridge
+from mcp_testing import TOKEN, HttpServer, wait_until
+
+from chorus.egress import EgressDenied, EgressPolicy
+from chorus.tools import ToolContext, ToolError
 
 Drivers = Callable[..., McpTools]
 Ctx = Callable[..., ToolContext]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from chorus.errors import ConfigError
+from chorus_tools_mcp import McpTools
 from mcp_testing import settings
 
-from chorus_tools_mcp import McpTools
+from chorus.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,13 @@ import time
 from importlib.metadata import entry_points
 
 import pytest
+from chorus_tools_mcp import McpTools
+from mcp_testing import TOKEN, HttpServer, stdio_table, wait_until
+
 from chorus.config import SkillsetConfig
 from chorus.errors import ConfigError
 from chorus.testing.gateway import build_skillsets, load_driver
 from chorus.tools import ToolContext
-from mcp_testing import TOKEN, HttpServer, stdio_table, wait_until
-
-from chorus_tools_mcp import McpTools
 
 
 def test_entry_point_is_registered() -> None:

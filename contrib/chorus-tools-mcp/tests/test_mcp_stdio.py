@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from chorus.tools import ToolContext, ToolError
+from chorus_tools_mcp import McpStartError, McpTools
 from mcp_testing import process_state, processes_with, stdio_table, wait_until
 
-from chorus_tools_mcp import McpStartError, McpTools
+from chorus.tools import ToolContext, ToolError
 
 Drivers = Callable[..., McpTools]
 Ctx = Callable[..., ToolContext]

@@ -12,12 +12,12 @@ import pytest
 
 pytest.importorskip("chorus_tools_units", reason="chorus-tools-units is not installed")
 
+from chorus_tools_units import DIMENSIONS, UnitsSettings, UnitsTool, UnitTable
+from chorus_tools_units.units import format_decimal, parse_value
+
 from chorus.config import convert
 from chorus.egress import EgressPolicy
 from chorus.tools import ToolContext, ToolError
-
-from chorus_tools_units import DIMENSIONS, UnitsSettings, UnitsTool, UnitTable
-from chorus_tools_units.units import format_decimal, parse_value
 
 TABLE = UnitTable()
 

@@ -13,12 +13,12 @@ import pytest
 
 pytest.importorskip("chorus_tools_units", reason="chorus-tools-units is not installed")
 
+from chorus_tools_units import UnitsTool
+
 from chorus.config import SkillsetConfig
 from chorus.errors import ConfigError, PluginError
 from chorus.testing.gateway import build_skillsets, load_driver
 from chorus.tools import ToolContext
-
-from chorus_tools_units import UnitsTool
 
 
 def test_entry_point_is_registered() -> None:

@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("chorus_tools_units", reason="chorus-tools-units is not installed")
 
+from chorus_tools_units import DIMENSIONS, UnitsSettings
+
 from chorus.config import convert
 from chorus.errors import ConfigError
-
-from chorus_tools_units import DIMENSIONS, UnitsSettings
 
 WHERE = "skillsets[0].tools[0]"
 

@@ -14,19 +14,18 @@ import pytest
 pytest_plugins = ["chorus.testing.fixtures"]  # scripted_upstream, serve_chorus (the end-to-end test)
 
 if TYPE_CHECKING:
-    from qdrant_testing import QdrantFactory
-
     from chorus_vectorstore_qdrant import QdrantVectorStore
+    from qdrant_testing import QdrantFactory
 
 
 @pytest.fixture
 async def make_store(tmp_path: Path) -> AsyncIterator[QdrantFactory]:
     """``await make_store(**raw)``: a driver from raw settings (default: in memory), started unless
     ``start=False``; the started ones are closed at teardown."""
+    from chorus_vectorstore_qdrant import QdrantVectorStore
     from qdrant_testing import settings
 
     from chorus.testing.vectorstores import DriverFactory
-    from chorus_vectorstore_qdrant import QdrantVectorStore
 
     def build(**raw: Any) -> QdrantVectorStore:
         if "path" not in raw and "url" not in raw:

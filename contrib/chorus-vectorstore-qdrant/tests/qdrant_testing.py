@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from chorus_vectorstore_qdrant import QdrantVectorStore, QdrantVectorStoreSettings
 
 from chorus.secrets import dec_hook
 from chorus.testing.vectorstores import DriverFactory
-from chorus_vectorstore_qdrant import QdrantVectorStore, QdrantVectorStoreSettings
 
 #: ``make_store(*, start=True, **raw)``: a driver from raw ``[vector_store]`` settings (conftest.py).
 QdrantFactory = DriverFactory[QdrantVectorStore]

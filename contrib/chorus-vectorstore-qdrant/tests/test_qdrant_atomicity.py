@@ -12,11 +12,11 @@ import pytest
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed")
 pytest.importorskip("chorus_vectorstore_qdrant", reason="chorus-vectorstore-qdrant is not installed")
 
+from chorus_vectorstore_qdrant import QdrantVectorStore
 from qdrant_testing import Conformance, QdrantFactory, raw_chunks
 
 from chorus.testing import vectorstores as kit
 from chorus.testing.vectorstores import FILLER, chunks, ids, kill_mid_write
-from chorus_vectorstore_qdrant import QdrantVectorStore
 
 OLD = ["old alpha", "old beta", "old gamma"]
 NEW = ["novel delta", "novel epsilon", "novel zeta", "novel eta", "novel theta"]

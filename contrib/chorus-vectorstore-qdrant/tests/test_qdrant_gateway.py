@@ -15,11 +15,12 @@ pytest.importorskip("qdrant_client", reason="qdrant-client is not installed")
 pytest.importorskip("chorus_vectorstore_qdrant", reason="chorus-vectorstore-qdrant is not installed")
 openai = pytest.importorskip("openai")
 
+from chorus_vectorstore_qdrant import QdrantVectorStore
+
 from chorus.testing.config import ACME_KEY, GLOBEX_KEY
 from chorus.testing.fixtures import ServeChorus
 from chorus.testing.server import LiveServer
 from chorus.testing.upstream import Reply, ScriptedUpstream
-from chorus_vectorstore_qdrant import QdrantVectorStore
 
 WARRANTY = (
     "Warranty claims\n\n"

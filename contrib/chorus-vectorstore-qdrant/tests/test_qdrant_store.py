@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed")
 pytest.importorskip("chorus_vectorstore_qdrant", reason="chorus-vectorstore-qdrant is not installed")
 
+from chorus_vectorstore_qdrant import QdrantVectorStore, QdrantVectorStoreSettings
 from qdrant_testing import Conformance, QdrantFactory, raw_chunks, settings
 
 from chorus.errors import ConfigError
@@ -33,7 +34,6 @@ from chorus.testing.vectorstores import (
     ids,
     load_filter_docs,
 )
-from chorus_vectorstore_qdrant import QdrantVectorStore, QdrantVectorStoreSettings
 
 
 @pytest.mark.parametrize("check", CHECKS + SCORING_CHECKS, ids=lambda c: c.__name__)

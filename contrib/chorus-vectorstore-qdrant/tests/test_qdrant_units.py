@@ -7,12 +7,12 @@ import pytest
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed")
 pytest.importorskip("chorus_vectorstore_qdrant", reason="chorus-vectorstore-qdrant is not installed")
 
-from qdrant_client import models
-
-from chorus.errors import InvalidRequest
 from chorus_vectorstore_qdrant import points as pt
 from chorus_vectorstore_qdrant.filters import compile_filter
 from chorus_vectorstore_qdrant.lexical import MAX_QUERY_TERMS, Analyzer, fold, term_id, tokens
+from qdrant_client import models
+
+from chorus.errors import InvalidRequest
 
 
 def test_tokens_fold_case_and_diacritics() -> None:
