@@ -1,0 +1,163 @@
+"""CPU per request as instructions counted by callgrind: a comparison that machine load cannot move.
+
+    python benchmarks/instructions.py                          # this checkout's Chorus
+    python benchmarks/instructions.py --python /other/.venv/bin/python --label before
+
+Wall-clock and CPU-time figures on a shared 2-core machine move with whatever else runs. This
+script runs one Chorus server under ``valgrind --tool=callgrind`` with instrumentation off during
+startup, warms it up, zeroes the counters, sends ``--requests`` requests per scenario one at a time
+(a plain ``model/name=`` request, a ``bot/id=`` request with a backstory, and a streamed
+``model/name=`` request of 64 chunks) and reads the instructions the server executed. The upstream
+is ``benchmarks/mock_upstream.py`` outside valgrind. Counts are repeatable to a fraction of a
+percent for the same code, so two checkouts (``--python`` of each one's venv) compare exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from constants import API_KEY, BACKSTORY, MESSAGES, UPSTREAM_KEY  # noqa: E402
+from procs import free_port  # noqa: E402
+
+SCENARIOS = {
+    "model": {"model": "model/name=fast/gpt-4o-mini", "messages": MESSAGES},
+    "bot": {"model": "bot/id=ada", "messages": MESSAGES},
+    "stream": {"model": "model/name=fast/gpt-4o-mini", "messages": MESSAGES, "stream": True},
+}
+
+
+def config(path: Path, upstream: int) -> None:
+    path.write_text(f"""
+data_dir = "{path.parent / 'data'}"
+
+[[providers]]
+id = "fast"
+driver = "openai"
+base_url = "http://127.0.0.1:{upstream}/v1"
+api_key = "{UPSTREAM_KEY}"
+models = ["gpt-4o-mini"]
+
+[[workspaces]]
+id = "bench"
+api_keys = ["{API_KEY}"]
+
+[[bots]]
+id = "ada"
+workspace = "bench"
+name = "Ada"
+model = "fast/gpt-4o-mini"
+backstory = {json.dumps(BACKSTORY)}
+params = {{ temperature = 0.2, max_tokens = 400 }}
+""")
+
+
+def send(port: int, body: dict[str, object]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("POST", "/v1/chat/completions", json.dumps(body).encode(),
+                     {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{response.status}: {data[:200]!r}")
+    finally:
+        conn.close()
+
+
+def wait_health(port: int, proc: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited during startup")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("the server did not become healthy")
+
+
+def total_instructions(out_file: Path) -> int:
+    """Sum of the ``totals:`` (or ``summary:``) lines of every callgrind dump written so far."""
+    total = 0
+    for dump in out_file.parent.glob(out_file.name + "*"):
+        match = re.search(rb"^(?:totals|summary): (\d+)", dump.read_bytes(), re.MULTILINE)
+        if match:
+            total += int(match.group(1))
+    return total
+
+
+def control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
+
+
+def measure(python: str, requests: int, warmup: int) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="chorus-instr-"))
+    upstream_port, port = free_port(), free_port()
+    mock = subprocess.Popen([python, str(HERE / "mock_upstream.py"), "--port", str(upstream_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config(work / "chorus.toml", upstream_port)
+    out = work / "callgrind.out"
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         python, "-m", "chorus.cli", "serve", "--config", str(work / "chorus.toml"), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    results: dict[str, float] = {}
+    try:
+        wait_health(port, server, 600)
+        control(server.pid, "-i", "on")
+        for name, body in SCENARIOS.items():
+            for _ in range(warmup):
+                send(port, body)
+            before = total_instructions(out)
+            control(server.pid, "-z")  # zero, so the next dump holds only this scenario
+            for _ in range(requests):
+                send(port, body)
+            control(server.pid, "-d")
+            results[name] = (total_instructions(out) - before) / requests
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        mock.terminate()
+        mock.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python", default=sys.executable, help="the interpreter whose chorus is measured")
+    parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=50)
+    args = parser.parse_args()
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    results = measure(args.python, args.requests, args.warmup)
+    print(json.dumps({"label": args.label, "instructions_per_request": {k: round(v) for k, v in results.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
