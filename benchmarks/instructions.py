@@ -30,8 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from constants import API_KEY, BACKSTORY, MESSAGES, UPSTREAM_KEY  # noqa: E402
-from procs import free_port  # noqa: E402
+from constants import API_KEY, BACKSTORY, MESSAGES, UPSTREAM_KEY
+from procs import free_port
 
 SCENARIOS = {
     "model": {"model": "model/name=fast/gpt-4o-mini", "messages": MESSAGES},
