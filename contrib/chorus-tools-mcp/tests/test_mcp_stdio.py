@@ -134,12 +134,18 @@ async def test_aclose_stops_the_server_without_a_zombie(drivers: Drivers, ctx: C
         await driver.call("pid", {}, ctx())
 
 
-async def test_server_killed_between_calls_is_restarted_on_the_next_call(drivers: Drivers, ctx: Ctx) -> None:
+async def test_server_killed_between_calls_is_restarted_on_the_next_call(
+    drivers: Drivers, ctx: Ctx, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="chorus.tools.mcp")
     driver = drivers(**stdio_table())
     await driver.start()
     first = int(await driver.call("pid", {}, ctx()))
     os.kill(first, signal.SIGKILL)
     await wait_until(lambda: process_state(first) is None)
+    # "Between calls": the driver has seen the session end (a call racing the death fails instead,
+    # as test_server_dying_during_a_call_fails_it_then_reconnects shows).
+    await wait_until(lambda: "session ended" in caplog.text, 30)
     second = int(await driver.call("pid", {}, ctx()))
     assert second != first
     assert await driver.call("add", {"a": 1, "b": 2}, ctx()) == "3"
