@@ -279,3 +279,54 @@ def test_chorus_state_on_the_embedded_default(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "chorus.cli", "state", "migrate", "--config", str(config)],
                           capture_output=True, text=True, timeout=60, check=True)
     assert "embedded SQLite" in done.stdout and "nothing to migrate" in done.stdout
+
+
+@needs_postgres
+def test_requests_that_need_no_state_keep_working_while_postgresql_is_down(tmp_path: Path) -> None:
+    """The hot path touches no database unless the request needs stored data: with the state
+    server cut off, plain and bot requests are answered and a Files request is a clean 503."""
+    import openai
+
+    from chorus.testing.config import ACME_KEY, make_config, state_table
+    from chorus.testing.gateway import serve
+    from chorus.testing.upstream import Reply, ScriptedUpstream
+
+    url = postgres_url()
+    assert url is not None
+    loop = asyncio.new_event_loop()
+    relay = Cuttable(int(url.rsplit(":", 1)[1].split("/")[0]))
+    thread = __import__("threading").Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(relay.start(), loop).result(10)
+    relayed = url.replace(url.split("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{relay.port}")
+    upstream = ScriptedUpstream()
+    upstream.start()
+    try:
+        extra = state_table(url=relayed).replace("allow_local_vector_store = true", "allow_local_vector_store = true\nconnect_timeout = 2")
+        with serve(make_config(upstream.base_url, extra, data_dir=str(tmp_path))) as server, \
+                server.openai_client(ACME_KEY) as client:
+            client.files.create(file=("a.txt", b"kept"), purpose="assistants")
+            asyncio.run_coroutine_threadsafe(relay.cut(), loop).result(10)
+            upstream.push(Reply(content="plain"), Reply(content="bot"))
+            plain = client.chat.completions.create(model="model/name=up/gpt-test",
+                                                   messages=[{"role": "user", "content": "hi"}])
+            bot = client.chat.completions.create(model="bot/id=support", messages=[{"role": "user", "content": "hi"}])
+            assert (plain.choices[0].message.content, bot.choices[0].message.content) == ("plain", "bot")
+            with pytest.raises(openai.InternalServerError) as info:
+                client.files.list()
+            assert info.value.status_code == 503 and info.value.body["code"] == "state_unavailable"  # type: ignore[index]
+            asyncio.run_coroutine_threadsafe(relay.restore(), loop).result(10)
+            for _ in range(50):
+                try:
+                    assert [f.filename for f in client.files.list()] == ["a.txt"]
+                    break
+                except openai.InternalServerError:
+                    __import__("time").sleep(0.1)
+            else:
+                pytest.fail("the Files API did not recover after the state server came back")
+    finally:
+        upstream.stop()
+        asyncio.run_coroutine_threadsafe(relay.cut(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
