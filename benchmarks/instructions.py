@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE))
 from constants import API_KEY, BACKSTORY, MESSAGES, UPSTREAM_KEY
 from procs import free_port
 
+SCHEMA = f"bench_instructions_{os.getpid()}"
 SCENARIOS = {
     "model": {"model": "model/name=fast/gpt-4o-mini", "messages": MESSAGES},
     "bot": {"model": "bot/id=ada", "messages": MESSAGES},
@@ -40,7 +41,10 @@ SCENARIOS = {
 }
 
 
-def config(path: Path, upstream: int) -> None:
+def config(path: Path, upstream: int, state_url: str | None = None) -> None:
+    state = ""
+    if state_url:  # a scratch schema of this run (dropped by the caller)
+        state = f'\n[state]\nurl = "{state_url}"\nschema = "{SCHEMA}"\nallow_local_vector_store = true\n'
     path.write_text(f"""
 data_dir = "{path.parent / 'data'}"
 
@@ -62,7 +66,7 @@ name = "Ada"
 model = "fast/gpt-4o-mini"
 backstory = {json.dumps(BACKSTORY)}
 params = {{ temperature = 0.2, max_tokens = 400 }}
-""")
+""" + state)
 
 
 def send(port: int, body: dict[str, object]) -> None:
@@ -107,12 +111,12 @@ def control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
 
 
-def measure(python: str, requests: int, warmup: int) -> dict[str, float]:
+def measure(python: str, requests: int, warmup: int, state_url: str | None = None) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="chorus-instr-"))
     upstream_port, port = free_port(), free_port()
     mock = subprocess.Popen([python, str(HERE / "mock_upstream.py"), "--port", str(upstream_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    config(work / "chorus.toml", upstream_port)
+    config(work / "chorus.toml", upstream_port, state_url)
     out = work / "callgrind.out"
     env = dict(os.environ, PYTHONHASHSEED="0")
     server = subprocess.Popen(
@@ -141,6 +145,13 @@ def measure(python: str, requests: int, warmup: int) -> dict[str, float]:
         mock.terminate()
         mock.wait(10)
         shutil.rmtree(work, ignore_errors=True)
+        if state_url:
+            subprocess.run([python, "-c", "import asyncio, asyncpg, sys\n"
+                            "async def drop():\n"
+                            "    conn = await asyncpg.connect(sys.argv[1])\n"
+                            f"    await conn.execute('DROP SCHEMA IF EXISTS {SCHEMA} CASCADE')\n"
+                            "    await conn.close()\n"
+                            "asyncio.run(drop())", state_url], check=False, timeout=60)
     return results
 
 
@@ -150,12 +161,16 @@ def main() -> int:
     parser.add_argument("--label", default="this checkout")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--state-url", help="also measure with [state] url = this PostgreSQL (a scratch schema)")
     args = parser.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    results = measure(args.python, args.requests, args.warmup)
-    print(json.dumps({"label": args.label, "instructions_per_request": {k: round(v) for k, v in results.items()}}))
+    runs = [("embedded state", None)] + ([("postgresql state", args.state_url)] if args.state_url else [])
+    for backend, url in runs:
+        results = measure(args.python, args.requests, args.warmup, url)
+        print(json.dumps({"label": args.label, "state": backend,
+                          "instructions_per_request": {k: round(v) for k, v in results.items()}}))
     return 0
 
 
