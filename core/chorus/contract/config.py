@@ -159,6 +159,9 @@ class StateConfig(Strict):
     """
 
     url: Secret | None = None
+    #: Optional ``redis://`` URL: shared counters and notifications go through Redis first (the state
+    #: store carries them, more slowly, without it or while it is down).
+    redis_url: Secret | None = None
     schema: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")] = "chorus"
     pool_min: Annotated[int, msgspec.Meta(ge=0)] = 1
     pool_max: Annotated[int, msgspec.Meta(ge=1)] = 10
@@ -254,6 +257,8 @@ def _check_references(config: Config, source: str) -> None:
     state = config.state
     if state.url is not None and not state.url.get().startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"{source}: state.url must be a postgresql:// URL")
+    if state.redis_url is not None and not state.redis_url.get().startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{source}: state.redis_url must be a redis://, rediss:// or unix:// URL")
     if state.pool_min > state.pool_max:
         raise ConfigError(f"{source}: state.pool_min ({state.pool_min}) is above state.pool_max ({state.pool_max})")
     """Cross-object checks: unique ids, known workspaces, well-formed key digests."""

@@ -5,8 +5,11 @@
 * ``[state] url = "postgresql://..."``: one PostgreSQL schema shared by every instance of a
   deployment (asyncpg pool, migrations under an advisory lock, advisory locks).
 
-Features reach storage only through :class:`State` (``catalog``, ``turns``, ``try_lock``), so a
-new store is added once here, with both implementations.
+* ``[state] redis_url`` (optional, either backend): shared counters and notifications through
+  Redis first (:mod:`chorus.storage.redis_signals`), the backend's own signals when it is down.
+
+Features reach storage only through :class:`State` (``catalog``, ``turns``, ``signals``,
+``try_lock``), so a new store is added once here, with both implementations.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from chorus.contract.config import Config
 from chorus.storage.catalog import Catalog
 from chorus.storage.locks import FileLocks
+from chorus.storage.signals import Signals, SqliteSignals
 from chorus.storage.turns import MemoryTurnStore, SqliteTurnStore, TurnStore
 
 if TYPE_CHECKING:
@@ -32,10 +36,11 @@ class State:
     """The stores of one deployment and their lifecycle (start in order, close in reverse)."""
 
     def __init__(self, *, backend: Literal["sqlite", "postgresql"], catalog: Catalog, turns: TurnStore, locks: Locks,
-                 where: str, database: Database | None = None) -> None:
+                 signals: Signals, where: str, database: Database | None = None) -> None:
         self.backend = backend
         self.catalog = catalog
         self.turns = turns
+        self.signals = signals
         self.locks = locks
         self.where = where
         self.database = database
@@ -50,8 +55,10 @@ class State:
             await self.database.start()
         await self.catalog.start()
         await self.turns.start()
+        await self.signals.start()
 
     async def aclose(self) -> None:
+        await self.signals.aclose()
         await self.turns.aclose()
         await self.catalog.aclose()
         if self.database is not None:
@@ -71,6 +78,7 @@ def open_state(config: Config, data_dir: Path) -> State:
         from chorus.storage.postgres.catalog import PgCatalog
         from chorus.storage.postgres.database import Database
         from chorus.storage.postgres.locks import AdvisoryLocks
+        from chorus.storage.postgres.signals import PgSignals
         from chorus.storage.postgres.turns import PgTurnStore
 
         db = Database(settings.url.get(), schema=settings.schema, min_size=settings.pool_min, max_size=settings.pool_max,
@@ -78,12 +86,21 @@ def open_state(config: Config, data_dir: Path) -> State:
                       migrate=settings.migrate == "auto")
         turns: TurnStore = MemoryTurnStore(ttl) if server.parked_turns == "memory" else PgTurnStore(db, ttl)
         return State(backend="postgresql", catalog=PgCatalog(db), turns=turns, locks=AdvisoryLocks(db),
-                     where=db.where, database=db)
+                     signals=_with_redis(config, PgSignals(db)), where=db.where, database=db)
     from chorus.storage.sqlite_catalog import SqliteCatalog
 
     turns = MemoryTurnStore(ttl) if server.parked_turns == "memory" else SqliteTurnStore(data_dir / "turns.sqlite3", ttl)
     return State(backend="sqlite", catalog=SqliteCatalog(data_dir), turns=turns, locks=FileLocks(data_dir / "locks"),
-                 where=str(data_dir))
+                 signals=_with_redis(config, SqliteSignals(data_dir / "signals.sqlite3")), where=str(data_dir))
+
+
+def _with_redis(config: Config, signals: Signals) -> Signals:
+    """``signals`` behind Redis when ``[state] redis_url`` is set."""
+    if config.state.redis_url is None:
+        return signals
+    from chorus.storage.redis_signals import RedisSignals
+
+    return RedisSignals(config.state.redis_url.get(), signals, prefix=f"chorus:{config.state.schema}")
 
 
 __all__ = ["Locks", "State", "open_state"]

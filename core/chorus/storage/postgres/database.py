@@ -58,6 +58,13 @@ CREATE TABLE parked_turns (
 );
 CREATE INDEX parked_turns_expiry ON parked_turns (expires);
 """),
+    (2, "shared counters", """
+CREATE TABLE counters (
+    key TEXT NOT NULL, window_start BIGINT NOT NULL, count BIGINT NOT NULL, expires DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (key, window_start)
+);
+CREATE INDEX counters_expiry ON counters (expires);
+"""),
 ]
 
 #: What asyncpg raises when the server cannot be used right now (as opposed to a bad query).
