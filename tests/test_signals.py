@@ -4,6 +4,7 @@ front of either; Redis going away degrades to the state store without a hang or 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,7 +46,7 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         return
     url = postgres_url()
     if request.param == "redis":
-        prefix = f"chorus:test-{tmp_path.name}"
+        prefix = f"chorus:test-{secrets.token_hex(6)}"
         made = [RedisSignals(REDIS_URL, SqliteSignals(tmp_path / "signals.sqlite3", poll_interval=0.05), prefix=prefix)
                 for _ in range(2)]
         for s in made:
@@ -133,7 +134,7 @@ async def test_redis_counts_when_up_then_falls_back_and_returns(tmp_path: Path) 
     """Counts go to Redis while it answers (the fallback stays empty), to the state store while it
     is down, and to Redis again once it is back."""
     fallback = SqliteSignals(tmp_path / "signals.sqlite3", poll_interval=0.05)
-    signals = RedisSignals(REDIS_URL, fallback, prefix=f"chorus:test-{tmp_path.name}", retry=0.2)
+    signals = RedisSignals(REDIS_URL, fallback, prefix=f"chorus:test-{secrets.token_hex(6)}", retry=0.2)
     await signals.start()
     try:
         assert (await signals.count("k", 1, 60)).value == 1

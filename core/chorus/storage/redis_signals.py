@@ -56,7 +56,9 @@ class RedisSignals(Signals):
             await asyncio.gather(listener, return_exceptions=True)
         for client in (self._client, self._subscriber):
             if client is not None:
-                await client.aclose()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self.timeout * 4):
+                        await client.aclose()
         self._client = self._subscriber = None
         await self.fallback.aclose()
 
@@ -153,7 +155,8 @@ class RedisSignals(Signals):
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
+                        async with asyncio.timeout(self.timeout * 4):
+                            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             await asyncio.sleep(min(self.retry, 1.0))
 
 
