@@ -37,6 +37,7 @@ from referencing.jsonschema import DRAFT202012
 
 __all__ = [
     "REQUIRED_SCHEMAS",
+    "SKIP_REASON",
     "SPEC_PATH",
     "SPEC_URI",
     "errors",
@@ -73,9 +74,9 @@ def spec_available() -> bool:
     return SPEC_PATH.is_file()
 
 
-requires_spec = pytest.mark.skipif(
-    not spec_available(), reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH} (set CHORUS_OPENAI_SPEC)"
-)
+SKIP_REASON = (f"OpenAI OpenAPI spec not found at {SPEC_PATH}: set CHORUS_OPENAI_SPEC to a copy of openapi.yaml "
+               "from the public openai/openai-openapi repository (README: Run the tests)")
+requires_spec = pytest.mark.skipif(not spec_available(), reason=SKIP_REASON)
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -107,7 +108,7 @@ def _normalise(node: Any) -> Any:
 def load_spec() -> dict[str, Any]:
     """The parsed, normalised spec (cached). Skips the calling test if the file is missing."""
     if not spec_available():
-        pytest.skip(f"OpenAI OpenAPI spec not found at {SPEC_PATH}")
+        pytest.skip(SKIP_REASON)
     with SPEC_PATH.open("rb") as fh:
         return _normalise(yaml.load(fh, Loader=_Loader))
 

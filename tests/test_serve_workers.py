@@ -197,5 +197,5 @@ def test_a_bad_configuration_stops_before_binding(tmp_path: Path) -> None:
     process = serve(config, port, tmp_path / "data")
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 2
-    assert "configuration error" in output and "no-such-driver" in output
+    assert "chorus: error: invalid configuration" in output and "no-such-driver" in output
     assert "Traceback" not in output

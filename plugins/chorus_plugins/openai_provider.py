@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
 from chorus.context import RequestContext
-from chorus.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from chorus.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from chorus.http1 import HTTPError, HTTPPool, RequestTimeout, Response
 from chorus.providers import ProviderDriver, ProviderSettings
 from chorus.schemas import ChatCompletionRequest
@@ -31,10 +32,19 @@ RELAYED_STATUSES = frozenset({400, 404, 408, 409, 413, 415, 422, 429})
 
 
 class OpenAISettings(ProviderSettings):
-    """``driver = "openai"`` settings; ``base_url`` is the API root (ending in ``/v1``)."""
+    """``driver = "openai"`` settings; ``base_url`` is the API root (ending in ``/v1``).
+
+    ``api_key_header`` and ``query`` are for upstreams that authenticate or version differently
+    from OpenAI, such as Azure OpenAI (``api_key_header = "api-key"``, ``query = { "api-version" =
+    "2024-10-21" }``); docs/providers.md shows them in use.
+    """
 
     base_url: str | None = "https://api.openai.com/v1"
     organization: str | None = None
+    #: Send ``api_key`` as this header's whole value instead of ``Authorization: Bearer <key>``.
+    api_key_header: str | None = None
+    #: Query parameters added to every request (``base_url`` itself may not carry a query).
+    query: dict[str, str] = {}
 
 
 class OpenAIProvider(ProviderDriver):
@@ -46,12 +56,20 @@ class OpenAIProvider(ProviderDriver):
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
         self._pool: HTTPPool | None = None
+        s = self.settings
+        if s.base_url and urlsplit(s.base_url).query:
+            raise ConfigError("base_url must not carry a query string: put its parameters in `query`")
+        suffix = "?" + urlencode(s.query) if s.query else ""
+        self._chat_path = "/chat/completions" + suffix
+        self._embeddings_path = "/embeddings" + suffix
 
     async def start(self) -> None:
         """Open the connection pool (connections are made on first use)."""
         s = self.settings
         headers = {"content-type": "application/json", "accept": "application/json", **s.headers}
-        if s.api_key:
+        if s.api_key and s.api_key_header:
+            headers[s.api_key_header.lower()] = s.api_key.get()
+        elif s.api_key:
             headers["authorization"] = f"Bearer {s.api_key.get()}"
         if s.organization:
             headers["openai-organization"] = s.organization
@@ -103,14 +121,14 @@ class OpenAIProvider(ProviderDriver):
 
     async def complete(self, body: ChatCompletionRequest, ctx: RequestContext) -> dict[str, Any]:
         """POST ``/chat/completions`` and return the decoded ``chat.completion``."""
-        return await self._read_json("/chat/completions", _encode(body), "response")
+        return await self._read_json(self._chat_path, _encode(body), "response")
 
     async def embed(self, inputs: list[str], model: str, *, dimensions: int | None = None) -> dict[str, Any]:
         """POST ``/embeddings`` (float encoding) and return the decoded response."""
         payload: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
         if dimensions is not None:
             payload["dimensions"] = dimensions
-        result = await self._read_json("/embeddings", _encode(payload), "embeddings response")
+        result = await self._read_json(self._embeddings_path, _encode(payload), "embeddings response")
         if not isinstance(result.get("data"), list):
             raise UpstreamError(f"provider {self.id!r} returned an unexpected embeddings response")
         return result
@@ -121,7 +139,7 @@ class OpenAIProvider(ProviderDriver):
         Leaving early (client gone, error) closes the upstream connection instead of returning it
         to the pool, so the upstream sees the cancellation.
         """
-        response = await self._post("/chat/completions", _encode(body))
+        response = await self._post(self._chat_path, _encode(body))
         finished = False
         try:
             if response.status >= 400:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TextIO
 
+from chorus.cli.report import UsageError, error
 from chorus.cli.source import load
 from chorus.contract.config import Config
 from chorus.contract.errors import ConfigError
@@ -72,11 +73,13 @@ async def open_knowledge(config: Config) -> AsyncIterator[Knowledge]:
 def _workspace(config: Config, args: argparse.Namespace) -> str:
     if args.workspace:
         if args.workspace not in {w.id for w in config.workspaces}:
-            raise ConfigError(f"unknown workspace {args.workspace!r}")
+            raise UsageError(f"unknown workspace {args.workspace!r}")
         return str(args.workspace)
     if len(config.workspaces) == 1:
         return config.workspaces[0].id
-    raise ConfigError("several workspaces are configured: pass --workspace")
+    if not config.workspaces:
+        raise ConfigError("no workspace is configured")
+    raise UsageError("several workspaces are configured: pass --workspace")
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:
@@ -85,11 +88,21 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
         catalog = knowledge.catalog
         if args.datasets_command == "list":
             print(f"{'ID':28} {'NAME':24} {'ORIGIN':7} {'FILES':>5} {'FAILED':>6} {'CHUNKS':>7}")
-            for store in await catalog.list_stores(workspace):
+            stored = await catalog.list_stores(workspace)
+            for store in stored:
                 files = await catalog.list_store_files(workspace, store.id)
                 failed = sum(1 for f in files if f.status == "failed")
                 chunks = sum(f.chunks for f in files)
                 print(f"{store.id:28} {store.name[:24]:24} {store.origin:7} {len(files):>5} {failed:>6} {chunks:>7}")
+            # datasets the configuration declares that were never ingested (the server ingests them
+            # when it starts; `chorus datasets ingest <id>` does it now)
+            known = {store.id for store in stored}
+            pending = [d for d in config.datasets if d.workspace == workspace and d.id not in known]
+            for d in pending:
+                print(f"{d.id:28} {(d.name or d.id)[:24]:24} {'config':7} {'-':>5} {'-':>6} {'-':>7}  not ingested yet")
+            if pending:
+                print(f"\n{len(pending)} configured dataset{'s are' if len(pending) > 1 else ' is'} not ingested yet: "
+                      "`chorus serve` ingests them at startup, `chorus datasets ingest <id>` now.")
             return 0
         if args.datasets_command == "create":
             store = await catalog.create_store(workspace, args.name, {})
@@ -103,16 +116,17 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
                 summary = await knowledge.sync_dataset(declared, progress=bar)
             else:
                 if await catalog.get_store(workspace, dataset) is None:
-                    print(f"chorus: no dataset {dataset!r} in workspace {workspace!r}", file=sys.stderr)
+                    error(f"no dataset {dataset!r} in workspace {workspace!r}")
                     return 1
                 summary = await knowledge.ingest_paths(workspace, dataset, args.paths, bar)
             print(f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
                   f"removed {summary.removed}, failed {len(summary.failed)}, chunks {summary.chunks}")
             for name, reason in summary.failed:
-                print(f"  failed: {name}: {reason}", file=sys.stderr)
+                error(f"{name} not ingested: {reason}")
             return 1 if summary.failed else 0
         if await catalog.get_store(workspace, dataset) is None:
-            print(f"chorus: no dataset {dataset!r} in workspace {workspace!r}", file=sys.stderr)
+            hint = " (configured, not ingested yet: `chorus datasets ingest " + dataset + "`)" if declared else ""
+            error(f"no dataset {dataset!r} in workspace {workspace!r}{hint}")
             return 1
         if args.datasets_command == "search":
             for rank, hit in enumerate(await knowledge.search(workspace, [dataset], args.query, k=args.k), start=1):

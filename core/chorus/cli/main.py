@@ -1,4 +1,9 @@
-"""The ``chorus`` command line: ``serve``, ``keys new``, ``plugins``, ``config check``."""
+"""The ``chorus`` command line: ``serve``, ``keys new|reset-default``, ``plugins``, ``config check``.
+
+Failures are reported as one ``chorus: error: <message>`` line on standard error
+(:mod:`chorus.cli.report`): exit status 2 for an invalid configuration (as for a bad command line),
+1 for anything else.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chorus import __version__
-from chorus.cli.source import CONFIG_ENV, load
-from chorus.contract.errors import ConfigError
+from chorus.cli.report import UsageError, error
+from chorus.cli.source import CONFIG_ENV, load, uses_embedded_default
+from chorus.contract.errors import ChorusError, ConfigError
 from chorus.runtime.keys import digest, new_key
 
 if TYPE_CHECKING:
@@ -83,13 +89,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from chorus.server.app import create_app
 
         app = create_app(config)  # validates drivers and references before binding the port
-    if fresh_key:
-        print(
-            "Created the default workspace. Its API key is shown only this once; only its hash is stored:\n\n"
-            f"    {fresh_key}\n",
-            file=sys.stderr,
-        )
+    if uses_embedded_default(args.config):
+        print(default_key_notice(fresh_key), file=sys.stderr)
     print(f"Chorus {__version__} serving the OpenAI API at http://{host}:{port}/v1", file=sys.stderr)
+    if config.server.playground:
+        print(f"Playground: http://{host}:{port}/", file=sys.stderr)
     options = {"host": host, "port": port, "access_log": args.access_log, "log_level": "info", "lifespan": "on"}
     if app is None:
         if args.config:
@@ -105,6 +109,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         tune_gc(args.gc_threshold)
         uvicorn.run(app, **options)
+    return 0
+
+
+def command_name() -> str:
+    """How the user ran this command (``.venv/bin/chorus`` as typed), for hints; ``chorus`` otherwise."""
+    invoked = sys.argv[0] if sys.argv else ""
+    return invoked if os.path.basename(invoked) == "chorus" else "chorus"
+
+
+def default_key_notice(fresh_key: str | None) -> str:
+    """What ``chorus serve`` says about the default workspace's key on every start of the embedded
+    default: the key itself on the first start, and always how to replace a lost one."""
+    from chorus.runtime.defaults import KEY_FILE, data_dir
+
+    recover = f"{command_name()} keys reset-default"
+    if fresh_key:
+        return ("Created the default workspace. Its API key is shown only this once; only its hash is stored:\n\n"
+                f"    {fresh_key}\n\n"
+                f"Lost it later? `{recover}` makes a new one (then restart the server).")
+    return (f"Default workspace: its API key was shown on the first start; only its hash is kept "
+            f"({data_dir() / KEY_FILE}). Lost it? `{recover}` makes a new one (then restart the server).")
+
+
+def cmd_keys_reset_default(args: argparse.Namespace) -> int:
+    """Replace the embedded default workspace's key; print the new key (stdout) once."""
+    from chorus.runtime.defaults import KEY_FILE, data_dir, reset_default_key
+
+    directory = data_dir()
+    existed = (directory / KEY_FILE).exists()
+    key = reset_default_key(directory)
+    print(key)
+    print(("Replaced" if existed else "Created") + f" the default workspace's key; only its hash is stored "
+          f"({directory / KEY_FILE}). It is shown only this once. Restart `chorus serve` to use it: the old key "
+          "stops working then.", file=sys.stderr)
+    if os.environ.get(CONFIG_ENV):
+        print(f"Note: ${CONFIG_ENV} is set; this key belongs to the embedded default configuration, which "
+              "serves only without a configuration file.", file=sys.stderr)
     return 0
 
 
@@ -148,7 +189,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
     config, _ = load(args.config)
     create_app(config)
-    print(f"ok: {len(config.providers)} providers, {len(config.workspaces)} workspaces, {len(config.bots)} bots")
+    counts = [(len(config.providers), "provider"), (len(config.workspaces), "workspace"), (len(config.bots), "bot"),
+              (len(config.datasets), "dataset"), (len(config.skillsets), "skillset"),
+              (len(config.search_engines), "search engine")]
+    print("ok: " + ", ".join(f"{n} {noun}{'' if n == 1 else 's'}" for n, noun in counts))
     return 0
 
 
@@ -170,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="API key utilities").add_subparsers(dest="keys_command", required=True)
     keys.add_parser("new", help="print a new random key and its sha256: form").set_defaults(func=cmd_keys_new)
+    keys.add_parser("reset-default", help="replace the embedded default workspace's key (a lost key cannot be shown "
+                    "again); prints the new key once").set_defaults(func=cmd_keys_reset_default)
 
     plugins = sub.add_parser("plugins", help="list installed plugins")
     plugins.add_argument("--json", action="store_true")
@@ -198,8 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"chorus: configuration error: {exc}", file=sys.stderr)
+        error(f"invalid configuration: {exc}")
         return 2
+    except UsageError as exc:
+        error(str(exc))
+        return 2
+    except ChorusError as exc:  # e.g. the state store is unreachable
+        error(exc.message)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,11 @@ from chorus.contract.config import Config, load_config
 CONFIG_ENV = "CHORUS_CONFIG"
 
 
+def uses_embedded_default(path: str | None) -> bool:
+    """Whether :func:`load` of ``path`` gives the embedded default (no ``--config``, no ``$CHORUS_CONFIG``)."""
+    return not (path or os.environ.get(CONFIG_ENV))
+
+
 def load(path: str | None) -> tuple[Config, str | None]:
     """The configuration at ``path`` (else ``$CHORUS_CONFIG``, else the embedded default).
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
+from chorus.cli.report import error
 from chorus.cli.source import load
 from chorus.contract.config import Config
 from chorus.contract.errors import StateUnavailable
@@ -51,7 +51,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_migrate(config, apply=args.state_command == "migrate"))
     except StateUnavailable as exc:
-        print(f"chorus: {exc.message}", file=sys.stderr)
+        error(exc.message)
         return 1
 
 

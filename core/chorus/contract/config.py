@@ -47,6 +47,7 @@ class ServerConfig(Strict):
     # where hidden agent steps wait for a client's tool results (see chorus.turns)
     parked_turns: Literal["state", "sqlite", "memory"] = "state"  # "sqlite": the old name of "state"
     parked_turns_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    playground: bool = True  # the web playground at ``/`` (static files; false removes the routes)
 
 
 class WorkspaceConfig(Strict):

@@ -52,14 +52,23 @@ def default_workspace_key(directory: Path) -> tuple[str, str | None]:
     path = directory / KEY_FILE
     if path.exists():
         return path.read_text(encoding="utf-8").strip(), None
+    key = reset_default_key(directory)
+    return digest(key), key
+
+
+def reset_default_key(directory: Path) -> str:
+    """Replace the default workspace's key: store a new key's digest (owner-only, atomically) and
+    return the new clear key, which is never stored. A server already running keeps accepting the
+    old key until it restarts."""
     directory.mkdir(parents=True, exist_ok=True)
+    path = directory / KEY_FILE
     key = new_key()
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(digest(key) + "\n")
     os.replace(tmp, path)
-    return digest(key), key
+    return key
 
 
 def default_config(env: Mapping[str, str] | None = None) -> tuple[Config, str | None]:

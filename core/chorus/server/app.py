@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Litestar, get
 from litestar.datastructures import State
+from litestar.types import ControllerRouterHandler
 
 from chorus.contract.config import Config
 from chorus.plugins.manager import PluginManager
@@ -17,6 +18,7 @@ from chorus.server.routes.chat import chat_completions
 from chorus.server.routes.embeddings import EmbeddingsController
 from chorus.server.routes.files import FilesController
 from chorus.server.routes.models import ModelsController
+from chorus.server.routes.playground import playground_routes
 from chorus.server.routes.vector_stores import VectorStoresController
 
 __all__ = ["create_app", "error_response"]
@@ -38,10 +40,14 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
     async def stop(app: Litestar) -> None:
         await services.aclose()
 
+    handlers: list[ControllerRouterHandler] = [
+        chat_completions, ModelsController, EmbeddingsController, FilesController, VectorStoresController, health,
+    ]
+    if config.server.playground:
+        handlers += playground_routes()
+
     return Litestar(
-        route_handlers=[
-            chat_completions, ModelsController, EmbeddingsController, FilesController, VectorStoresController, health,
-        ],
+        route_handlers=handlers,
         state=State(
             {
                 "services": services,
