@@ -18,8 +18,8 @@ from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
 from chorus.contract.errors import ChorusError
+from chorus.server.body import ClientGone
 from chorus.server.requestid import request_id
-from chorus.server.routes.chat import ClientGone
 
 log = logging.getLogger("chorus")
 _encode = msgspec.json.Encoder().encode
@@ -60,7 +60,7 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 
 def _client_gone(request: Request[Any, Any, Any], exc: ClientGone) -> Response[bytes]:
-    log.info("request %s: client disconnected; upstream work cancelled", request_id(request.scope))
+    log.info("request %s: client disconnected %s", request_id(request.scope), exc)
     return Response(content=b"", status_code=499)
 
 

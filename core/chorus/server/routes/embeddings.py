@@ -15,6 +15,7 @@ from chorus.contract.schemas import Wire, decode_body
 from chorus.contract.targets import MODEL_PREFIX, unknown_target
 from chorus.runtime.registry import Registry
 from chorus.server.auth import authenticate
+from chorus.server.body import json_body
 
 _encode = msgspec.json.Encoder().encode
 
@@ -64,7 +65,7 @@ class EmbeddingsController(Controller):
         """Embed text with a provider's model; the response echoes the selector as ``model``."""
         registry: Registry = request.app.state.registry
         authenticate(registry, request.headers.get("authorization"))
-        body = decode_body(await request.body(), _decoder)
+        body = decode_body(await json_body(request), _decoder)
         if not body.model.startswith(MODEL_PREFIX):
             raise unknown_target(body.model)
         found = registry.find_model(body.model[len(MODEL_PREFIX):])

@@ -11,6 +11,7 @@ from msgspec import UNSET, UnsetType
 from chorus.contract.errors import InvalidRequest, NotFound
 from chorus.contract.schemas import Wire, decode_body
 from chorus.runtime.knowledge.service import Knowledge
+from chorus.server.body import json_body
 from chorus.server.routes.files import json_response, paginate, services
 from chorus.storage.catalog import StoreFileRecord, StoreRecord
 
@@ -86,7 +87,7 @@ class VectorStoresController(Controller):
     @post(["/v1/vector_stores", "/vector_stores"], status_code=200)
     async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        body: CreateStore = _decode(await request.body(), CreateStore)
+        body: CreateStore = _decode(await json_body(request), CreateStore)
         file_ids = body.file_ids if isinstance(body.file_ids, list) else []
         files = [await _file_of(knowledge, workspace, f) for f in file_ids]
         metadata = body.metadata if isinstance(body.metadata, dict) else {}
@@ -110,7 +111,7 @@ class VectorStoresController(Controller):
     async def update(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
-        body: UpdateStore = _decode(await request.body(), UpdateStore)
+        body: UpdateStore = _decode(await json_body(request), UpdateStore)
         await knowledge.catalog.update_store(
             workspace, record.id, body.name if isinstance(body.name, str) else None,
             body.metadata if isinstance(body.metadata, dict) else None)
@@ -127,7 +128,7 @@ class VectorStoresController(Controller):
     async def add_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
-        body: CreateStoreFile = _decode(await request.body(), CreateStoreFile)
+        body: CreateStoreFile = _decode(await json_body(request), CreateStoreFile)
         file = await _file_of(knowledge, workspace, body.file_id)
         attributes = body.attributes if isinstance(body.attributes, dict) else {}
         result = await knowledge.attach(workspace, record.id, file, attributes=attributes)
@@ -169,7 +170,7 @@ class VectorStoresController(Controller):
     async def search(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
-        body: SearchStore = _decode(await request.body(), SearchStore)
+        body: SearchStore = _decode(await json_body(request), SearchStore)
         queries = [body.query] if isinstance(body.query, str) else list(body.query)
         k = body.max_num_results if isinstance(body.max_num_results, int) else 10
         if not 1 <= k <= 50:
