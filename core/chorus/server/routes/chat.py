@@ -146,11 +146,15 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
 
 
 async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Receive, send: Send) -> None:
-    """Relay the pipeline's SSE events; errors before the first event become a normal HTTP error."""
+    """Relay the pipeline's SSE events; errors before the first event become a normal HTTP error.
+
+    The client is watched from the start: one that leaves while the model thinks (before the first
+    event) cancels the upstream request as surely as one that leaves mid-stream.
+    """
     events = pipeline.stream(ctx)
-    first = await anext(events)
     with DisconnectWatch(receive) as watch:
         try:
+            first = await anext(events)
             await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
             await send({"type": "http.response.body", "body": first, "more_body": True})
             await relay(events, send)
@@ -160,6 +164,7 @@ async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Rece
             if not watch.gone:
                 raise
             watch.absorb()  # the client left: the stream just stops (the upstream is closed below)
+            log.info("request %s: client disconnected from its stream; upstream work cancelled", ctx.request_id)
         finally:
             await events.aclose()
 
