@@ -1,18 +1,22 @@
-"""The OpenAI Files API (``/v1/files``), scoped to the caller's workspace."""
+"""The OpenAI Files API (``/v1/files``), scoped to the caller's workspace.
+
+Uploads are read as they arrive (:mod:`chorus.server.uploads`): the file goes to a temporary file on
+disk and ``knowledge.max_file_bytes`` is enforced while reading, so memory stays flat whatever the
+client sends.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import UploadFile
 
 from chorus.contract.errors import InvalidRequest, NotFound
 from chorus.runtime.knowledge.service import Knowledge
 from chorus.runtime.registry import Registry
 from chorus.server.auth import authenticate
+from chorus.server.uploads import FORM_OVERHEAD, read_upload, too_large
 from chorus.storage.catalog import FileRecord
 
 _encode = msgspec.json.Encoder().encode
@@ -67,20 +71,23 @@ class FilesController(Controller):
         workspace, knowledge = services(request)
         limit = knowledge.config.max_file_bytes
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit + 64 * 1024:
-            raise InvalidRequest(f"The file is larger than {limit} bytes.", code="file_too_large", status_code=413)
-        form = await request.form()
-        upload = form.get("file")
-        purpose = form.get("purpose")
-        if not isinstance(upload, UploadFile):
-            raise InvalidRequest("A multipart field 'file' is required.", param="file")
-        if not isinstance(purpose, str) or purpose not in PURPOSES:
-            raise InvalidRequest(f"'purpose' must be one of {sorted(PURPOSES)}.", param="purpose")
-        data = await upload.read()
-        if len(data) > limit:
-            raise InvalidRequest(f"The file is larger than {limit} bytes.", code="file_too_large", status_code=413)
-        name = (upload.filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:255] or "upload"
-        record = await knowledge.catalog.add_file(workspace, name, data, purpose, hashlib.sha256(data).hexdigest())
+        if length and length.isdigit() and int(length) > limit + FORM_OVERHEAD:
+            raise too_large(limit)
+        upload, fields = await read_upload(request.receive, request.headers.get("content-type"), limit)
+        try:
+            if upload is None:
+                raise InvalidRequest("A multipart field 'file' is required.", param="file")
+            purpose = fields.get("purpose")
+            if purpose not in PURPOSES:
+                raise InvalidRequest(f"'purpose' must be one of {sorted(PURPOSES)}.", param="purpose")
+            data = await upload.read()  # within the cap
+            digest = upload.sha256.hexdigest()
+            filename = upload.filename
+        finally:
+            if upload is not None:
+                upload.close()
+        name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:255] or "upload"
+        record = await knowledge.catalog.add_file(workspace, name, data, purpose, digest)
         return json_response(file_object(record))
 
     @get(["/v1/files", "/files"])
