@@ -2,7 +2,7 @@
 
 Uploads are read as they arrive (:mod:`chorus.server.uploads`): the file goes to a temporary file on
 disk and ``knowledge.max_file_bytes`` is enforced while reading, so memory stays flat whatever the
-client sends.
+client sends. A file that belongs to a dataset declared in configuration cannot be deleted here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 
-from chorus.contract.errors import InvalidRequest, NotFound
+from chorus.contract.errors import ChorusError, InvalidRequest, NotFound
 from chorus.runtime.knowledge.service import Knowledge
 from chorus.runtime.registry import Registry
 from chorus.server.auth import authenticate
@@ -114,6 +114,14 @@ class FilesController(Controller):
     async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _file(knowledge, workspace, request.path_params["file_id"])
+        for store_id in await knowledge.catalog.stores_with_file(workspace, record.id):
+            store = await knowledge.catalog.get_store(workspace, store_id)
+            if store is not None and store.origin == "config":  # deleting it would take it out of the dataset
+                raise ChorusError(
+                    f"File {record.id!r} belongs to vector store {store_id!r}, which is declared in the server's "
+                    "configuration ([[datasets]]) and is read-only through the API.",
+                    status_code=403, error_type="invalid_request_error", code="dataset_read_only", param="file_id",
+                )
         await knowledge.delete_file(workspace, record.id)
         return json_response({"id": record.id, "object": "file", "deleted": True})
 

@@ -1,4 +1,10 @@
-"""The OpenAI Vector Stores API: datasets made through the API or declared in configuration."""
+"""The OpenAI Vector Stores API: datasets made through the API or declared in configuration.
+
+Datasets declared in configuration (``[[datasets]]``, catalog ``origin == "config"``) belong to the
+operator: the API reads and searches them but never changes them (403 ``dataset_read_only``), since
+a bot would silently lose its knowledge until the next restart. Datasets made through the API are
+their workspace's to change and delete.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from msgspec import UNSET, UnsetType
 
-from chorus.contract.errors import InvalidRequest, NotFound
+from chorus.contract.errors import ChorusError, InvalidRequest, NotFound
 from chorus.contract.schemas import Wire, decode_body
 from chorus.runtime.knowledge.service import Knowledge
 from chorus.server.body import json_body
@@ -74,11 +80,23 @@ def store_file_object(record: StoreFileRecord) -> dict[str, Any]:
     }
 
 
-async def _store(knowledge: Knowledge, workspace: str, store_id: str) -> StoreRecord:
+async def _store(knowledge: Knowledge, workspace: str, store_id: str, *, change: bool = False) -> StoreRecord:
+    """The workspace's store; with ``change``, one the API may change (not declared in configuration)."""
     record = await knowledge.catalog.get_store(workspace, store_id)
     if record is None:
         raise NotFound(f"No such vector store: {store_id!r}.", param="vector_store_id", code="vector_store_not_found")
+    if change and record.origin == "config":
+        raise read_only(record.id)
     return record
+
+
+def read_only(store_id: str) -> ChorusError:
+    """The 403 for changing a dataset declared in the server's configuration."""
+    return ChorusError(
+        f"Vector store {store_id!r} is declared in the server's configuration ([[datasets]]) and is read-only "
+        "through the API: change its sources in the configuration instead.",
+        status_code=403, error_type="invalid_request_error", code="dataset_read_only", param="vector_store_id",
+    )
 
 
 class VectorStoresController(Controller):
@@ -110,7 +128,7 @@ class VectorStoresController(Controller):
     @post(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"], status_code=200)
     async def update(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        record = await _store(knowledge, workspace, request.path_params["store_id"])
+        record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         body: UpdateStore = _decode(await json_body(request), UpdateStore)
         await knowledge.catalog.update_store(
             workspace, record.id, body.name if isinstance(body.name, str) else None,
@@ -120,14 +138,14 @@ class VectorStoresController(Controller):
     @delete(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"], status_code=200)
     async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        record = await _store(knowledge, workspace, request.path_params["store_id"])
+        record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         await knowledge.delete_dataset(workspace, record.id)
         return json_response({"id": record.id, "object": "vector_store.deleted", "deleted": True})
 
     @post(["/v1/vector_stores/{store_id:str}/files", "/vector_stores/{store_id:str}/files"], status_code=200)
     async def add_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        record = await _store(knowledge, workspace, request.path_params["store_id"])
+        record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         body: CreateStoreFile = _decode(await json_body(request), CreateStoreFile)
         file = await _file_of(knowledge, workspace, body.file_id)
         attributes = body.attributes if isinstance(body.attributes, dict) else {}
@@ -159,7 +177,7 @@ class VectorStoresController(Controller):
     )
     async def remove_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        record = await _store(knowledge, workspace, request.path_params["store_id"])
+        record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         file_id = request.path_params["file_id"]
         if await knowledge.catalog.get_store_file(workspace, record.id, file_id) is None:
             raise NotFound(f"No such file in vector store {record.id!r}.", param="file_id", code="file_not_found")
