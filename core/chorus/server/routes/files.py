@@ -26,7 +26,7 @@ PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data",
 
 def file_object(record: FileRecord) -> dict[str, Any]:
     return {"id": record.id, "object": "file", "bytes": record.bytes, "created_at": record.created_at,
-            "filename": record.filename, "purpose": record.purpose, "status": "processed", "expires_at": None}
+            "filename": record.filename, "purpose": record.purpose, "status": "processed"}
 
 
 def json_response(payload: Any, status: int = 200) -> Response[bytes]:
@@ -58,8 +58,9 @@ def paginate(items: list[dict[str, Any]], request: Request[Any, Any, Any]) -> di
     elif params.get("before") in ids:
         items = items[: ids.index(params["before"])]
     page = items[:limit]
-    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit}
+    # the spec makes first_id/last_id required strings: an empty page has "" (no id to continue from)
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else "",
+            "last_id": page[-1]["id"] if page else "", "has_more": len(items) > limit}
 
 
 class FilesController(Controller):

@@ -67,7 +67,7 @@ async def store_object(knowledge: Knowledge, record: StoreRecord) -> dict[str, A
         "id": record.id, "object": "vector_store", "created_at": record.created_at, "name": record.name,
         "usage_bytes": sum(f.usage_bytes for f in files), "file_counts": {**counts, "total": len(files)},
         "status": "in_progress" if counts["in_progress"] else "completed", "last_active_at": record.last_active_at,
-        "metadata": record.metadata, "expires_after": None, "expires_at": None,
+        "metadata": record.metadata, "expires_at": None,
     }
 
 
@@ -202,8 +202,12 @@ class VectorStoresController(Controller):
             hits = await knowledge.search(workspace, [record.id], " ".join(queries), k=k, filters=filters, min_score=threshold)
         except ValueError as exc:
             raise InvalidRequest(f"Invalid filters: {exc}", param="filters") from None
-        data = [{"file_id": h.chunk.file_id, "filename": h.chunk.source or h.chunk.title, "score": h.score,
-                 "attributes": h.chunk.attributes, "content": [{"type": "text", "text": h.chunk.text}]} for h in hits]
+        # The spec's scores are in [0, 1]: a ranking that is (cosine similarity) shows as it is; one
+        # unbounded above (BM25) is scaled so the page's best is 1 (the order never changes).
+        scale = max([1.0, *(h.score for h in hits)])
+        data = [{"file_id": h.chunk.file_id, "filename": h.chunk.source or h.chunk.title or "",
+                 "score": max(0.0, h.score) / scale, "attributes": h.chunk.attributes,
+                 "content": [{"type": "text", "text": h.chunk.text}]} for h in hits]
         return json_response({"object": "vector_store.search_results.page", "search_query": queries, "data": data,
                               "has_more": False, "next_page": None})
 
