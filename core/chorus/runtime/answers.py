@@ -66,29 +66,33 @@ def check_completion(response: dict[str, Any], provider: str) -> dict[str, Any]:
 
 def check_chunk(chunk: dict[str, Any], provider: str) -> dict[str, Any]:
     """Check a ``chat.completion.chunk`` dict Chorus is about to read (tool call fragments get their
-    ``index`` when they lack one). Returns it."""
+    ``index`` when they lack one). Returns it. Runs once per chunk: the common chunk (one choice, a
+    text delta) costs a handful of dict lookups and type checks."""
     choices = chunk.get("choices")
-    if choices is None:
+    if type(choices) is not list:
+        if choices is not None:
+            raise invalid(provider, "'choices' of a chunk is not a list")
         chunk["choices"] = choices = []
-    elif not isinstance(choices, list):
-        raise invalid(provider, "'choices' of a chunk is not a list")
-    _check_usage(chunk, provider)
+    if chunk.get("usage") is not None:
+        _check_usage(chunk, provider)
     for index, choice in enumerate(choices):
-        if not isinstance(choice, dict):
+        if type(choice) is not dict:
             raise invalid(provider, f"choices[{index}] of a chunk is not an object")
         delta = choice.get("delta")
         if delta is None:
             continue
-        if not isinstance(delta, dict):
+        if type(delta) is not dict:
             raise invalid(provider, f"choices[{index}].delta is not an object")
-        if not isinstance(delta.get("content"), _TEXT):
+        content = delta.get("content")
+        if content is not None and type(content) is not str:
             raise invalid(provider, f"choices[{index}].delta.content is not a string")
-        calls = delta.get("tool_calls")
-        if calls is not None:
-            _check_calls(calls, f"choices[{index}].delta.tool_calls", provider, whole=False)
-        elif "tool_calls" in delta:
-            del delta["tool_calls"]
-        if delta.get("function_call", "") is None:
+        if "tool_calls" in delta:
+            calls = delta["tool_calls"]
+            if calls is None:
+                del delta["tool_calls"]
+            else:
+                _check_calls(calls, f"choices[{index}].delta.tool_calls", provider, whole=False)
+        if "function_call" in delta and delta["function_call"] is None:
             del delta["function_call"]
     return chunk
 
