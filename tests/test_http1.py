@@ -10,11 +10,20 @@ import asyncio
 import gzip
 import ssl
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from chorus.net.http1 import ConnectError, HTTPPool, PoolClosed, RemoteProtocolError, RequestTimeout
+from chorus.net.http1 import (
+    ConnectError,
+    ConnectionLost,
+    HTTPPool,
+    PoolClosed,
+    RemoteProtocolError,
+    RequestTimeout,
+    ResponseTooLarge,
+)
+from chorus.net.sse import EventTooLarge, iter_sse_data
 
 Handler = Callable[[bytes, bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool | None]]
 
@@ -227,7 +236,7 @@ async def test_closed_in_the_middle_of_the_body() -> None:
     async with Server(handler) as server:
         pool = HTTPPool(server.url())
         response = await pool.request("POST", "/x", b"{}")
-        with pytest.raises(RemoteProtocolError, match="middle of the response"):
+        with pytest.raises(ConnectionLost, match="middle of the response"):
             await response.read()
         await pool.aclose()
 
@@ -461,3 +470,49 @@ async def test_bad_urls_and_headers_are_refused() -> None:
     with pytest.raises(ValueError, match="HEAD"):
         await pool.request("HEAD", "/x")
     await pool.aclose()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
+async def test_a_body_over_the_read_limit_is_refused_while_reading(framing: str) -> None:
+    """The limit holds whatever the framing: announced, chunked, or a small compressed body that
+    inflates far beyond it (inflated no further than the limit)."""
+    payload = b"x" * 5_000_000
+
+    async def handler(head: bytes, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if framing == "gzip":
+            packed = gzip.compress(payload)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(packed) + packed)
+        elif framing == "chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            for start in range(0, len(payload), 65536):
+                piece = payload[start:start + 65536]
+                writer.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            writer.write(b"0\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(payload) + payload)
+        return None
+
+    async with Server(handler) as server:
+        pool = HTTPPool(server.url())
+        response = await pool.request("POST", "/x", b"{}")
+        with pytest.raises(ResponseTooLarge):
+            await response.read(100_000)
+        small = await pool.request("POST", "/x", b"{}")  # the pool still works (a new connection)
+        assert len(await small.read(len(payload))) == len(payload)
+        await pool.aclose()
+
+
+async def chunks_of(*pieces: bytes) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+async def test_an_sse_event_over_the_limit_is_refused() -> None:
+    events = [e async for e in iter_sse_data(chunks_of(b"data: small\n\n", b"data: ok\n\n"), max_event_bytes=10)]
+    assert events == [b"small", b"ok"]
+    with pytest.raises(EventTooLarge):  # whole in one read
+        [e async for e in iter_sse_data(chunks_of(b"data: " + b"x" * 100 + b"\n\n"), max_event_bytes=10)]
+    with pytest.raises(EventTooLarge):  # many lines
+        [e async for e in iter_sse_data(chunks_of(*[b"data: xxxx\n"] * 5), max_event_bytes=10)]
+    with pytest.raises(EventTooLarge):  # a line that never ends
+        [e async for e in iter_sse_data(chunks_of(*[b"x" * 4] * 5), max_event_bytes=10)]

@@ -14,7 +14,10 @@ from chorus.contract.errors import (
     PluginError,
     StateUnavailable,
     ToolError,
+    UnsupportedMediaType,
+    UpstreamConnectionLost,
     UpstreamError,
+    UpstreamInvalidResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -31,7 +34,10 @@ __all__ = [
     "PluginError",
     "StateUnavailable",
     "ToolError",
+    "UnsupportedMediaType",
+    "UpstreamConnectionLost",
     "UpstreamError",
+    "UpstreamInvalidResponse",
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]

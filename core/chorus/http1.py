@@ -4,12 +4,15 @@ The definitions live in :mod:`chorus.net.http1`; plugins import them from here."
 
 from chorus.net.http1 import (
     ConnectError,
+    ConnectionLost,
     HTTPError,
     HTTPPool,
     PoolClosed,
     RemoteProtocolError,
     RequestTimeout,
     Response,
+    ResponseTooLarge,
 )
 
-__all__ = ['ConnectError', 'HTTPError', 'HTTPPool', 'PoolClosed', 'RemoteProtocolError', 'RequestTimeout', 'Response']
+__all__ = ['ConnectError', 'ConnectionLost', 'HTTPError', 'HTTPPool', 'PoolClosed', 'RemoteProtocolError', 'RequestTimeout',
+           'Response', 'ResponseTooLarge']

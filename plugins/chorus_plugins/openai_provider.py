@@ -20,11 +20,26 @@ from urllib.parse import urlencode, urlsplit
 import msgspec
 
 from chorus.context import RequestContext
-from chorus.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from chorus.http1 import HTTPError, HTTPPool, RequestTimeout, Response
+from chorus.errors import (
+    ConfigError,
+    UpstreamConnectionLost,
+    UpstreamError,
+    UpstreamInvalidResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from chorus.http1 import (
+    ConnectionLost,
+    HTTPError,
+    HTTPPool,
+    RemoteProtocolError,
+    RequestTimeout,
+    Response,
+    ResponseTooLarge,
+)
 from chorus.providers import ProviderDriver, ProviderSettings
 from chorus.schemas import ChatCompletionRequest
-from chorus.sse import iter_sse_data
+from chorus.sse import EventTooLarge, iter_sse_data
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -96,27 +111,23 @@ class OpenAIProvider(ProviderDriver):
     async def _post(self, path: str, payload: bytes) -> Response:
         try:
             return await self.pool.request("POST", path, payload)
-        except RequestTimeout:
-            raise self._timeout() from None
         except HTTPError as exc:
-            raise self._unreachable(exc) from None
+            raise self._failed(exc) from None
 
     async def _read_json(self, path: str, payload: bytes, what: str) -> dict[str, Any]:
         response = await self._post(path, payload)
         try:
-            content = await response.read()
-        except RequestTimeout:
-            raise self._timeout() from None
+            content = await response.read(self.settings.max_response_bytes)
         except HTTPError as exc:
-            raise self._unreachable(exc) from None
+            raise self._failed(exc) from None
         if response.status >= 400:
             raise self._error(response.status, content, response.headers)
         try:
             result = _decode(content)
-        except msgspec.DecodeError:
-            raise UpstreamError(f"provider {self.id!r} returned a response that is not JSON") from None
+        except (msgspec.DecodeError, RecursionError):
+            raise UpstreamInvalidResponse(f"provider {self.id!r} returned a response that is not JSON") from None
         if not isinstance(result, dict):
-            raise UpstreamError(f"provider {self.id!r} returned an unexpected {what}")
+            raise UpstreamInvalidResponse(f"provider {self.id!r} returned an unexpected {what}")
         return result
 
     async def complete(self, body: ChatCompletionRequest, ctx: RequestContext) -> dict[str, Any]:
@@ -130,7 +141,7 @@ class OpenAIProvider(ProviderDriver):
             payload["dimensions"] = dimensions
         result = await self._read_json(self._embeddings_path, _encode(payload), "embeddings response")
         if not isinstance(result.get("data"), list):
-            raise UpstreamError(f"provider {self.id!r} returned an unexpected embeddings response")
+            raise UpstreamInvalidResponse(f"provider {self.id!r} returned an unexpected embeddings response")
         return result
 
     async def stream(self, body: ChatCompletionRequest, ctx: RequestContext) -> AsyncIterator[dict[str, Any]]:
@@ -143,24 +154,26 @@ class OpenAIProvider(ProviderDriver):
         finished = False
         try:
             if response.status >= 400:
-                raise self._error(response.status, await response.read(), response.headers)
-            async for data in iter_sse_data(response.aiter_bytes()):
+                raise self._error(response.status, await response.read(self.settings.max_response_bytes), response.headers)
+            async for data in iter_sse_data(response.aiter_bytes(), self.settings.max_event_bytes):
                 if data == b"[DONE]":
                     finished = True
                     return
                 try:
                     chunk = _decode(data)
-                except msgspec.DecodeError:
-                    raise UpstreamError(f"provider {self.id!r} sent a stream event that is not JSON") from None
+                except (msgspec.DecodeError, RecursionError):
+                    raise UpstreamInvalidResponse(f"provider {self.id!r} sent a stream event that is not JSON") from None
                 if isinstance(chunk, dict):
                     if "error" in chunk and "choices" not in chunk:
                         raise self._error(502, data, response.headers)
                     yield chunk
-            raise UpstreamError(f"provider {self.id!r} ended the stream without [DONE]")
-        except RequestTimeout:
-            raise self._timeout() from None
+            raise UpstreamInvalidResponse(f"provider {self.id!r} ended the stream without [DONE]")
+        except EventTooLarge:
+            raise UpstreamInvalidResponse(
+                f"provider {self.id!r} sent a stream event larger than max_event_bytes ({self.settings.max_event_bytes})",
+                code="upstream_response_too_large") from None
         except HTTPError as exc:
-            raise UpstreamError(f"provider {self.id!r} stream broke: {type(exc).__name__}") from None
+            raise self._failed(exc) from None
         finally:
             if finished:
                 response.release()
@@ -168,6 +181,20 @@ class OpenAIProvider(ProviderDriver):
                 response.close()
 
     # -- error mapping --------------------------------------------------------------------------
+
+    def _failed(self, exc: HTTPError) -> UpstreamError:
+        """A transport failure as the client sees it: unreachable, too slow, broken off, or unreadable."""
+        if isinstance(exc, RequestTimeout):
+            return self._timeout()
+        if isinstance(exc, ResponseTooLarge):
+            return UpstreamInvalidResponse(
+                f"provider {self.id!r} answered more than max_response_bytes ({self.settings.max_response_bytes})",
+                code="upstream_response_too_large")
+        if isinstance(exc, ConnectionLost):
+            return UpstreamConnectionLost(f"provider {self.id!r} closed the connection before its answer was complete")
+        if isinstance(exc, RemoteProtocolError):
+            return UpstreamInvalidResponse(f"provider {self.id!r} broke HTTP ({exc})")
+        return self._unreachable(exc)
 
     def _timeout(self) -> UpstreamTimeout:
         return UpstreamTimeout(f"provider {self.id!r} did not answer in time")
@@ -188,7 +215,7 @@ class OpenAIProvider(ProviderDriver):
                 kind = error.get("type") if isinstance(error.get("type"), str) else None
             elif isinstance(error, str):
                 message = error
-        except (msgspec.DecodeError, AttributeError):
+        except (msgspec.DecodeError, AttributeError, RecursionError):
             pass
         message = self._scrub(message)[:2000] or f"status {status}"
         if status in RELAYED_STATUSES:

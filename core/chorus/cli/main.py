@@ -24,6 +24,7 @@ from chorus.runtime.keys import digest, new_key
 if TYPE_CHECKING:
     from litestar import Litestar
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 GC_ENV = "CHORUS_GC_THRESHOLD"
 GC_THRESHOLD = 7000  # generation-0 threshold of the cyclic GC while serving (Python's default: 700)
 
@@ -48,10 +49,24 @@ def tune_gc(threshold: int | None) -> None:
         gc.set_threshold(threshold, gen1, gen2)
 
 
+def configure_logging() -> None:
+    """How every Chorus process logs: INFO and above to stderr, with time, level and logger name.
+
+    The ``chorus`` command calls it, and so does each worker of ``--workers N`` (:func:`app_factory`):
+    workers are fresh interpreters (``spawn``) that would otherwise drop INFO lines and print
+    warnings bare. A process whose logging is already configured keeps it.
+    """
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    for noisy in ("httpx", "httpcore"):  # one line per upstream request is noise (and CPU) on the hot path
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def app_factory() -> Litestar:
-    """ASGI app factory for multi-worker serving (reads ``$CHORUS_CONFIG`` or the default)."""
+    """ASGI app factory for multi-worker serving (reads ``$CHORUS_CONFIG`` or the default); each worker
+    configures logging as the ``chorus`` command does."""
     from chorus.server.app import create_app
 
+    configure_logging()
     app = create_app(load(None)[0])
     tune_gc(int(os.environ.get(GC_ENV) or GC_THRESHOLD))
     return app
@@ -237,9 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chorus`` script."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore"):  # one line per upstream request is noise (and CPU) on the hot path
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

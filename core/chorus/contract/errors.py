@@ -78,6 +78,14 @@ class ModelNotFound(NotFound):
     default_code = "model_not_found"
 
 
+class UnsupportedMediaType(ChorusError):
+    """The request's ``Content-Type`` is not one the endpoint reads (415)."""
+
+    status_code = 415
+    error_type = "invalid_request_error"
+    default_code = "unsupported_media_type"
+
+
 class PayloadTooLarge(ChorusError):
     """The request body exceeds the configured limit (413)."""
 
@@ -98,6 +106,21 @@ class UpstreamUnavailable(UpstreamError):
     """The upstream could not be reached (502)."""
 
     default_code = "upstream_unreachable"
+
+
+class UpstreamConnectionLost(UpstreamError):
+    """The upstream accepted the connection, then closed it before its answer was complete (502)."""
+
+    default_code = "upstream_connection_lost"
+
+
+class UpstreamInvalidResponse(UpstreamError):
+    """The upstream answered something Chorus cannot use: not JSON, the wrong shape, too large (502).
+
+    ``code`` is ``upstream_invalid_response``, or ``upstream_response_too_large`` past a size cap.
+    """
+
+    default_code = "upstream_invalid_response"
 
 
 class UpstreamTimeout(UpstreamError):

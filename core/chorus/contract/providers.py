@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import msgspec
 
 from chorus.contract.config import Strict
 from chorus.contract.secrets import Secret
@@ -35,6 +37,10 @@ class ProviderSettings(Strict):
     timeout: float = 600.0
     connect_timeout: float = 10.0
     max_connections: int = 512
+    # caps on what an upstream may send (502 ``upstream_response_too_large`` beyond): a whole
+    # non-streamed body, and one event of a stream
+    max_response_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024 * 1024
+    max_event_bytes: Annotated[int, msgspec.Meta(ge=1)] = 8 * 1024 * 1024
 
 
 class ProviderDriver(abc.ABC):

@@ -114,6 +114,8 @@ def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise InvalidRequest(f"Invalid request: {text.replace('`$.', '`')}", param=validation_param(text)) from None
     except msgspec.DecodeError:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:  # msgspec's nesting limit (~1,000 levels): no legitimate body comes near it
+        raise InvalidRequest("The request body is nested too deeply.", code="invalid_json") from None
 
 
 def decode_chat_request(
@@ -142,6 +144,28 @@ def _check(request: ChatCompletionRequest) -> None:
             raise InvalidRequest(f"messages[{i}] has role 'function' but no 'name'.", param=f"messages[{i}].name")
         if message.content is UNSET and message.role in ("system", "developer", "user"):
             raise InvalidRequest(f"messages[{i}] has no 'content'.", param=f"messages[{i}].content")
+    if request.tools or request.functions or isinstance(request.function_call, dict):
+        _check_tools(request)
+
+
+def _named(value: Any, where: str) -> None:
+    """``value`` must be an object with a non-empty string ``name`` (a function definition or choice)."""
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"'{where}' must be an object with a 'name'.", param=where)
+    name = value.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"'{where}.name' must be a non-empty string.", param=f"{where}.name")
+
+
+def _check_tools(request: ChatCompletionRequest) -> None:
+    """Tool definitions Chorus reads (to merge server tools, translate legacy functions) are well formed."""
+    for i, tool in enumerate(request.tools if isinstance(request.tools, list) else ()):
+        if "function" in tool or tool.get("type", "function") == "function":
+            _named(tool.get("function"), f"tools[{i}].function")
+    for i, function in enumerate(request.functions if isinstance(request.functions, list) else ()):
+        _named(function, f"functions[{i}]")
+    if isinstance(request.function_call, dict):
+        _named(request.function_call, "function_call")
 
 
 def text_of(content: Any) -> str:

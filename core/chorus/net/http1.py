@@ -17,7 +17,9 @@ any byte of the answer arrives is retried on another connection (the server neve
 request), as urllib3 does. Not supported: redirects, cookies, proxies, HTTP/2, ``HEAD``.
 
 Failures are :class:`HTTPError` subclasses: :class:`ConnectError`, :class:`RequestTimeout`
-(also a :class:`TimeoutError`), :class:`RemoteProtocolError` and :class:`PoolClosed`.
+(also a :class:`TimeoutError`), :class:`RemoteProtocolError` (:class:`ConnectionLost` when the
+server closed the connection mid-exchange), :class:`ResponseTooLarge` (a body over the ``limit``
+given to :meth:`Response.read`) and :class:`PoolClosed`.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ import httptools
 
 __all__ = [
     "ConnectError",
+    "ConnectionLost",
     "HTTPError",
     "HTTPPool",
     "PoolClosed",
     "RemoteProtocolError",
     "RequestTimeout",
     "Response",
+    "ResponseTooLarge",
 ]
 
 _PAUSE_ABOVE = 256 * 1024  # buffered bytes of a streamed body before reading pauses
@@ -62,6 +66,14 @@ class RequestTimeout(HTTPError, TimeoutError):
 
 class RemoteProtocolError(HTTPError):
     """The server broke HTTP: malformed response, or closed the connection mid-response."""
+
+
+class ConnectionLost(RemoteProtocolError):
+    """The server closed the connection (or it broke) before the response was complete."""
+
+
+class ResponseTooLarge(HTTPError):
+    """The response body is larger than the caller's limit (the connection is closed)."""
 
 
 class PoolClosed(HTTPError):
@@ -108,6 +120,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.received = False
         self.streaming = False
+        self.limit: int | None = None  # most body bytes wanted (Response.read), None: no cap
 
     # -- request side ---------------------------------------------------------------------------
 
@@ -115,11 +128,11 @@ class _Connection(asyncio.Protocol):
         """Start a new exchange on this connection."""
         self._reset()
         if self.closed or self.transport is None or self.transport.is_closing():
-            raise RemoteProtocolError("the connection was closed by the server")
+            raise ConnectionLost("the connection was closed by the server")
         try:
             self.transport.write(payload)
         except (OSError, RuntimeError) as exc:  # the socket died between the check and the write
-            raise RemoteProtocolError(f"the connection broke while sending ({exc})") from None
+            raise ConnectionLost(f"the connection broke while sending ({exc})") from None
 
     async def wait(self) -> None:
         """Wait until the response makes progress; raise the connection's error if it failed."""
@@ -192,7 +205,7 @@ class _Connection(asyncio.Protocol):
             self._finish_body()
         elif not self.complete and self.error is None:
             what = "before answering" if not self.headers_done else "in the middle of the response"
-            self.error = RemoteProtocolError(f"the server closed the connection {what}")
+            self.error = ConnectionLost(f"the server closed the connection {what}")
         self._wake()
         self.pool._lost(self)
 
@@ -229,9 +242,13 @@ class _Connection(asyncio.Protocol):
             return
         if self.draining is not None:
             return  # released early: the rest of the body is not wanted
+        limit = self.limit
         if self.decoder is not None:
-            try:
-                body = self.decoder.decompress(body)
+            try:  # with a limit, never inflate more than it allows (a compressed bomb stays small)
+                if limit is None:
+                    body = self.decoder.decompress(body)
+                else:
+                    body = self.decoder.decompress(body, limit - self.buffered + 1)
             except zlib.error:
                 self.fail(RemoteProtocolError("the response body could not be decompressed"))
                 return
@@ -239,6 +256,9 @@ class _Connection(asyncio.Protocol):
                 return
         self.chunks.append(body)
         self.buffered += len(body)
+        if limit is not None and self.buffered > limit:
+            self.fail(ResponseTooLarge(f"the response body is larger than {limit} bytes"))
+            return
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -283,10 +303,17 @@ class Response:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         self.headers = headers
 
-    async def read(self) -> bytes:
-        """The whole (decoded) body."""
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole (decoded) body; past ``limit`` bytes, :class:`ResponseTooLarge` (read no further)."""
         conn = self._connection()
         try:
+            if limit is not None:
+                announced = self.headers.get("content-length", "")
+                if announced.isdigit() and int(announced) > limit and conn.decoder is None:
+                    raise ResponseTooLarge(f"the response body is larger than {limit} bytes ({announced} announced)")
+                conn.limit = limit
+                if conn.buffered > limit:
+                    raise ResponseTooLarge(f"the response body is larger than {limit} bytes")
             while not conn.complete:
                 await conn.wait()
         except BaseException:

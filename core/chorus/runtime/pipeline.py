@@ -28,6 +28,7 @@ from chorus.contract.targets import Target, unknown_target
 from chorus.plugins.manager import PluginManager
 from chorus.runtime import legacy
 from chorus.runtime.agent import AgentLoop, ModelCall, Prepared, Turn, spend, tool_name
+from chorus.runtime.answers import check_chunk, check_completion
 from chorus.runtime.layering import layer_messages
 from chorus.runtime.registry import Registry
 from chorus.runtime.resume import restore_messages, resumed_call_ids
@@ -223,7 +224,7 @@ class Pipeline:
         steps = 0
         if not prepared.server_tools:
             spend(ctx)
-            response = await target.provider.complete(prepared.body, ctx)
+            response = check_completion(await target.provider.complete(prepared.body, ctx), target.provider.id)
             ctx.add_usage(response.get("usage"))
         else:
             agent = self._agent(ctx, prepared, None)
@@ -248,7 +249,7 @@ class Pipeline:
     @staticmethod
     def _complete_call(ctx: RequestContext, target: Target) -> ModelCall:
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
-            response = await target.provider.complete(body, ctx)
+            response = check_completion(await target.provider.complete(body, ctx), target.provider.id)
             ctx.add_usage(response.get("usage"))
             turn.response = response
             choices = response.get("choices") or []
@@ -300,7 +301,9 @@ class Pipeline:
         emit = chunk_emitter(ctx, self._post, self._gather)
         if not prepared.server_tools:  # the plain relay: every chunk with choices, shaped and sent
             spend(ctx)
+            provider = target.provider.id
             async for chunk in target.provider.stream(prepared.body, ctx):
+                check_chunk(chunk, provider)
                 usage = chunk.get("usage")
                 if usage:
                     ctx.add_usage(usage)
@@ -330,7 +333,9 @@ class Pipeline:
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
             fragments: dict[int, dict[str, Any]] = {}
             content: list[str] = []
+            provider = target.provider.id
             async for chunk in target.provider.stream(body, ctx):
+                check_chunk(chunk, provider)
                 usage = chunk.get("usage")
                 if usage:
                     ctx.add_usage(usage)

@@ -2,9 +2,10 @@
 
 The shaper gives every chunk sent to the client the request's one ``id``, ``created`` and
 ``model`` (the client's selector), the role on the first chunk only, ``usage: null`` when the
-client asked for usage, legacy ``function_call`` deltas when the client used ``functions``, and runs
+client asked for usage, each choice its ``index`` and ``finish_reason`` (required by the spec, left
+out by some upstreams), legacy ``function_call`` deltas when the client used ``functions``, and runs
 ``post_process`` on it. It runs once per relayed chunk, so it stays a closure with no allocation
-beyond the chunk's own.
+beyond the chunk's own. Upstream chunks reach it checked (:func:`chorus.runtime.answers.check_chunk`).
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ def chunk_emitter(ctx: RequestContext, post: Callable[..., Any] | None, gather: 
             chunk["usage"] = None
         elif "usage" in chunk:
             del chunk["usage"]
-        for choice in chunk["choices"]:
+        for index, choice in enumerate(chunk["choices"]):
             delta = choice.get("delta")
             if delta is None:
                 delta = choice["delta"] = {}
+            choice.setdefault("index", index)
+            choice.setdefault("finish_reason", None)
             if sent_role:
                 delta.pop("role", None)
             if legacy_mode:
@@ -59,7 +62,9 @@ def chunk_emitter(ctx: RequestContext, post: Callable[..., Any] | None, gather: 
                 if choice.get("finish_reason"):
                     choice["finish_reason"] = legacy.legacy_finish(choice["finish_reason"])
         if not sent_role and chunk["choices"]:
-            chunk["choices"][0]["delta"].setdefault("role", "assistant")
+            first = chunk["choices"][0]["delta"]
+            if first.get("role") is None:
+                first["role"] = "assistant"
             sent_role = True
         if post is not None:
             results = post(ctx=ctx, payload=chunk, chunk=True)

@@ -1,8 +1,10 @@
 """Exception handlers of the HTTP edge: every failure leaves as the OpenAI error envelope.
 
-A :class:`ChorusError` carries its own status and ``type``/``code``/``param``; Litestar's HTTP
-exceptions (404 path, 405, 413) are mapped to the same envelope; anything unexpected is logged with
-its traceback under the request id and answered with a 500 that names only that id.
+A :class:`ChorusError` carries its own status and ``type``/``code``/``param`` (one from the 5xx
+family, an upstream or state failure, is logged once at WARNING, without a traceback); Litestar's
+HTTP exceptions (404 path, 405, 413) are mapped to the same envelope; a client that left is logged at
+INFO; anything unexpected is logged with its traceback under the request id and answered with a 500
+that names only that id.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
 from chorus.contract.errors import ChorusError
+from chorus.server.body import ClientGone
 from chorus.server.requestid import request_id
-from chorus.server.routes.chat import ClientGone
 
 log = logging.getLogger("chorus")
 _encode = msgspec.json.Encoder().encode
@@ -39,7 +41,9 @@ def error_response(error: ChorusError) -> Response[bytes]:
     )
 
 
-def _chorus_error(_: Request[Any, Any, Any], exc: ChorusError) -> Response[bytes]:
+def _chorus_error(request: Request[Any, Any, Any], exc: ChorusError) -> Response[bytes]:
+    if exc.status_code >= 500:  # the upstream or the state failed: one line for the operator, no traceback
+        log.warning("request %s: %s %s: %s", request_id(request.scope), exc.status_code, exc.code, exc.message)
     return error_response(exc)
 
 
@@ -56,7 +60,7 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 
 def _client_gone(request: Request[Any, Any, Any], exc: ClientGone) -> Response[bytes]:
-    log.info("request %s: client disconnected; upstream work cancelled", request_id(request.scope))
+    log.info("request %s: client disconnected %s", request_id(request.scope), exc)
     return Response(content=b"", status_code=499)
 
 

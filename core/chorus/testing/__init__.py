@@ -4,7 +4,8 @@ End to end (a live Chorus on loopback, driven by the official SDK):
 
 * :mod:`chorus.testing.upstream`: :class:`~chorus.testing.upstream.ScriptedUpstream`, a real
   OpenAI-compatible HTTP server whose answers a test scripts (``Reply``, ``Error``, ``Hang``,
-  ``Drop``, ``RawStream``), recording every request;
+  ``Drop``, ``RawStream``, ``RawBody``; ``minimal`` answers without optional fields), recording
+  every request;
 * :mod:`chorus.testing.server`: :class:`~chorus.testing.server.LiveServer`, any ASGI app on a
   loopback port in a background thread, and ``free_port``;
 * :mod:`chorus.testing.config`: ``make_config``, a ready test configuration (workspaces ``acme``

@@ -20,7 +20,15 @@ Example::
         # the next chat request gets HTTP 429 with an OpenAI error envelope
 
 Response kinds: `Reply` (JSON or SSE, depending on the request's ``"stream"``),
-`Error`, `Hang`, `Drop` and `RawStream`.
+`Error`, `Hang`, `Drop` (also mid-body), `RawStream` and `RawBody` (any bytes as the
+answer: garbage, the wrong shape, a huge body).
+
+Minimal answers: ``Reply(minimal=True)``, or ``ScriptedUpstream(minimal=True)`` for every
+reply and embedding, leaves out every field the OpenAI spec marks optional and the required
+ones that Ollama, vLLM or llama.cpp servers omit (``id``, ``object``, ``created``,
+``model``, ``usage``, ``index``, ``logprobs``, ``refusal``, ``system_fingerprint``, a tool
+call's ``type``, an embedding's ``object`` and ``index``): what a gateway must still answer
+spec-exactly from.
 
 Streams are counted on the server thread. A stream whose client goes away before it
 finishes is a *disconnect*: `wait_for_disconnect` blocks until one is counted. A stream
@@ -34,7 +42,8 @@ the client left.) ``pytest`` users get a fresh upstream per test from the
 
 Also served: ``GET /v1/models`` (models `MODELS`, "up-a" and "up-b") and
 ``POST /v1/embeddings`` (deterministic `EMBEDDING_DIM`-dim vectors from a hash of each
-input). Anything else is a 404 error envelope.
+input; `push_embeddings` scripts its next answers instead: `Error`, `Hang`, `Drop` or
+`RawBody`). Anything else is a 404 error envelope.
 
 Disconnect detection: once the request body is read, a listener task awaits ASGI
 ``receive()``; uvicorn hands it ``http.disconnect`` when the client's connection
@@ -71,6 +80,7 @@ __all__ = [
     "Drop",
     "Error",
     "Hang",
+    "RawBody",
     "RawStream",
     "Recorded",
     "Reply",
@@ -97,7 +107,8 @@ class Reply:
     kept). ``delay`` is slept before the response head, ``chunk_delay`` between SSE
     events. ``extra`` is merged into the top level of the completion / every chunk.
     ``drop_after`` (streams only) sends that many SSE events, then closes the
-    connection mid-body (no ``[DONE]``, broken chunked encoding).
+    connection mid-body (no ``[DONE]``, broken chunked encoding). ``minimal`` leaves out every
+    optional field (see the module docstring).
     """
 
     content: str | None = "ok"
@@ -111,6 +122,7 @@ class Reply:
     drop_after: int | None = None
     headers: dict[str, str] | None = None
     gate: Callable[[], bool] | None = None  # hold the reply until this is true (at most 5 s)
+    minimal: bool = False
 
 
 @dataclass
@@ -136,9 +148,14 @@ class Hang:
 
 @dataclass
 class Drop:
-    """Close the connection without sending any response (after ``delay``)."""
+    """Close the connection without sending any response (after ``delay``).
+
+    With ``mid_body``, send the head of a 200 answer (its ``content-length`` announcing a whole
+    chat completion) and half of that body first: the connection breaks in the middle of the answer.
+    """
 
     delay: float = 0.0
+    mid_body: bool = False
 
 
 @dataclass
@@ -151,7 +168,21 @@ class RawStream:
     chunk_delay: float = 0.0
 
 
-ScriptedResponse = Reply | Error | Hang | Drop | RawStream
+@dataclass
+class RawBody:
+    """Answer with these bytes as the body, whatever the request (streamed or not): garbage, JSON of
+    the wrong shape, a huge answer. ``content_type`` and ``status`` are sent as given; the body is
+    framed with its ``content-length`` (``chunked=True``: chunked encoding, in pieces of at most
+    64 KiB, and no length announced)."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = "application/json"
+    chunked: bool = False
+    headers: dict[str, str] | None = None
+
+
+ScriptedResponse = Reply | Error | Hang | Drop | RawStream | RawBody
 
 
 @dataclass(frozen=True)
@@ -202,11 +233,15 @@ class ScriptedUpstream:
     may be used from the test thread while the server thread serves requests.
     """
 
-    def __init__(self, host: str = "127.0.0.1", graceful_shutdown: float = 1.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", graceful_shutdown: float = 1.0, *, minimal: bool = False) -> None:
         self.host = host
         self.graceful_shutdown = graceful_shutdown
+        #: Render every `Reply` and embedding minimal (see the module docstring); may be changed any time.
+        self.minimal = minimal
+        self._minimal_default = minimal
         self.requests: list[Recorded] = []
         self._queue: deque[ScriptedResponse] = deque()
+        self._embeddings: deque[ScriptedResponse] = deque()
         self._lock = threading.Lock()
         self._cond = threading.Condition()
         self._disconnects = 0
@@ -295,10 +330,17 @@ class ScriptedUpstream:
         with self._lock:
             self._queue.extend(responses)
 
+    def push_embeddings(self, *responses: Error | Hang | Drop | RawBody) -> None:
+        """Queue answers of ``POST /v1/embeddings`` (each request consumes one; then the usual vectors)."""
+        with self._lock:
+            self._embeddings.extend(responses)
+
     def reset(self) -> None:
-        """Clear the queue, the recorded requests and the stream counters."""
+        """Clear the queues, the recorded requests and the stream counters; `minimal` is as constructed again."""
+        self.minimal = self._minimal_default
         with self._lock:
             self._queue.clear()
+            self._embeddings.clear()
             self.requests.clear()
         with self._cond:
             self._disconnects = self._disconnects_seen = self._completed = 0
@@ -408,7 +450,12 @@ class ScriptedUpstream:
                     for m in MODELS]
             await self._json(send, 200, {"object": "list", "data": data})
         elif method == "POST" and path == "/v1/embeddings":
-            await self._embeddings(payload, send)
+            with self._lock:
+                scripted = self._embeddings.popleft() if self._embeddings else None
+            if scripted is None:
+                await self._embed(payload, send)
+            else:
+                await self._answer(scripted, payload, send, asyncio.Event(), streaming=False)
         else:
             await self._json(send, 404, _error_body(f"Unknown request URL: {method} {path}", code="unknown_url"))
 
@@ -455,8 +502,10 @@ class ScriptedUpstream:
         if not isinstance(req, dict):
             await self._json(send, 400, _error_body("We could not parse the JSON body of your request."))
             return
-        streaming = bool(req.get("stream"))
-        response = self._next()
+        await self._answer(self._next(), req, send, gone, streaming=bool(req.get("stream")))
+
+    async def _answer(self, response: ScriptedResponse, req: Any, send: Send, gone: asyncio.Event, *,
+                      streaming: bool) -> None:
         if isinstance(response, Hang):
             await self._sleep(response.seconds, gone)
             response = response.reply
@@ -471,7 +520,14 @@ class ScriptedUpstream:
             self._bump(disconnect=True)
             return
         if isinstance(response, Drop):
+            if response.mid_body:
+                body = json.dumps(self._completion(Reply(), req if isinstance(req, dict) else {})).encode()
+                head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": 200, "headers": head})
+                await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
             await self._drop(send)
+        elif isinstance(response, RawBody):
+            await self._raw(send, response)
         elif isinstance(response, Error):
             envelope = _error_body(response.message, response.type, response.code, response.param)
             await self._json(send, response.status, envelope, response.headers)
@@ -514,6 +570,24 @@ class ScriptedUpstream:
             self._bump(disconnect=False)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    @staticmethod
+    async def _raw(send: Send, raw: RawBody) -> None:
+        head = [(b"content-type", raw.content_type.encode())]
+        if not raw.chunked:
+            head.append((b"content-length", str(len(raw.body)).encode()))
+        head += [(k.lower().encode(), v.encode()) for k, v in (raw.headers or {}).items()]
+        await send({"type": "http.response.start", "status": raw.status, "headers": head})
+        if not raw.chunked:
+            await send({"type": "http.response.body", "body": raw.body})
+            return
+        step = 64 * 1024
+        for start in range(0, len(raw.body), step):
+            try:
+                await send({"type": "http.response.body", "body": raw.body[start:start + step], "more_body": True})
+            except OSError:  # the client stopped reading (e.g. a body over its size cap)
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     # ------------------------------------------------------------------ payloads
 
     @staticmethod
@@ -526,6 +600,14 @@ class ScriptedUpstream:
         return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
 
     def _completion(self, reply: Reply, req: dict[str, Any]) -> dict[str, Any]:
+        if reply.minimal or self.minimal:
+            bare: dict[str, Any] = {"role": "assistant", "content": reply.content}
+            if reply.tool_calls:
+                bare["tool_calls"] = [{k: v for k, v in call.items() if k != "type"} for call in reply.tool_calls]
+            n = int(req.get("n") or 1)
+            bare_choices = [{"message": bare, "finish_reason": self._finish(reply)} | ({"index": c} if n > 1 else {})
+                            for c in range(n)]
+            return {"choices": bare_choices} | (reply.extra or {})
         message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
         if reply.tool_calls:
             message["tool_calls"] = reply.tool_calls
@@ -546,6 +628,15 @@ class ScriptedUpstream:
             deltas += [{"tool_calls": [{"index": i, "function": {"arguments": part}}]}
                        for part in _split_even(fn.get("arguments", ""), 3)]
         n = int(req.get("n") or 1)
+        if reply.minimal or self.minimal:
+            for delta in deltas:
+                for call in delta.get("tool_calls", ()):
+                    call.pop("type", None)
+            # several choices need their index to be told apart; one choice goes without
+            index: list[dict[str, Any]] = [{"index": c} if n > 1 else {} for c in range(n)]
+            bare: list[dict[str, Any]] = [{"choices": [{"delta": d} | index[c]]} for d in deltas for c in range(n)]
+            bare += [{"choices": [{"delta": {}, "finish_reason": self._finish(reply)} | index[c]]} for c in range(n)]
+            return [chunk | (reply.extra or {}) for chunk in bare]
         choices: list[list[dict[str, Any]]] = [
             [{"index": c, "delta": d, "logprobs": None, "finish_reason": None}] for d in deltas for c in range(n)
         ]
@@ -559,7 +650,7 @@ class ScriptedUpstream:
             out.append(base | {"choices": [], "usage": reply.usage or DEFAULT_USAGE} | extra)
         return out
 
-    async def _embeddings(self, req: Any, send: Send) -> None:
+    async def _embed(self, req: Any, send: Send) -> None:
         if not isinstance(req, dict) or "input" not in req:
             await self._json(send, 400, _error_body("'input' is a required property", param="input"))
             return
@@ -572,7 +663,10 @@ class ScriptedUpstream:
             vector: Any = _fake_embedding(text)
             if req.get("encoding_format") == "base64":  # what the openai SDK asks for by default
                 vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-            data.append({"object": "embedding", "index": i, "embedding": vector})
+            data.append({"embedding": vector} if self.minimal else {"object": "embedding", "index": i, "embedding": vector})
+        if self.minimal:
+            await self._json(send, 200, {"data": data})
+            return
         tokens = sum(max(1, len(t.split())) for t in texts)
         await self._json(send, 200, {"object": "list", "data": data, "model": str(req.get("model") or "scripted"),
                                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})

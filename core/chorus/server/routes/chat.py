@@ -11,8 +11,11 @@ keeps what the ``@post`` handler did, byte for byte:
   an announced ``content-length`` over the limit and a body that grows over it are both 413;
 * methods other than ``POST`` get the same 405 envelope, and ``OPTIONS`` the same 204 with
   ``allow: OPTIONS, POST``, as Litestar's router gives ``@post`` routes;
-* a client that disconnects cancels the upstream work (non-streaming: :class:`ClientGone`, 499;
-  streaming: the stream stops and the upstream connection is closed).
+* a ``Content-Type`` that is not JSON is a 415 (none at all is read as JSON);
+* a client that disconnects cancels the upstream work at every stage: while its body arrives
+  (:class:`~chorus.server.body.ClientGone`, 499), while the answer is prepared, before the first
+  event of a stream and during one (the stream stops and the upstream connection is closed),
+  during hidden tool steps.
 
 Disconnect watching costs one small task per request (:class:`DisconnectWatch`): the request's
 own task runs the pipeline and the watcher cancels it if ``http.disconnect`` arrives first.
@@ -21,22 +24,20 @@ own task runs the pipeline and the watcher cancels it if ``http.disconnect`` arr
 from __future__ import annotations
 
 import asyncio
-import math
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import Any, Self
 
-from litestar.exceptions import (
-    ClientException,
-    InternalServerException,
-    MethodNotAllowedException,
-)
-from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers import asgi
 
 from chorus.contract.context import RequestContext
 from chorus.runtime.pipeline import Pipeline
 from chorus.server.auth import authenticate
+from chorus.server.body import ClientGone, check_json_type, read_body
 from chorus.server.requestid import request_id
+
+log = logging.getLogger("chorus")
 
 PATHS = ["/v1/chat/completions", "/chat/completions"]
 JSON = "application/json"
@@ -49,14 +50,10 @@ _SSE_HEADERS = [
 _OPTIONS_START: dict[str, Any] = {"type": "http.response.start", "status": 204, "headers": [(b"allow", b"OPTIONS, POST")]}
 _EMPTY_END: dict[str, Any] = {"type": "http.response.body", "body": b"", "more_body": False}
 _TRUTHY = ("1", "true", "yes")
-_WANTED = frozenset({b"authorization", b"content-length", b"x-chorus-progress"})
+_WANTED = frozenset({b"authorization", b"content-length", b"content-type", b"x-chorus-progress"})
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class ClientGone(Exception):
-    """The client disconnected before its non-streaming answer was ready."""
 
 
 class DisconnectWatch:
@@ -124,6 +121,7 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
     content_length = found.get(b"content-length")
     progress_header = found.get(b"x-chorus-progress")
     workspace = authenticate(pipeline.registry, authorization)
+    check_json_type(found.get(b"content-type"))
     body = await read_body(receive, content_length, state.max_body_bytes)
     chat = pipeline.decode(body)
     ctx = RequestContext(request_id=request_id(scope), workspace=workspace, registry=pipeline.registry, request=chat)
@@ -137,7 +135,7 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
                 if not watch.gone:
                     raise
                 watch.absorb()
-                raise ClientGone from None
+                raise ClientGone("while its answer was prepared; upstream work cancelled") from None
         await send({
             "type": "http.response.start", "status": 200,
             "headers": [_JSON_HEADER, (b"content-length", str(len(content)).encode())],
@@ -148,11 +146,15 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
 
 
 async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Receive, send: Send) -> None:
-    """Relay the pipeline's SSE events; errors before the first event become a normal HTTP error."""
+    """Relay the pipeline's SSE events; errors before the first event become a normal HTTP error.
+
+    The client is watched from the start: one that leaves while the model thinks (before the first
+    event) cancels the upstream request as surely as one that leaves mid-stream.
+    """
     events = pipeline.stream(ctx)
-    first = await anext(events)
     with DisconnectWatch(receive) as watch:
         try:
+            first = await anext(events)
             await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
             await send({"type": "http.response.body", "body": first, "more_body": True})
             await relay(events, send)
@@ -162,6 +164,7 @@ async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Rece
             if not watch.gone:
                 raise
             watch.absorb()  # the client left: the stream just stops (the upstream is closed below)
+            log.info("request %s: client disconnected from its stream; upstream work cancelled", ctx.request_id)
         finally:
             await events.aclose()
 
@@ -248,32 +251,3 @@ async def _abandon(step: Any, exc: BaseException) -> None:
         await _Started(step, waiting_on)
     except BaseException:
         return
-
-
-async def read_body(receive: Receive, content_length: str | None, limit: int | None) -> bytes:
-    """The whole request body, with the limits and errors of Litestar's ``Request.body()``."""
-    maximum: float = limit or math.inf
-    if content_length is not None:
-        try:
-            announced = int(content_length)
-        except ValueError:
-            raise ClientException(f"Invalid content-length: {content_length!r}") from None
-        if announced > maximum:
-            raise RequestEntityTooLarge
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "http.request":
-            chunk = message["body"]
-            if chunk:
-                total += len(chunk)
-                if total > maximum:
-                    raise RequestEntityTooLarge
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        if kind == "http.disconnect":
-            raise InternalServerException("client disconnected prematurely")
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

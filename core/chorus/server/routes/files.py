@@ -1,18 +1,22 @@
-"""The OpenAI Files API (``/v1/files``), scoped to the caller's workspace."""
+"""The OpenAI Files API (``/v1/files``), scoped to the caller's workspace.
+
+Uploads are read as they arrive (:mod:`chorus.server.uploads`): the file goes to a temporary file on
+disk and ``knowledge.max_file_bytes`` is enforced while reading, so memory stays flat whatever the
+client sends. A file that belongs to a dataset declared in configuration cannot be deleted here.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import UploadFile
 
-from chorus.contract.errors import InvalidRequest, NotFound
+from chorus.contract.errors import ChorusError, InvalidRequest, NotFound
 from chorus.runtime.knowledge.service import Knowledge
 from chorus.runtime.registry import Registry
 from chorus.server.auth import authenticate
+from chorus.server.uploads import FORM_OVERHEAD, read_upload, too_large
 from chorus.storage.catalog import FileRecord
 
 _encode = msgspec.json.Encoder().encode
@@ -22,7 +26,7 @@ PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data",
 
 def file_object(record: FileRecord) -> dict[str, Any]:
     return {"id": record.id, "object": "file", "bytes": record.bytes, "created_at": record.created_at,
-            "filename": record.filename, "purpose": record.purpose, "status": "processed", "expires_at": None}
+            "filename": record.filename, "purpose": record.purpose, "status": "processed"}
 
 
 def json_response(payload: Any, status: int = 200) -> Response[bytes]:
@@ -54,8 +58,9 @@ def paginate(items: list[dict[str, Any]], request: Request[Any, Any, Any]) -> di
     elif params.get("before") in ids:
         items = items[: ids.index(params["before"])]
     page = items[:limit]
-    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit}
+    # the spec makes first_id/last_id required strings: an empty page has "" (no id to continue from)
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else "",
+            "last_id": page[-1]["id"] if page else "", "has_more": len(items) > limit}
 
 
 class FilesController(Controller):
@@ -67,20 +72,23 @@ class FilesController(Controller):
         workspace, knowledge = services(request)
         limit = knowledge.config.max_file_bytes
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit + 64 * 1024:
-            raise InvalidRequest(f"The file is larger than {limit} bytes.", code="file_too_large", status_code=413)
-        form = await request.form()
-        upload = form.get("file")
-        purpose = form.get("purpose")
-        if not isinstance(upload, UploadFile):
-            raise InvalidRequest("A multipart field 'file' is required.", param="file")
-        if not isinstance(purpose, str) or purpose not in PURPOSES:
-            raise InvalidRequest(f"'purpose' must be one of {sorted(PURPOSES)}.", param="purpose")
-        data = await upload.read()
-        if len(data) > limit:
-            raise InvalidRequest(f"The file is larger than {limit} bytes.", code="file_too_large", status_code=413)
-        name = (upload.filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:255] or "upload"
-        record = await knowledge.catalog.add_file(workspace, name, data, purpose, hashlib.sha256(data).hexdigest())
+        if length and length.isdigit() and int(length) > limit + FORM_OVERHEAD:
+            raise too_large(limit)
+        upload, fields = await read_upload(request.receive, request.headers.get("content-type"), limit)
+        try:
+            if upload is None:
+                raise InvalidRequest("A multipart field 'file' is required.", param="file")
+            purpose = fields.get("purpose")
+            if purpose not in PURPOSES:
+                raise InvalidRequest(f"'purpose' must be one of {sorted(PURPOSES)}.", param="purpose")
+            data = await upload.read()  # within the cap
+            digest = upload.sha256.hexdigest()
+            filename = upload.filename
+        finally:
+            if upload is not None:
+                upload.close()
+        name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:255] or "upload"
+        record = await knowledge.catalog.add_file(workspace, name, data, purpose, digest)
         return json_response(file_object(record))
 
     @get(["/v1/files", "/files"])
@@ -107,6 +115,14 @@ class FilesController(Controller):
     async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _file(knowledge, workspace, request.path_params["file_id"])
+        for store_id in await knowledge.catalog.stores_with_file(workspace, record.id):
+            store = await knowledge.catalog.get_store(workspace, store_id)
+            if store is not None and store.origin == "config":  # deleting it would take it out of the dataset
+                raise ChorusError(
+                    f"File {record.id!r} belongs to vector store {store_id!r}, which is declared in the server's "
+                    "configuration ([[datasets]]) and is read-only through the API.",
+                    status_code=403, error_type="invalid_request_error", code="dataset_read_only", param="file_id",
+                )
         await knowledge.delete_file(workspace, record.id)
         return json_response({"id": record.id, "object": "file", "deleted": True})
 

@@ -1,4 +1,10 @@
-"""The OpenAI Vector Stores API: datasets made through the API or declared in configuration."""
+"""The OpenAI Vector Stores API: datasets made through the API or declared in configuration.
+
+Datasets declared in configuration (``[[datasets]]``, catalog ``origin == "config"``) belong to the
+operator: the API reads and searches them but never changes them (403 ``dataset_read_only``), since
+a bot would silently lose its knowledge until the next restart. Datasets made through the API are
+their workspace's to change and delete.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,10 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from msgspec import UNSET, UnsetType
 
-from chorus.contract.errors import InvalidRequest, NotFound
+from chorus.contract.errors import ChorusError, InvalidRequest, NotFound
 from chorus.contract.schemas import Wire, decode_body
 from chorus.runtime.knowledge.service import Knowledge
+from chorus.server.body import json_body
 from chorus.server.routes.files import json_response, paginate, services
 from chorus.storage.catalog import StoreFileRecord, StoreRecord
 
@@ -60,7 +67,7 @@ async def store_object(knowledge: Knowledge, record: StoreRecord) -> dict[str, A
         "id": record.id, "object": "vector_store", "created_at": record.created_at, "name": record.name,
         "usage_bytes": sum(f.usage_bytes for f in files), "file_counts": {**counts, "total": len(files)},
         "status": "in_progress" if counts["in_progress"] else "completed", "last_active_at": record.last_active_at,
-        "metadata": record.metadata, "expires_after": None, "expires_at": None,
+        "metadata": record.metadata, "expires_at": None,
     }
 
 
@@ -73,11 +80,23 @@ def store_file_object(record: StoreFileRecord) -> dict[str, Any]:
     }
 
 
-async def _store(knowledge: Knowledge, workspace: str, store_id: str) -> StoreRecord:
+async def _store(knowledge: Knowledge, workspace: str, store_id: str, *, change: bool = False) -> StoreRecord:
+    """The workspace's store; with ``change``, one the API may change (not declared in configuration)."""
     record = await knowledge.catalog.get_store(workspace, store_id)
     if record is None:
         raise NotFound(f"No such vector store: {store_id!r}.", param="vector_store_id", code="vector_store_not_found")
+    if change and record.origin == "config":
+        raise read_only(record.id)
     return record
+
+
+def read_only(store_id: str) -> ChorusError:
+    """The 403 for changing a dataset declared in the server's configuration."""
+    return ChorusError(
+        f"Vector store {store_id!r} is declared in the server's configuration ([[datasets]]) and is read-only "
+        "through the API: change its sources in the configuration instead.",
+        status_code=403, error_type="invalid_request_error", code="dataset_read_only", param="vector_store_id",
+    )
 
 
 class VectorStoresController(Controller):
@@ -86,7 +105,7 @@ class VectorStoresController(Controller):
     @post(["/v1/vector_stores", "/vector_stores"], status_code=200)
     async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        body: CreateStore = _decode(await request.body(), CreateStore)
+        body: CreateStore = _decode(await json_body(request), CreateStore)
         file_ids = body.file_ids if isinstance(body.file_ids, list) else []
         files = [await _file_of(knowledge, workspace, f) for f in file_ids]
         metadata = body.metadata if isinstance(body.metadata, dict) else {}
@@ -109,8 +128,8 @@ class VectorStoresController(Controller):
     @post(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"], status_code=200)
     async def update(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        record = await _store(knowledge, workspace, request.path_params["store_id"])
-        body: UpdateStore = _decode(await request.body(), UpdateStore)
+        record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
+        body: UpdateStore = _decode(await json_body(request), UpdateStore)
         await knowledge.catalog.update_store(
             workspace, record.id, body.name if isinstance(body.name, str) else None,
             body.metadata if isinstance(body.metadata, dict) else None)
@@ -119,15 +138,15 @@ class VectorStoresController(Controller):
     @delete(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"], status_code=200)
     async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        record = await _store(knowledge, workspace, request.path_params["store_id"])
+        record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         await knowledge.delete_dataset(workspace, record.id)
         return json_response({"id": record.id, "object": "vector_store.deleted", "deleted": True})
 
     @post(["/v1/vector_stores/{store_id:str}/files", "/vector_stores/{store_id:str}/files"], status_code=200)
     async def add_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        record = await _store(knowledge, workspace, request.path_params["store_id"])
-        body: CreateStoreFile = _decode(await request.body(), CreateStoreFile)
+        record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
+        body: CreateStoreFile = _decode(await json_body(request), CreateStoreFile)
         file = await _file_of(knowledge, workspace, body.file_id)
         attributes = body.attributes if isinstance(body.attributes, dict) else {}
         result = await knowledge.attach(workspace, record.id, file, attributes=attributes)
@@ -158,7 +177,7 @@ class VectorStoresController(Controller):
     )
     async def remove_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
-        record = await _store(knowledge, workspace, request.path_params["store_id"])
+        record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         file_id = request.path_params["file_id"]
         if await knowledge.catalog.get_store_file(workspace, record.id, file_id) is None:
             raise NotFound(f"No such file in vector store {record.id!r}.", param="file_id", code="file_not_found")
@@ -169,7 +188,7 @@ class VectorStoresController(Controller):
     async def search(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         workspace, knowledge = services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
-        body: SearchStore = _decode(await request.body(), SearchStore)
+        body: SearchStore = _decode(await json_body(request), SearchStore)
         queries = [body.query] if isinstance(body.query, str) else list(body.query)
         k = body.max_num_results if isinstance(body.max_num_results, int) else 10
         if not 1 <= k <= 50:
@@ -183,8 +202,12 @@ class VectorStoresController(Controller):
             hits = await knowledge.search(workspace, [record.id], " ".join(queries), k=k, filters=filters, min_score=threshold)
         except ValueError as exc:
             raise InvalidRequest(f"Invalid filters: {exc}", param="filters") from None
-        data = [{"file_id": h.chunk.file_id, "filename": h.chunk.source or h.chunk.title, "score": h.score,
-                 "attributes": h.chunk.attributes, "content": [{"type": "text", "text": h.chunk.text}]} for h in hits]
+        # The spec's scores are in [0, 1]: a ranking that is (cosine similarity) shows as it is; one
+        # unbounded above (BM25) is scaled so the page's best is 1 (the order never changes).
+        scale = max([1.0, *(h.score for h in hits)])
+        data = [{"file_id": h.chunk.file_id, "filename": h.chunk.source or h.chunk.title or "",
+                 "score": max(0.0, h.score) / scale, "attributes": h.chunk.attributes,
+                 "content": [{"type": "text", "text": h.chunk.text}]} for h in hits]
         return json_response({"object": "vector_store.search_results.page", "search_query": queries, "data": data,
                               "has_more": False, "next_page": None})
 
