@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from chorus.contract.errors import StateUnavailable
+from chorus.contract.errors import InvalidRequest, StateUnavailable
 
 log = logging.getLogger("chorus.state")
 T = TypeVar("T")
@@ -155,6 +155,10 @@ class Database:
         except UNAVAILABLE as exc:
             log.warning("state database %s unavailable: %s: %s", self.where, type(exc).__name__, exc)
             raise StateUnavailable("The state store is unavailable; retry shortly.") from None
+        except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+            # PostgreSQL text cannot hold NUL (SQLite can): a client value, never a server fault.
+            raise InvalidRequest("The request contains a character that cannot be stored (such as NUL).",
+                                 code="invalid_characters") from None
 
     async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """``await fn(conn)`` on a pooled connection."""
