@@ -331,3 +331,16 @@ def test_requests_that_need_no_state_keep_working_while_postgresql_is_down(tmp_p
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def test_a_shared_state_refuses_the_local_vector_store(tmp_path: Path) -> None:
+    """No silent split brain: with [state] url, chunks may not stay in one instance's data dir."""
+    from chorus.contract.errors import ConfigError
+    from chorus.runtime.services import Services
+
+    config = parse_config({"data_dir": str(tmp_path), "state": {"url": "postgresql://postgres@127.0.0.1:9/test"}})
+    with pytest.raises(ConfigError, match="allow_local_vector_store"):
+        Services(config)
+    allowed = parse_config({"data_dir": str(tmp_path),
+                            "state": {"url": "postgresql://postgres@127.0.0.1:9/test", "allow_local_vector_store": True}})
+    assert Services(allowed).state.shared
