@@ -13,6 +13,7 @@ remains what tools and tests use.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -94,6 +95,7 @@ class OpenAIProvider(ProviderDriver):
             max_connections=s.max_connections,
             timeout=s.timeout,
             connect_timeout=s.connect_timeout,
+            proxy=s.proxy_for(s.base_url or "", os.environ),  # the environment is read here, once
         )
 
     async def aclose(self) -> None:
@@ -227,10 +229,13 @@ class OpenAIProvider(ProviderDriver):
                 code=code,
                 param=param,
                 headers=extra,
+                upstream_status=status,
+                retry_after=headers.get("retry-after"),
             )
         if status in (401, 403):
             message = "the provider rejected the gateway's credentials"
-        return UpstreamError(f"Upstream provider {self.id!r} failed (status {status}): {message}")
+        return UpstreamError(f"Upstream provider {self.id!r} failed (status {status}): {message}",
+                             upstream_status=status, retry_after=headers.get("retry-after"))
 
     def _scrub(self, text: str) -> str:
         key = self.settings.api_key.get() if self.settings.api_key else ""
