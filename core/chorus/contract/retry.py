@@ -78,7 +78,7 @@ def classify(error: UpstreamError) -> Verdict:
 def backoff(policy: FailoverPolicy, retry: int, rand: random.Random | None = None) -> float:
     """Seconds to wait before retry number ``retry`` (1 for the first): equal jitter, so between half
     and all of ``retry_backoff * 2**(retry-1)``, capped at ``retry_backoff_max``."""
-    ceiling = min(policy.retry_backoff_max, policy.retry_backoff * (2 ** (retry - 1)))
+    ceiling = min(policy.retry_backoff_max, policy.retry_backoff * 2.0 ** (retry - 1))
     half = ceiling / 2
     jitter: float = (rand or random).uniform(0, half)
     return half + jitter
