@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import random
 import tempfile
 import time
@@ -80,7 +81,7 @@ driver = "openai"
 base_url = "{upstream}"
 models = ["fragile-model"]
 breaker_failures = 2
-breaker_cooldown_seconds = 0.3
+breaker_cooldown_seconds = 60
 
 [[providers]]
 id = "brittle"
@@ -137,6 +138,14 @@ def envelope(response: httpx.Response, status: int, code: str | None = None) -> 
     return error  # type: ignore[no-any-return]
 
 
+def cool_down(server: LiveServer, provider: str) -> None:
+    """Let the provider's cool-down pass now: its circuit opened one cool-down ago (no test waits a
+    minute, and none depends on how fast it runs)."""
+    breaker = server.app.state.services.failover_stats.breakers[provider]
+    assert breaker.opened_at is not None
+    breaker.opened_at -= breaker.cooldown
+
+
 def stats(server: LiveServer, provider: str) -> dict[str, int]:
     return server.app.state.services.failover_stats.of(provider).as_dict()  # type: ignore[no-any-return]
 
@@ -185,12 +194,14 @@ def test_429_retry_after_is_honoured(server: LiveServer, up: ScriptedUpstream) -
 
 
 def test_retry_after_as_an_http_date_is_honoured(server: LiveServer, up: ScriptedUpstream) -> None:
-    when = email.utils.formatdate(time.time() + 2, usegmt=True)  # whole seconds: 1 to 2 s from now
-    up.push(Error(503, "maintenance", headers={"retry-after": when}), Reply("back"))
+    date = math.floor(time.time()) + 2  # an HTTP date has whole seconds
+    up.push(Error(503, "maintenance", headers={"retry-after": email.utils.formatdate(date, usegmt=True)}), Reply("back"))
     response = ask(server, "model/name=flaky/flaky-model")
     assert response.status_code == 200, response.text
     first, second = up.requests
-    assert second.at - first.at >= 0.5  # far beyond the 0.05 s backoff cap: the date was waited for
+    wall_minus_monotonic = time.time() - time.monotonic()
+    assert second.at + wall_minus_monotonic >= date - 0.01  # not before the date (0.01: reading the two clocks)
+    assert second.at > first.at
 
 
 def test_retry_after_beyond_the_cap_is_not_retried(server: LiveServer, up: ScriptedUpstream) -> None:
@@ -383,7 +394,7 @@ def test_the_circuit_opens_skips_the_provider_and_half_opens(server: LiveServer,
     assert models_asked(up) == ["fragile-model", "fragile-model", "backup-model"]
 
     # after the cool-down one trial request goes through; it succeeds, the circuit closes
-    time.sleep(0.35)
+    cool_down(server, "fragile")
     up.push(Reply("healed"), Reply("healthy"))
     response = ask(server, "model/name=fragile/fragile-model")
     assert response.status_code == 200, response.text
@@ -402,7 +413,7 @@ driver = "openai"
 base_url = "{upstream.base_url}"
 models = ["shaky-model"]
 breaker_failures = 1
-breaker_cooldown_seconds = 0.2
+breaker_cooldown_seconds = 60
 """
     upstream.reset()
     try:
@@ -410,10 +421,10 @@ breaker_cooldown_seconds = 0.2
             upstream.push(Error(500), Error(500), Reply("finally"))
             envelope(ask(live, "model/name=shaky/shaky-model"), 502)            # opens
             envelope(ask(live, "model/name=shaky/shaky-model"), 503, "upstream_circuit_open")
-            time.sleep(0.25)
+            cool_down(live, "shaky")
             envelope(ask(live, "model/name=shaky/shaky-model"), 502)            # the trial fails: open again
             envelope(ask(live, "model/name=shaky/shaky-model"), 503, "upstream_circuit_open")
-            time.sleep(0.25)
+            cool_down(live, "shaky")
             assert ask(live, "model/name=shaky/shaky-model").status_code == 200  # the next trial succeeds
             assert models_asked(upstream) == ["shaky-model"] * 3
     finally:
