@@ -18,6 +18,7 @@ import pytest
 import trustme
 
 from chorus.config import Config
+from chorus.errors import UpstreamUnavailable
 from chorus.net.proxy import EnvironmentProxies, Proxy, ProxyURLError
 from chorus.testing.config import ACME_KEY, make_config
 from chorus.testing.gateway import serve
@@ -213,3 +214,14 @@ def test_a_proxy_hides_its_credentials() -> None:
         with pytest.raises(ProxyURLError) as raised:
             Proxy(bad)
         assert "s3cret" not in str(raised.value)
+
+
+async def test_a_malformed_proxy_variable_stops_the_provider_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chorus_plugins.openai_provider import OpenAIProvider, OpenAISettings
+
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://alice:hunter2@corp:1080")
+    provider = OpenAIProvider(OpenAISettings(id="p", driver="openai", base_url="https://api.example/v1"))
+    with pytest.raises(UpstreamUnavailable) as raised:
+        await provider.start()
+    assert "HTTPS_PROXY" in raised.value.message and "socks5" in raised.value.message
+    assert "hunter2" not in raised.value.message and "alice" not in raised.value.message

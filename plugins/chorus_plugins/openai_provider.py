@@ -89,13 +89,17 @@ class OpenAIProvider(ProviderDriver):
             headers["authorization"] = f"Bearer {s.api_key.get()}"
         if s.organization:
             headers["openai-organization"] = s.organization
+        try:
+            proxy = s.proxy_for(s.base_url or "", os.environ)  # the environment is read here, once
+        except ValueError as exc:  # a malformed HTTPS_PROXY / HTTP_PROXY (the message hides credentials)
+            raise UpstreamUnavailable(f"provider {self.id!r} cannot use the proxy: {exc}") from None
         self._pool = HTTPPool(
             s.base_url or "",
             headers=headers,
             max_connections=s.max_connections,
             timeout=s.timeout,
             connect_timeout=s.connect_timeout,
-            proxy=s.proxy_for(s.base_url or "", os.environ),  # the environment is read here, once
+            proxy=proxy,
         )
 
     async def aclose(self) -> None:

@@ -61,7 +61,8 @@ class ProviderSettings(FailoverPolicy, kw_only=True):
     def proxy_for(self, url: str, env: Mapping[str, str]) -> Proxy | None:
         """The proxy to reach ``url`` through: this table's ``proxy``, else ``env``'s variables.
 
-        Call it once, at startup (``env`` is usually :data:`os.environ`)."""
+        Call it once, at startup (``env`` is usually :data:`os.environ`). A malformed proxy variable
+        raises :class:`ValueError` naming the variable (never its credentials)."""
         if self.proxy is not None:
             return Proxy(self.proxy.get()) if self.proxy else None
         return environment_proxies(env).for_url(url)
