@@ -29,6 +29,7 @@ from chorus.plugins.manager import PluginManager
 from chorus.runtime import legacy
 from chorus.runtime.agent import AgentLoop, ModelCall, Prepared, Turn, spend, tool_name
 from chorus.runtime.answers import check_chunk, check_completion
+from chorus.runtime.failover import Failover
 from chorus.runtime.layering import layer_messages
 from chorus.runtime.registry import Registry
 from chorus.runtime.resume import restore_messages, resumed_call_ids
@@ -77,6 +78,7 @@ class Pipeline:
                  turns: TurnStore | None = None) -> None:
         self.pm = pm
         self.registry = registry
+        self.failover = registry.failover
         self.server = server
         self.turns = turns if turns is not None else MemoryTurnStore(server.parked_turns_ttl_seconds)
         self.fields = declared_fields(pm)
@@ -224,11 +226,11 @@ class Pipeline:
         steps = 0
         if not prepared.server_tools:
             spend(ctx)
-            response = check_completion(await target.provider.complete(prepared.body, ctx), target.provider.id)
+            response = check_completion(await self.failover.complete(target, prepared.body, ctx), target.provider.id)
             ctx.add_usage(response.get("usage"))
         else:
             agent = self._agent(ctx, prepared, None)
-            async for _ in agent.run(self._complete_call(ctx, target)):
+            async for _ in agent.run(self._complete_call(ctx, target, self.failover)):
                 pass
             turn, steps = agent.turn, agent.steps
             response = turn.response
@@ -247,9 +249,9 @@ class Pipeline:
         return response
 
     @staticmethod
-    def _complete_call(ctx: RequestContext, target: Target) -> ModelCall:
+    def _complete_call(ctx: RequestContext, target: Target, failover: Failover) -> ModelCall:
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
-            response = check_completion(await target.provider.complete(body, ctx), target.provider.id)
+            response = check_completion(await failover.complete(target, body, ctx), target.provider.id)
             ctx.add_usage(response.get("usage"))
             turn.response = response
             choices = response.get("choices") or []
@@ -302,7 +304,7 @@ class Pipeline:
         if not prepared.server_tools:  # the plain relay: every chunk with choices, shaped and sent
             spend(ctx)
             provider = target.provider.id
-            async for chunk in target.provider.stream(prepared.body, ctx):
+            async for chunk in self.failover.stream(target, prepared.body, ctx):
                 check_chunk(chunk, provider)
                 usage = chunk.get("usage")
                 if usage:
@@ -311,7 +313,7 @@ class Pipeline:
                     yield await emit(chunk)
         else:
             agent = self._agent(ctx, prepared, self.server.keepalive_seconds)
-            async for event in agent.run(self._stream_call(ctx, target, emit)):
+            async for event in agent.run(self._stream_call(ctx, target, emit, self.failover)):
                 yield event
             turn = agent.turn
             for index, call in enumerate(turn.client_calls):
@@ -327,14 +329,14 @@ class Pipeline:
             yield sse(final)
 
     @staticmethod
-    def _stream_call(ctx: RequestContext, target: Target, emit: Emit) -> ModelCall:
+    def _stream_call(ctx: RequestContext, target: Target, emit: Emit, failover: Failover) -> ModelCall:
         """A model call that relays content as it streams and holds back tool calls and the finish."""
 
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
             fragments: dict[int, dict[str, Any]] = {}
             content: list[str] = []
             provider = target.provider.id
-            async for chunk in target.provider.stream(body, ctx):
+            async for chunk in failover.stream(target, body, ctx):
                 check_chunk(chunk, provider)
                 usage = chunk.get("usage")
                 if usage:

@@ -116,6 +116,8 @@ class Services:
         self.knowledge = self.registry.knowledge = build_knowledge(config, pm, self.registry, self.state.catalog)
         self.search_engines = self.registry.search_engines = build_search_engines(config, pm)
         self.pipeline = Pipeline(pm, self.registry, config.server, self.state.turns)
+        #: retries, fallbacks and circuits per provider (for metrics)
+        self.failover_stats = self.registry.failover.stats
 
     async def start(self) -> None:
         """Start providers, skillsets, engines, knowledge and the turn store; sync config datasets."""
