@@ -15,6 +15,8 @@ from chorus.runtime.services import Services
 from chorus.server.errors import EXCEPTION_HANDLERS, error_response
 from chorus.server.requestid import add_request_id_header
 from chorus.server.routes.chat import chat_completions
+from chorus.server.routes.chat_store import StoredChatsController
+from chorus.server.routes.conversations import ConversationsController
 from chorus.server.routes.embeddings import EmbeddingsController
 from chorus.server.routes.files import FilesController
 from chorus.server.routes.models import ModelsController
@@ -43,7 +45,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
 
     handlers: list[ControllerRouterHandler] = [
         chat_completions, ModelsController, EmbeddingsController, FilesController, VectorStoresController, health,
-        create_response, ResponsesController,
+        create_response, ResponsesController, ConversationsController, StoredChatsController,
     ]
     if config.server.playground:
         handlers += playground_routes()

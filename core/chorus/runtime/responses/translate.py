@@ -433,3 +433,42 @@ def response_object(request: ResponsesRequest, *, response_id: str, created_at: 
     if include_usage:
         body["usage"] = usage_object(usage)
     return body
+
+
+# -- chat messages → items (a chat completion appended to a conversation) --------------------------
+
+
+def _input_parts(content: Any) -> list[Item]:
+    if isinstance(content, str):
+        return [{"type": "input_text", "text": content}]
+    parts: list[Item] = []
+    for part in content if isinstance(content, list) else ():
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            parts.append({"type": "input_text", "text": str(part.get("text", ""))})
+        elif part.get("type") == "image_url":
+            image = part.get("image_url") or {}
+            url = image.get("url") if isinstance(image, dict) else image
+            detail = image.get("detail") if isinstance(image, dict) else None
+            parts.append({"type": "input_image", "image_url": str(url), "detail": detail if isinstance(detail, str) else "auto"})
+    return parts
+
+
+def messages_to_items(messages: list[Message]) -> list[Item]:
+    """Chat messages as conversation items (user, system and developer text; assistant turns; tool results)."""
+    items: list[Item] = []
+    for message in messages:
+        content = message.content if message.content is not UNSET else None
+        if message.role in INPUT_ROLES:
+            items.append({"id": new_id("msg_"), "type": "message", "role": message.role, "status": "completed",
+                          "content": _input_parts(content)})
+        elif message.role == "assistant":
+            calls = message.tool_calls if isinstance(message.tool_calls, list) else []
+            items.extend(output_items({"content": content if isinstance(content, str) else None, "tool_calls": calls}, []))
+        elif message.role == "tool":
+            text = content if isinstance(content, str) else "\n".join(
+                str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
+            items.append({"id": new_id("fco_"), "type": "function_call_output", "status": "completed",
+                          "call_id": str(message.tool_call_id or ""), "output": text})
+    return items
