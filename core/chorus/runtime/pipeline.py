@@ -153,8 +153,9 @@ class Pipeline:
         backstory = target.bot.backstory if target.bot is not None else None
         messages = layer_messages(messages, backstory=backstory, parts=parts, sources=ctx.sources)
 
-        changes: dict[str, Any] = {"model": target.model, "messages": messages, "chorus_progress": UNSET,
-                                   "store": UNSET, "metadata": UNSET}
+        changes: dict[str, Any] = {"model": target.model, "messages": messages, "chorus_progress": UNSET}
+        if request.store is not UNSET or request.metadata is not UNSET:  # read by Chorus, never forwarded
+            changes["store"] = changes["metadata"] = UNSET
         if type(request) is self.request_type and self._unset_fields:
             changes.update(self._unset_fields)  # plugin-owned fields never reach the upstream
         if target.bot is not None:

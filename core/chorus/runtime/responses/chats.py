@@ -28,13 +28,11 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-def wants_follow_up(chat: ChatCompletionRequest) -> bool:
-    """Whether a chat request needs :class:`ChatFollowUp` (stored, or addressed to a conversation)."""
-    return chat.store is True or chat.model.startswith("conversation/")
-
-
 class ChatFollowUp:
-    """One chat request's storage work: what to store, which conversation to append to."""
+    """One chat request's storage work: what to store, which conversation to append to.
+
+    The chat route uses it only for ``store: true`` or a ``conversation/`` selector.
+    """
 
     def __init__(self, store: ResponseStore, *, keep: bool, metadata: dict[str, str], messages: list[Message],
                  conversation: str | None = None, items: list[Item] | None = None, echo: str | None = None) -> None:

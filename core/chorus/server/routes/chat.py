@@ -33,7 +33,7 @@ from litestar.handlers import asgi
 
 from chorus.contract.context import RequestContext
 from chorus.runtime.pipeline import Pipeline
-from chorus.runtime.responses.chats import ChatFollowUp, wants_follow_up
+from chorus.runtime.responses.chats import ChatFollowUp
 from chorus.server.auth import authenticate
 from chorus.server.body import ClientGone, check_json_type, read_body
 from chorus.server.requestid import request_id
@@ -126,7 +126,7 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
     body = await read_body(receive, content_length, state.max_body_bytes)
     chat = pipeline.decode(body)
     follow: ChatFollowUp | None = None
-    if wants_follow_up(chat):  # store: true or conversation/id=: opt-in, the only chat requests that touch the store
+    if chat.store is True or chat.model.startswith("conversation/"):  # opt-in: the only chat requests that touch the store
         chat, follow = await ChatFollowUp.open(state.responses.store, chat, workspace)
     ctx = RequestContext(request_id=request_id(scope), workspace=workspace, registry=pipeline.registry, request=chat)
     if chat.chorus_progress is True or (progress_header is not None and progress_header.lower() in _TRUTHY):
