@@ -26,7 +26,8 @@ def unknown_target(selector: str) -> ModelNotFound:
     """The single 404 for anything that does not resolve (missing and foreign look the same)."""
     return ModelNotFound(
         f"The model {selector!r} does not exist or you do not have access to it. "
-        f"Use 'model/name=<provider>/<model>', 'model/name=<model>' or 'bot/id=<bot id>' "
+        f"Use 'model/name=<provider>/<model>', 'model/name=<model>', 'bot/id=<bot id>' or "
+        f"'conversation/id=<conversation id>' "
         f"(GET /v1/models lists what this key can use).",
         param="model",
     )

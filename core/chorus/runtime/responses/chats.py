@@ -15,8 +15,9 @@ from typing import Any
 import msgspec
 
 from chorus.contract.context import RequestContext, Workspace
-from chorus.contract.errors import InvalidRequest, ModelNotFound
+from chorus.contract.errors import InvalidRequest
 from chorus.contract.schemas import ChatCompletionRequest, Message
+from chorus.contract.targets import unknown_target
 from chorus.runtime.pipeline import ECHO_SELECTOR, Pipeline
 from chorus.runtime.responses.service import CONVERSATION_PREFIX, conversation_not_found, conversation_target
 from chorus.runtime.responses.translate import Item, items_to_messages, messages_to_items, output_items
@@ -52,13 +53,10 @@ class ChatFollowUp:
         metadata = check_metadata(chat.metadata)
         if not chat.model.startswith("conversation/"):
             return chat, cls(store, keep=keep, metadata=metadata, messages=chat.messages)
-        if not chat.model.startswith(CONVERSATION_PREFIX):
-            raise ModelNotFound(f"The model {chat.model!r} does not exist; a conversation is addressed as "
-                                "conversation/id=<id>.", param="model", code="model_not_found")
         conversation = chat.model.removeprefix(CONVERSATION_PREFIX)
-        record = await store.get_conversation(workspace.id, conversation)
-        if record is None:
-            raise conversation_not_found(conversation, "model")
+        record = await store.get_conversation(workspace.id, conversation) if conversation != chat.model else None
+        if record is None:  # unknown, another tenant's or malformed: the selector 404 every target gives
+            raise unknown_target(chat.model)
         target = conversation_target(conversation, record.metadata, "model")
         history = items_to_messages(await store.list_items(workspace.id, conversation))
         lead = 0  # the client's leading system/developer messages stay first: they layer onto the backstory

@@ -27,6 +27,7 @@ from chorus.contract.context import RequestContext, Source, Workspace
 from chorus.contract.errors import ChorusError, InvalidRequest, NotFound
 from chorus.contract.schemas import user_texts
 from chorus.contract.search import HOSTED_SEARCH_STATE
+from chorus.contract.targets import unknown_target
 from chorus.runtime.knowledge.service import Knowledge
 from chorus.runtime.pipeline import Pipeline
 from chorus.runtime.responses.events import EventStream
@@ -123,8 +124,9 @@ class Responses:
         if conversation:
             record = await self.store.get_conversation(workspace.id, conversation)
             if record is None:
-                raise conversation_not_found(conversation, "model" if selector == CONVERSATION_PREFIX + conversation
-                                             else "conversation")
+                if selector == CONVERSATION_PREFIX + conversation:
+                    raise unknown_target(selector)  # the selector 404 every target gives
+                raise conversation_not_found(conversation, "conversation")
             if selector is None or selector.startswith(CONVERSATION_PREFIX):
                 model = conversation_target(conversation, record.metadata,
                                             "model" if selector is not None else "conversation")
