@@ -305,8 +305,6 @@ def chat_request(request: ResponsesRequest, request_type: type[ChatCompletionReq
         fields["tool_choice"] = _tool_choice(request.tool_choice)
         if isinstance(request.parallel_tool_calls, bool):
             fields["parallel_tool_calls"] = request.parallel_tool_calls
-    elif request.tool_choice == "none":
-        fields["tool_choice"] = UNSET
     if isinstance(request.max_output_tokens, int):
         if request.max_output_tokens < 1:
             raise InvalidRequest("'max_output_tokens' must be at least 1.", param="max_output_tokens")
