@@ -12,11 +12,12 @@ import openai
 import pytest
 
 from chorus.testing.config import ACME_KEY, GLOBEX_KEY, make_config
-from chorus.testing.gateway import make_app
+from chorus.testing.gateway import make_app, serve_with_plugins
 from chorus.testing.server import LiveServer
 from chorus.testing.upstream import Hang, Reply, ScriptedUpstream
 from tests.openapi_spec import spec_available, validate
 from tests.test_e2e_search import RESULTS, SearchServer
+from tests.test_e2e_skillsets import SKILLSETS, ProbeTool
 from tests.test_responses import check_stream, sse_events
 
 KB = Path(__file__).parent / "data" / "kb"
@@ -160,3 +161,23 @@ def test_progress_events_during_hidden_steps(raw: httpx.Client, up: ScriptedUpst
     progress = [e["progress"]["type"] for e in events if e["type"] == "chorus.progress"]
     assert progress == ["tool.started", "tool.finished"]
     assert json.dumps(check_stream(events)["output"]).count("url_citation") == 1
+
+
+@pytest.fixture(scope="module")
+def probe_server(upstream: ScriptedUpstream) -> Iterator[LiveServer]:
+    with serve_with_plugins(upstream.base_url, extra=SKILLSETS, server_extra="keepalive_seconds = 0.1",
+                            tools={"probe": ProbeTool}) as server:
+        yield server
+
+
+def test_keep_alives_flow_while_hidden_steps_run(probe_server: LiveServer, up: ScriptedUpstream) -> None:
+    up.push(Reply(None, tool_calls=[{"id": "z1", "type": "function",
+                                     "function": {"name": "sleep", "arguments": '{"seconds": 0.35}'}}]),
+            Reply("Rested well."))
+    with httpx.Client(base_url=probe_server.url, headers={"authorization": f"Bearer {ACME_KEY}"}, timeout=30) as client, \
+            client.stream("POST", "/v1/responses", json={"model": "bot/id=agent", "input": "go", "stream": True}) as streamed:
+        streamed.read()
+    assert ": keep-alive" in streamed.text.split("\n")
+    final = check_stream(sse_events(streamed))
+    assert [i["type"] for i in final["output"]] == ["message"]
+    assert final["output"][0]["content"][0]["text"] == "Rested well." and final["usage"]["total_tokens"] == 30
