@@ -28,7 +28,8 @@ def unknown_target(selector: str) -> ModelNotFound:
     return ModelNotFound(
         f"The model {selector!r} does not exist or you do not have access to it. "
         f"Use 'model/name=<provider>/<model>', 'model/name=<model>', a fallback chain "
-        f"'model/name=<provider>/<model>,<provider>/<model>' or 'bot/id=<bot id>' "
+        f"'model/name=<provider>/<model>,<provider>/<model>', 'bot/id=<bot id>' or "
+        f"'conversation/id=<conversation id>' "
         f"(GET /v1/models lists what this key can use).",
         param="model",
     )

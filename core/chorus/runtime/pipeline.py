@@ -39,6 +39,9 @@ from chorus.storage.turns import MemoryTurnStore, TurnStore
 log = logging.getLogger("chorus.pipeline")
 
 _NO_EVENTS: tuple[bytes, ...] = ()  # what a non-streaming model call relays
+#: ``ctx.state`` key: the selector the answer's ``model`` echoes when it is not the resolved one
+#: (the ``conversation/id=`` selector names a conversation whose target answers).
+ECHO_SELECTOR = "selector.echo"
 
 _encode = msgspec.json.Encoder().encode
 
@@ -117,7 +120,11 @@ class Pipeline:
         """Resolve the target and build the upstream request."""
         request = ctx.request
         ctx.runtime = self
-        target = ctx.target = self.resolve(request.model, ctx.workspace)
+        target = self.resolve(request.model, ctx.workspace)
+        echo = ctx.state.get(ECHO_SELECTOR) if ctx.state else None
+        if echo is not None:  # e.g. conversation/id=...: the response names what the client addressed
+            target = msgspec.structs.replace(target, selector=echo)
+        ctx.target = target
         if ctx.budget is None and target.bot is not None:
             ctx.budget = CallBudget(target.bot.max_model_calls)
         parts: list[str] = []
@@ -149,6 +156,8 @@ class Pipeline:
         messages = layer_messages(messages, backstory=backstory, parts=parts, sources=ctx.sources)
 
         changes: dict[str, Any] = {"model": target.model, "messages": messages, "chorus_progress": UNSET}
+        if request.store is not UNSET or request.metadata is not UNSET:  # read by Chorus, never forwarded
+            changes["store"] = changes["metadata"] = UNSET
         if type(request) is self.request_type and self._unset_fields:
             changes.update(self._unset_fields)  # plugin-owned fields never reach the upstream
         if target.bot is not None:

@@ -35,6 +35,7 @@ from litestar.handlers import asgi
 
 from chorus.contract.context import RequestContext
 from chorus.runtime.pipeline import Pipeline
+from chorus.runtime.responses.chats import ChatFollowUp
 from chorus.server.auth import authenticate
 from chorus.server.body import ClientGone, check_json_type, read_body
 from chorus.server.requestid import request_id
@@ -127,13 +128,18 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
     check_json_type(found.get(b"content-type"))
     body = await read_body(receive, content_length, state.max_body_bytes)
     chat = pipeline.decode(body)
+    follow: ChatFollowUp | None = None
+    if chat.store is True or chat.model.startswith("conversation/"):  # opt-in: the only chat requests that touch the store
+        chat, follow = await ChatFollowUp.open(state.responses.store, chat, workspace)
     ctx = RequestContext(request_id=request_id(scope), workspace=workspace, registry=pipeline.registry, request=chat)
     if chat.chorus_progress is True or (progress_header is not None and progress_header.lower() in _TRUTHY):
         ctx.state["progress"] = True
+    if follow is not None:
+        follow.bind(ctx)
     if not ctx.stream:
         with DisconnectWatch(receive) as watch:
             try:
-                content = await pipeline.complete_json(ctx)
+                content = await (pipeline.complete_json(ctx) if follow is None else follow.complete_json(pipeline, ctx))
             except asyncio.CancelledError:
                 if not watch.gone:
                     raise
@@ -145,16 +151,18 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content, "more_body": False})
         return
-    await stream_response(pipeline, ctx, receive, send)
+    await stream_response(pipeline, ctx, receive, send, None if follow is None else follow.stream(pipeline, ctx))
 
 
-async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Receive, send: Send) -> None:
-    """Relay the pipeline's SSE events; errors before the first event become a normal HTTP error.
+async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Receive, send: Send,
+                          events: AsyncGenerator[bytes, None] | None = None) -> None:
+    """Relay the pipeline's SSE events (or ``events``); errors before the first event become a normal HTTP error.
 
     The client is watched from the start: one that leaves while the model thinks (before the first
     event) cancels the upstream request as surely as one that leaves mid-stream.
     """
-    events = pipeline.stream(ctx)
+    if events is None:
+        events = pipeline.stream(ctx)
     with DisconnectWatch(receive) as watch:
         try:
             first = await anext(events)

@@ -65,6 +65,27 @@ CREATE TABLE counters (
 );
 CREATE INDEX counters_expiry ON counters (expires);
 """),
+    (3, "responses, conversations, stored chat completions", """
+CREATE TABLE responses (
+    workspace TEXT NOT NULL, id TEXT NOT NULL, created_at BIGINT NOT NULL,
+    response TEXT NOT NULL, input_items TEXT NOT NULL, context TEXT NOT NULL,
+    PRIMARY KEY (workspace, id)
+);
+CREATE TABLE conversations (
+    workspace TEXT NOT NULL, id TEXT NOT NULL, created_at BIGINT NOT NULL, metadata TEXT NOT NULL,
+    PRIMARY KEY (workspace, id)
+);
+CREATE TABLE conversation_items (
+    seq BIGSERIAL PRIMARY KEY, workspace TEXT NOT NULL, conversation_id TEXT NOT NULL,
+    id TEXT NOT NULL, item TEXT NOT NULL
+);
+CREATE INDEX conversation_items_by_conversation ON conversation_items (workspace, conversation_id, seq);
+CREATE TABLE chat_completions (
+    workspace TEXT NOT NULL, id TEXT NOT NULL, created_at BIGINT NOT NULL, model TEXT NOT NULL,
+    metadata TEXT NOT NULL, completion TEXT NOT NULL, messages TEXT NOT NULL,
+    PRIMARY KEY (workspace, id)
+);
+"""),
 ]
 
 #: What asyncpg raises when the server cannot be used right now (as opposed to a bad query).
