@@ -22,7 +22,7 @@ from chorus_plugins.sqlite_store.dense import (
 )
 from chorus_plugins.sqlite_store.filters import compile_filter
 from chorus_plugins.sqlite_store.fusion import fuse
-from chorus_plugins.sqlite_store.lexical import _Frequencies, plan_query, query_terms
+from chorus_plugins.sqlite_store.lexical import _Frequencies, _phrase, fts5_idf, plan_query, query_terms, term_weight
 from chorus_plugins.sqlite_store.schema import _HYDRATE, _INSERT, _TOKENIZER, lexical_index
 from chorus_plugins.sqlite_store.settings import SqliteVectorStoreSettings
 
@@ -217,13 +217,15 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
             return []
         budget = self.settings.match_budget
         total = self._freq.total(db, workspace)
+        marks = ",".join("?" * len(datasets))
+        scope = f"c.workspace = ? AND c.dataset IN ({marks}) AND {where}"
+        scope_params = (workspace, *datasets, *params)
+        if total <= self.settings.small_corpus_chunks:
+            return self._small_corpus(db, workspace, index, terms, limit, scope, scope_params)
         df = self._freq.df(db, workspace, index, terms, total) if budget > 0 else {}
         plan = plan_query(terms, df, total, budget)
         if plan is None:
             return []
-        marks = ",".join("?" * len(datasets))
-        scope = f"c.workspace = ? AND c.dataset IN ({marks}) AND {where}"
-        scope_params = (workspace, *datasets, *params)
         floor = 0
         if plan.bounded:
             row = db.execute(
@@ -242,6 +244,37 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
                 best[rowid] = min(score, best.get(rowid, score))   # bm25(): lower is better
         ranked = sorted(best.items(), key=lambda row: (row[1], row[0]))[:limit]
         return [(rowid, -score) for rowid, score in ranked]
+
+    def _small_corpus(self, db: sqlite3.Connection, workspace: str, index: str, terms: list[str], limit: int,
+                      scope: str, scope_params: tuple[Any, ...]) -> list[tuple[int, float]]:
+        """BM25 over every query term with a positive IDF, for workspaces of at most ``small_corpus_chunks``.
+
+        FTS5's ``bm25()`` gives a term found in half the chunks or more an IDF of 1e-6. In a large
+        corpus those are stop words; in a knowledge base of a few documents they are the words the
+        question is about ("support" in two of three chunks), and a ranking that ignores them finds
+        nothing useful. Here each term is scored on its own: its ``bm25()`` divided by FTS5's IDF
+        is the term's saturated, length-normalised frequency (column weights included), which is
+        multiplied by :func:`term_weight` (Lucene's always-positive IDF, a tenth for stop words)
+        and summed over the terms. Every chunk holding any term is scored, which is cheap at this
+        size (one FTS5 query per term).
+        """
+        (rows,) = db.execute("SELECT count(*) FROM chunks WHERE workspace = ?", (workspace,)).fetchone()
+        count = f"SELECT count(*) FROM {index} WHERE {index} MATCH ?"
+        sql = (
+            f"SELECT c.id, bm25({index}, ?, ?, ?) FROM {index} CROSS JOIN chunks AS c"
+            f" ON c.id = {index}.rowid WHERE {index} MATCH ? AND {scope}"
+        )
+        scores: dict[int, float] = {}
+        for term in terms:
+            phrase = _phrase(term)
+            (matches,) = db.execute(count, (phrase,)).fetchone()
+            if not matches:
+                continue
+            weight = term_weight(term, rows, matches) / fts5_idf(rows, matches)
+            for rowid, score in db.execute(sql, (*self._weights, phrase, *scope_params)):
+                scores[rowid] = scores.get(rowid, 0.0) - score * weight   # bm25(): lower (negative) is better
+        ranked = sorted(scores.items(), key=lambda row: (-row[1], row[0]))[:limit]
+        return [(rowid, score) for rowid, score in ranked if score > 0]
 
     def _dense_entries(self, db: sqlite3.Connection, workspace: str, datasets: list[str]) -> list[_DenseEntry]:
         marks = ",".join("?" * len(datasets))
