@@ -8,7 +8,7 @@ continues best::
     You are Ada, Acme's support agent.
 
     Context:
-    [1] Opening hours
+    Opening hours
     Support is open Monday to Friday, 9am to 5pm.
 
     Question: When is support open?
@@ -16,7 +16,10 @@ continues best::
 
 * The instructions (the text of the leading ``system``/``developer`` messages) come first, with the
   numbered sources block that Chorus layered into them (:func:`chorus.context.render_sources`) taken
-  out and written as ``Context:`` instead, each source as ``[n] title`` and its text.
+  out and written as ``Context:`` instead: each source's title on a line, then its text, with
+  Markdown table rows as plain ``a — b`` lines. Sources are not numbered there: a small model
+  answers "[1]" when they are; citations come from the answer's overlap with them instead
+  (``[bots.citations] attribute``).
 * Earlier turns are ``Question:``/``Answer:`` pairs; a tool result is a ``Result:`` line and a later
   system message a ``Note:`` line. The prompt ends with ``Answer:`` and generation stops at the end
   of the line (:data:`COMPLETION_STOPS`): one short, direct answer.
@@ -43,6 +46,7 @@ continues best::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,9 +115,10 @@ def render_completion(messages: Sequence[Message], sources: Sequence[Source] = (
         rendered = _clean(render_sources(sources))
         if rendered in instructions:
             instructions = "\n\n".join(p.strip() for p in instructions.split(rendered) if p.strip())
-        for number, source in enumerate(sources, start=1):
-            heading = f"[{number}] {_one_line(source.title)}".rstrip()
-            context.append(f"{heading}\n{_clean(source.text)}")
+        for source in sources:
+            text = _plain_tables(_clean(source.text))
+            title = _one_line(source.title)
+            context.append(f"{title}\n{text}" if title else text)
     if instructions:
         blocks.append(instructions)
     if context:
@@ -147,6 +152,24 @@ def _completion_turn(message: Message) -> str:
         if not text:
             return ""
     return f"{label}: {text}" if text else f"{label}:"
+
+
+_TABLE_RULE = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
+
+
+def _plain_tables(text: str) -> str:
+    """Markdown table rows as plain lines (``a — b — c``), rule rows dropped: a small model copies
+    pipes and dashes into its answer otherwise."""
+    lines: list[str] = []
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if _TABLE_RULE.match(stripped) and "-" in stripped:
+            continue
+        if stripped.startswith("|") and stripped.endswith("|") and len(stripped) > 1:
+            cells = [c.strip() for c in stripped[1:-1].split("|")]
+            line = " — ".join(c for c in cells if c)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _one_line(text: str) -> str:

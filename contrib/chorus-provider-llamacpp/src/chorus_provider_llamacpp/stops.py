@@ -93,14 +93,14 @@ class RepeatGuard:
             sentence, self._sentence = self._sentence[: end.end()], self._sentence[end.end():]
             emitted, self._emitted = self._emitted, 0
             key = _key(sentence)
-            if key in self._seen and not emitted:
+            if key in self._seen and not _key(sentence[:emitted]):
                 self.stopped = True
                 self._sentence = ""
                 return "".join(out)
             if key:
                 self._seen.add(key)
             out.append(sentence[emitted:])
-        if not self._repeating():
+        if _key(self._sentence) and not self._repeating():  # words that start no earlier sentence
             out.append(self._sentence[self._emitted:])
             self._emitted = len(self._sentence)
         return "".join(out)
@@ -111,14 +111,14 @@ class RepeatGuard:
         self._sentence, self._emitted = "", 0
         if self.stopped:
             return ""
-        if not emitted and _key(rest) in self._seen:
+        if not _key(rest[:emitted]) and _key(rest) in self._seen:
             self.stopped = True
             return ""
-        return rest[emitted:]
+        return rest[emitted:] if rest.strip() else ""
 
     def _repeating(self) -> bool:
-        """Whether the sentence being written (nothing of it sent yet) is the start of an earlier one."""
-        if self._emitted:
+        """Whether the sentence being written (none of its words sent yet) is the start of an earlier one."""
+        if _key(self._sentence[: self._emitted]):
             return False
         key = _key(self._sentence)
         return bool(key) and any(seen.startswith(key) for seen in self._seen)
