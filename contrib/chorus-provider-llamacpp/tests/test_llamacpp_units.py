@@ -20,9 +20,8 @@ from chorus_provider_llamacpp.prompt import (
 )
 from chorus_provider_llamacpp.stops import RepeatGuard, StopFilter
 
-from chorus.context import Source, render_sources
-
 from chorus.config import convert
+from chorus.context import Source, render_sources
 from chorus.errors import ConfigError, UpstreamError, UpstreamUnavailable
 from chorus.schemas import ChatCompletionRequest, Message
 
