@@ -34,7 +34,14 @@ STATE = "citations"
 SENTENCE = re.compile(r"[^\s].*?(?:[.!?…]+(?=\s|$)|(?=\n)|$)", re.DOTALL)
 _WORD = re.compile(r"[^\W_]+")
 #: Words that say nothing about which source a sentence comes from.
-_FUNCTION_WORDS = frozenset(["a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "be", "been", "before", "being", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "don", "each", "for", "from", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "yes", "you", "your"])
+_FUNCTION_WORD_TEXT = """
+a about after all also an and any are as at be been before being both but by can could did do does
+doing don each for from had has have having he her here hers him his how i if in into is it its
+itself just me more most my no nor not now of off on once only or other our out over own same she
+should so some such than that the their them then there these they this those through to too under
+until up very was we were what when where which while who whom why will with would yes you your
+"""
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORD_TEXT.split())
 STEM = 6  # words compare by their first six letters: "datasets" and "dataset", "configure" and "configuration"
 
 
