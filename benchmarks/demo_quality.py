@@ -9,7 +9,8 @@ The embedded default configuration (what ``chorus serve`` runs without ``--confi
 Gemma 3 270M model of ``chorus-provider-llamacpp``, the ``chorus-docs`` dataset made from
 ``docs/*.md``, the ``demo`` bot) is served on a loopback port in a fresh data directory, and each
 question below goes to ``bot/id=demo`` through the official ``openai`` SDK, exactly as a user's
-client would send it (no sampling parameters: the bot's own defaults apply). ``OPENAI_API_KEY`` is
+client would send it (no sampling parameters but a fixed ``seed``, so a run can be repeated: the bot's
+own defaults apply, temperature 0.2). ``OPENAI_API_KEY`` is
 removed from the environment so the local model answers.
 
 Each question was written from the documentation, with the fact a correct answer must state as a
@@ -92,6 +93,9 @@ class Result:
         return re.search(self.question.fact, self.answer, re.IGNORECASE) is not None
 
 
+SEED = 0  # the bot samples at temperature 0.2: a fixed seed makes a run repeatable
+
+
 def ask(client: openai.OpenAI, question: Question, *, stream: bool) -> Result:
     started = time.perf_counter()
     messages = [{"role": "user", "content": question.text}]
@@ -99,7 +103,7 @@ def ask(client: openai.OpenAI, question: Question, *, stream: bool) -> Result:
     if stream:
         parts: list[str] = []
         for chunk in client.chat.completions.create(model="bot/id=demo", messages=messages,  # type: ignore[arg-type]
-                                                    stream=True):
+                                                    stream=True, seed=SEED):
             for choice in chunk.choices:
                 parts.append(choice.delta.content or "")
                 extra = choice.delta.model_extra or {}
@@ -107,7 +111,7 @@ def ask(client: openai.OpenAI, question: Question, *, stream: bool) -> Result:
                          if a.get("type") == "url_citation"]
         answer = "".join(parts)
     else:
-        completion = client.chat.completions.create(model="bot/id=demo", messages=messages)  # type: ignore[arg-type]
+        completion = client.chat.completions.create(model="bot/id=demo", messages=messages, seed=SEED)  # type: ignore[arg-type]
         message = completion.choices[0].message
         answer = message.content or ""
         urls = [a.url_citation.url for a in message.annotations or [] if a.type == "url_citation"]

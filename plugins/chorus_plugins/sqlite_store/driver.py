@@ -26,7 +26,8 @@ from chorus_plugins.sqlite_store.lexical import _Frequencies, _phrase, fts5_idf,
 from chorus_plugins.sqlite_store.schema import _HYDRATE, _INSERT, _TOKENIZER, lexical_index
 from chorus_plugins.sqlite_store.settings import SqliteVectorStoreSettings
 
-DELETION_LOG = 512  # versions of deleted id ranges kept for incremental dense refreshes
+DELETION_LOG = 512
+NEGLIGIBLE_TERM = 0.05  # small-corpus ranking skips terms weighing less than this share of the heaviest  # versions of deleted id ranges kept for incremental dense refreshes
 
 
 class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
@@ -255,8 +256,9 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
         nothing useful. Here each term is scored on its own: its ``bm25()`` divided by FTS5's IDF
         is the term's saturated, length-normalised frequency (column weights included), which is
         multiplied by :func:`term_weight` (Lucene's always-positive IDF, a tenth for stop words)
-        and summed over the terms. Every chunk holding any term is scored, which is cheap at this
-        size (one FTS5 query per term).
+        and summed over the terms. Every chunk holding a term is scored (one FTS5 query per term,
+        cheap at this size); terms weighing less than ``NEGLIGIBLE_TERM`` of the heaviest one (a
+        stop word found in most chunks) are skipped, which keeps the cost near that of one query.
         """
         (rows,) = db.execute("SELECT count(*) FROM chunks WHERE workspace = ?", (workspace,)).fetchone()
         count = f"SELECT count(*) FROM {index} WHERE {index} MATCH ?"
@@ -264,15 +266,19 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
             f"SELECT c.id, bm25({index}, ?, ?, ?) FROM {index} CROSS JOIN chunks AS c"
             f" ON c.id = {index}.rowid WHERE {index} MATCH ? AND {scope}"
         )
-        scores: dict[int, float] = {}
+        weighted: list[tuple[str, float, float]] = []
         for term in terms:
             phrase = _phrase(term)
             (matches,) = db.execute(count, (phrase,)).fetchone()
-            if not matches:
+            if matches:
+                weighted.append((phrase, term_weight(term, rows, matches), fts5_idf(rows, matches)))
+        heaviest = max((weight for _, weight, _ in weighted), default=0.0)
+        scores: dict[int, float] = {}
+        for phrase, weight, idf in weighted:
+            if weight < NEGLIGIBLE_TERM * heaviest:   # a stop word in most chunks: it moves no ranking
                 continue
-            weight = term_weight(term, rows, matches) / fts5_idf(rows, matches)
             for rowid, score in db.execute(sql, (*self._weights, phrase, *scope_params)):
-                scores[rowid] = scores.get(rowid, 0.0) - score * weight   # bm25(): lower (negative) is better
+                scores[rowid] = scores.get(rowid, 0.0) - score * weight / idf   # bm25(): lower (negative) is better
         ranked = sorted(scores.items(), key=lambda row: (-row[1], row[0]))[:limit]
         return [(rowid, score) for rowid, score in ranked if score > 0]
 
