@@ -316,3 +316,25 @@ def test_uploads_are_stored_by_id_never_by_client_path(kb_server: LiveServer, kc
     assert content.headers["content-disposition"] == "attachment"
     with pytest.raises(openai.NotFoundError):
         kc.files.retrieve("../" + evil.id)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_the_page_that_answers_ranks_above_pages_that_mention_the_words(
+        upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    """This project's docs (a small corpus): the dataset question finds knowledge.md's dataset section
+    first, not docs/benchmarks.md, whose tables say "bot" and "dataset" many times."""
+    config = make_config(upstream.base_url, f"""
+[[datasets]]
+id = "docs"
+workspace = "acme"
+sources = ["{DOCS}/*.md"]
+""", data_dir=str(tmp_path))
+    with LiveServer(create_app(config)) as server, \
+            openai.OpenAI(base_url=server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=60) as client:
+        page = client.vector_stores.search("docs", query="How do I add a bot with a dataset?", max_num_results=10)
+        names = [hit.filename for hit in page.data]
+    assert names and names[0] == "knowledge.md", names
+    if "benchmarks.md" in names:
+        assert names.index("knowledge.md") < names.index("benchmarks.md")
