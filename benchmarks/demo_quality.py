@@ -17,7 +17,8 @@ Each question was written from the documentation, with the fact a correct answer
 regular expression (case-insensitive). An answer is **correct** when it matches; it is **cited**
 when it carries at least one ``url_citation`` annotation, and **cited right** when one of those
 points at a source chunk that states the fact. Prints one line per question and a summary;
-``--write`` puts the table between the ``demo-quality`` markers of ``docs/benchmarks.md``.
+``--write`` puts the summary between the ``demo-quality`` markers of ``docs/benchmarks.md`` and every
+answer in ``benchmarks/demo_quality.md`` (not under ``docs/``: the demo answers from ``docs/*.md``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import openai
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parent / "docs" / "benchmarks.md"
+ANSWERS = HERE / "demo_quality.md"
 START_MARK = "<!-- demo-quality:start -->"
 END_MARK = "<!-- demo-quality:end -->"
 
@@ -194,23 +196,21 @@ def table(results: list[Result]) -> str:
 
 
 def write_doc(results: list[Result], info: dict[str, str], command: str) -> None:
+    """The summary between the markers of ``docs/benchmarks.md``, every answer in :data:`ANSWERS`.
+
+    The answers stay out of ``docs/``: the demo bot's dataset is ``docs/*.md``, and a table of its
+    own (partly wrong) answers there would be retrieved as a source by the next run.
+    """
     s = summary(results)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = "\n".join([
-        START_MARK,
-        "",
-        f"Run {when} on {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
-        f"{info['provider']}, {info['threads']} thread(s); 1-minute load average {info['load']} at the start "
-        f"(other work on the machine slows answers, not their content). Command: `{command}`.",
-        "",
-        f"**{s['correct']:.0%} correct** ({round(s['correct'] * s['questions'])} of {s['questions']}), "
-        f"**{s['cited']:.0%} cited** ({s['cited_page']:.0%} citing a source that states the fact), "
-        f"{s['correct_and_cited']:.0%} both; median {s['median_s']:.1f} s per answer.",
-        "",
-        table(results),
-        "",
-        END_MARK,
-    ])
+    run = (f"Run {when} on {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
+           f"{info['provider']}, {info['threads']} thread(s); 1-minute load average {info['load']} at the start "
+           f"(other work on the machine slows answers, not their content). Command: `{command}`.")
+    result = (f"**{s['correct']:.0%} correct** ({round(s['correct'] * s['questions'])} of {s['questions']}), "
+              f"**{s['cited']:.0%} cited** ({s['cited_page']:.0%} citing a source that states the fact), "
+              f"{s['correct_and_cited']:.0%} both; median {s['median_s']:.1f} s per answer.")
+    body = "\n".join([START_MARK, "", run, "", result + " Every question and answer: "
+                       "[`benchmarks/demo_quality.md`](../benchmarks/demo_quality.md).", "", END_MARK])
     text = DOC.read_text(encoding="utf-8")
     if START_MARK in text:
         head, rest = text.split(START_MARK, 1)
@@ -218,6 +218,12 @@ def write_doc(results: list[Result], info: dict[str, str], command: str) -> None
     else:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
     DOC.write_text(text, encoding="utf-8")
+    ANSWERS.write_text("\n".join([
+        "# Demo answer quality: every answer", "",
+        "Written by `benchmarks/demo_quality.py --write` (method and history: "
+        "[docs/benchmarks.md](../docs/benchmarks.md#demo-answer-quality)). Kept out of `docs/` on purpose: "
+        "the demo bot answers from `docs/*.md`, and these answers are partly wrong.", "",
+        run, "", result, "", table(results), ""]), encoding="utf-8")
 
 
 def main() -> int:
