@@ -26,8 +26,8 @@ from chorus_plugins.sqlite_store.lexical import _Frequencies, _phrase, fts5_idf,
 from chorus_plugins.sqlite_store.schema import _HYDRATE, _INSERT, _TOKENIZER, lexical_index
 from chorus_plugins.sqlite_store.settings import SqliteVectorStoreSettings
 
-DELETION_LOG = 512
-NEGLIGIBLE_TERM = 0.05  # small-corpus ranking skips terms weighing less than this share of the heaviest  # versions of deleted id ranges kept for incremental dense refreshes
+DELETION_LOG = 512  # versions of deleted id ranges kept for incremental dense refreshes
+NEGLIGIBLE_TERM = 0.05  # small-corpus ranking skips terms weighing less than this share of the heaviest
 
 
 class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
