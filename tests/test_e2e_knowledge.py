@@ -37,6 +37,13 @@ workspace = "acme"
 model = "up/gpt-test"
 datasets = ["handbook"]
 perplexity_citations = true
+
+[[bots]]
+id = "attributed"
+workspace = "acme"
+model = "up/gpt-test"
+datasets = ["handbook"]
+citations = {{ attribute = true }}
 """
 
 
@@ -113,6 +120,59 @@ def test_streamed_annotations(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
         span = annotation["url_citation"]
         assert text[span["start_index"]:span["end_index"]] == "[1]"
         assert span["url"].startswith("chorus://datasets/handbook/files/")
+
+
+UNMARKED = "Standard delivery to Europe takes 7 business days. I hope that helps you!"
+EUROPE = "How long does delivery to Europe take?"
+
+
+def test_unmarked_answer_is_attributed_to_the_source_it_draws_on(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
+    """A model that writes no [n]: each sentence is credited to the source it overlaps (sentence span)."""
+    up.push(Reply(content=UNMARKED))
+    completion = kc.chat.completions.create(model="bot/id=attributed", messages=[{"role": "user", "content": EUROPE}])
+    message = completion.choices[0].message
+    assert message.content == UNMARKED
+    assert message.annotations is not None and len(message.annotations) == 1
+    citation = message.annotations[0].url_citation
+    assert citation.url == "https://acme.test/help/shipping" and "Europe" in citation.title
+    assert UNMARKED[citation.start_index:citation.end_index] == "Standard delivery to Europe takes 7 business days."
+
+
+def test_streamed_unmarked_answer_is_attributed_on_the_final_chunk(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
+    up.push(Reply(content=UNMARKED, chunks=9))
+    chunks = list(kc.chat.completions.create(
+        model="bot/id=attributed", messages=[{"role": "user", "content": EUROPE}], stream=True))
+    text = ""
+    final: list[dict] = []  # type: ignore[type-arg]
+    for chunk in chunks:
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta.model_dump()
+        text += delta.get("content") or ""
+        if chunk.choices[0].finish_reason:
+            final = delta.get("annotations") or []
+        else:
+            assert not delta.get("annotations")   # only known once the answer is complete
+    assert text == UNMARKED
+    assert [a["url_citation"]["url"] for a in final] == ["https://acme.test/help/shipping"]
+    span = final[0]["url_citation"]
+    assert text[span["start_index"]:span["end_index"]] == "Standard delivery to Europe takes 7 business days."
+
+
+def test_attribution_leaves_marked_and_ungrounded_answers_alone(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
+    # markers win: only the marker is annotated
+    up.push(Reply(content="Standard delivery to Europe takes 7 business days [1]."))
+    marked = kc.chat.completions.create(model="bot/id=attributed", messages=[{"role": "user", "content": EUROPE}])
+    annotations = marked.choices[0].message.annotations or []
+    assert [(a.url_citation.start_index, a.url_citation.end_index) for a in annotations] == [(50, 53)]  # the "[1]"
+    # an answer that draws on no source is credited to none
+    up.push(Reply(content="I am not able to say. Could you ask again?"))
+    vague = kc.chat.completions.create(model="bot/id=attributed", messages=[{"role": "user", "content": EUROPE}])
+    assert not vague.choices[0].message.annotations
+    # a bot without citations.attribute annotates markers only
+    up.push(Reply(content=UNMARKED))
+    plain = kc.chat.completions.create(model="bot/id=helpdesk", messages=[{"role": "user", "content": EUROPE}])
+    assert not plain.choices[0].message.annotations
 
 
 def test_follow_up_retrieves_from_the_conversation(kc: openai.OpenAI, up: ScriptedUpstream) -> None:
@@ -256,3 +316,25 @@ def test_uploads_are_stored_by_id_never_by_client_path(kb_server: LiveServer, kc
     assert content.headers["content-disposition"] == "attachment"
     with pytest.raises(openai.NotFoundError):
         kc.files.retrieve("../" + evil.id)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_the_page_that_answers_ranks_above_pages_that_mention_the_words(
+        upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    """This project's docs (a small corpus): the dataset question finds knowledge.md's dataset section
+    first, not docs/benchmarks.md, whose tables say "bot" and "dataset" many times."""
+    config = make_config(upstream.base_url, f"""
+[[datasets]]
+id = "docs"
+workspace = "acme"
+sources = ["{DOCS}/*.md"]
+""", data_dir=str(tmp_path))
+    with LiveServer(create_app(config)) as server, \
+            openai.OpenAI(base_url=server.url + "/v1", api_key=ACME_KEY, max_retries=0, timeout=60) as client:
+        page = client.vector_stores.search("docs", query="How do I add a bot with a dataset?", max_num_results=10)
+        names = [hit.filename for hit in page.data]
+    assert names and names[0] == "knowledge.md", names
+    if "benchmarks.md" in names:
+        assert names.index("knowledge.md") < names.index("benchmarks.md")

@@ -145,3 +145,22 @@ def test_hook_runner_matches_pluggy() -> None:
     pm.unregister("early")  # the runner sees registration changes at once
     assert prompt(ctx=None) == pm.hook.build_system_prompt(ctx=None) == ["late"]
     assert resolve(selector="x", workspace=None, registry=None) == "plain-target"
+
+
+def test_attribution_threshold_and_sentences() -> None:
+    """``citations.attribute``: a sentence goes to the source with the largest share of its content
+    words, when that share reaches the threshold; function words and word endings do not count."""
+    from chorus.context import Source
+    from chorus_plugins.citations import attribute, content_words
+
+    assert content_words("How do I configure the datasets?") == {"config", "datase"}
+    sources = [Source(text="Support is open Monday to Friday, 9am to 5pm.", title="Hours", url="u1"),
+               Source(text="Returns are accepted within 30 days.", title="Returns", url="u2")]
+    text = "Support is open Monday to Sunday. Returns: 30 days! I cannot tell."
+    spans = [(a["url_citation"]["url"], text[a["url_citation"]["start_index"]:a["url_citation"]["end_index"]])
+             for a in attribute(text, sources, 0.6)]
+    assert spans == [("u1", "Support is open Monday to Sunday."), ("u2", "Returns: 30 days!")]
+    # "support open monday sunday": 3 of 4 words in source 1 — attributed at 0.75, not above it
+    assert [a["url_citation"]["url"] for a in attribute(text, sources, 0.75)] == ["u1", "u2"]
+    assert [a["url_citation"]["url"] for a in attribute(text, sources, 0.8)] == ["u2"]
+    assert attribute("", sources, 0.6) == [] and attribute(text, [], 0.6) == []

@@ -207,14 +207,72 @@ def test_plan_query() -> None:
     # every term everywhere: keep the rarest
     plan = plan_query(["everywhere"], df, 10_000, 100)
     assert plan is not None and plan.gate == '"everywhere"' and plan.bounded
+    # the only rarer term is in no chunk: the frequent ones are still searched (they once were not)
+    assert plan_query(["absent", "everywhere"], df, 10_000, 100_000).expressions() == ['"absent" OR "everywhere"']  # type: ignore[union-attr]
+
+
+SMALL_KB = {
+    "hours": "Opening hours. Our support team is open Monday to Friday, 9am to 5pm. Support is closed on public holidays.",
+    "returns": "Returns. You can return an order within 30 days. Support will email you a prepaid return label.",
+    "shipping": "Shipping. We ship to every country in Europe. Orders leave the warehouse within two days.",
+}
+
+
+@pytest.mark.parametrize(("question", "answer"), [
+    ("When is support open?", "hours"),
+    ("How do I return my order?", "returns"),
+    ("Do you ship to Europe?", "shipping"),
+    ("Is support open on holidays?", "hours"),
+    ("How long do I have to send an order back?", "returns"),
+    ("What does support do with my order?", "returns"),   # every word in two documents, or in none
+])
+async def test_a_small_knowledge_base_answers_ordinary_questions(store: SqliteVectorStore, question: str,
+                                                                 answer: str) -> None:
+    """Three short documents: every word of a question is in one or two of them, which FTS5's BM25
+    scores as worthless (an IDF of 1e-6 from half the chunks on). The small-corpus ranking still
+    puts the document that answers first."""
+    for name, text in SMALL_KB.items():
+        await store.replace_file("acme", "docs", name, [chunk(name, 0, text, title=text.split(".")[0])])
+    found = await ids(store, question, k=3)
+    assert found and found[0] == f"{answer}:0", (question, found)
+
+
+async def test_small_corpus_ranking_weighs_topic_words_over_function_words(store: SqliteVectorStore) -> None:
+    """A chunk full of "how do I" loses to the one about the question's topic; titles count double."""
+    await store.replace_file("acme", "docs", "faq", [
+        chunk("faq", 0, "How do I do it? How do I know? How do I start? Do I need to? How is it done?", title="FAQ"),
+        chunk("faq", 1, "Add a bot with a dataset by listing the dataset in the bot's datasets key.", title="Datasets"),
+        chunk("faq", 2, "Benchmarks: bot latency, bot throughput, bot memory, bot bot bot.", title="Benchmarks"),
+    ])
+    assert (await ids(store, "How do I add a bot with a dataset?", k=3))[0] == "faq:1"
+
+
+async def test_small_and_large_corpus_rankings_agree_on_a_clear_winner(tmp_path: Path) -> None:
+    """The same store, the same chunks: the two rankings differ in scale, not in what clearly answers."""
+    texts = [f"filler words number {i} about nothing in particular" for i in range(50)]
+    texts[17] = "the refund window is thirty days for every order"
+    small = SqliteVectorStore(settings(), tmp_path)
+    large = SqliteVectorStore(settings(small_corpus_chunks=0), tmp_path)
+    await small.start()
+    await large.start()
+    try:
+        await small.replace_file("acme", "docs", "f", chunks("f", texts))
+        for store in (small, large):
+            assert (await ids(store, "refund window", k=3))[0] == "f:17"
+            assert await ids(store, "nothing here matches zzz", k=3) != []
+            assert await ids(store, "zzz qqq", k=3) == []
+    finally:
+        await small.aclose()
+        await large.aclose()
 
 
 async def test_budgeted_plan_scores_gated_chunks_exactly(tmp_path: Path) -> None:
     """Past the budget only chunks holding the rarest terms are scored, but with their exact BM25."""
     words = [f"w{i}" for i in range(60)]
     texts = [" ".join(words[(i * 7 + j * j) % 60] for j in range(30)) + f" marker{i % 40}" for i in range(400)]
-    planned = SqliteVectorStore(settings(match_budget=60), tmp_path)
-    exact = SqliteVectorStore(settings(match_budget=0), tmp_path)
+    # small_corpus_chunks=0: the planner of large workspaces, even on these 400 chunks
+    planned = SqliteVectorStore(settings(match_budget=60, small_corpus_chunks=0), tmp_path)
+    exact = SqliteVectorStore(settings(match_budget=0, small_corpus_chunks=0), tmp_path)
     await planned.start()
     await exact.start()
     try:

@@ -5,6 +5,7 @@ The definitions live in :mod:`chorus.contract.config`; plugins import them from 
 from chorus.contract.config import (
     BotConfig,
     BotParams,
+    CitationsConfig,
     Config,
     DatasetConfig,
     KnowledgeConfig,
@@ -23,6 +24,7 @@ from chorus.contract.config import (
 __all__ = [
     "BotConfig",
     "BotParams",
+    "CitationsConfig",
     "Config",
     "DatasetConfig",
     "KnowledgeConfig",

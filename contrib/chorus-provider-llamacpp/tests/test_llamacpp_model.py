@@ -29,7 +29,9 @@ pytestmark = pytest.mark.integration
 
 ADA = Message(role="system", content="You are Ada, Acme's support agent.")
 NAME = Message(role="user", content="What is your name?")
-# At temperature 0 the base model answers this with "1, 2, 3, ..." for hundreds of tokens on one line.
+# At temperature 0 the base model answers this with "1, 2, 3, ..." for hundreds of tokens on one line:
+# the long generation the cancellation tests need. Providers that run it keep the repetition penalty
+# off (LONG): the default penalty (1.1) makes the repeated commas unlikely and ends the count early.
 COUNT = Message(
     role="user", content="Please write the numbers from 1 to 300 on one line: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ..."
 )
@@ -48,9 +50,12 @@ def make_provider(model_path: str | None, **extra: Any) -> LlamaCppProvider:
     return LlamaCppProvider(convert(raw, LlamaCppSettings, "providers[0]"))
 
 
+LONG = {"repeat_penalty": 1.0}
+
+
 @pytest.fixture
 async def provider(model_path: str) -> AsyncIterator[LlamaCppProvider]:
-    p = make_provider(model_path)
+    p = make_provider(model_path, **LONG)
     await p.start()
     yield p
     await p.aclose()
@@ -296,7 +301,7 @@ async def test_a_request_abandoned_while_queued_never_runs(provider: LlamaCppPro
 
 
 async def test_timeout_applies_to_the_whole_call(model_path: str) -> None:
-    p = make_provider(model_path, timeout=0.3)
+    p = make_provider(model_path, timeout=0.3, **LONG)
     await p.start()
     try:
         recorder = record(p)
@@ -310,7 +315,7 @@ async def test_timeout_applies_to_the_whole_call(model_path: str) -> None:
 
 
 async def test_aclose_cancels_a_running_stream(model_path: str) -> None:
-    p = make_provider(model_path)
+    p = make_provider(model_path, **LONG)
     await p.start()
     recorder = record(p)
     request = body(COUNT, temperature=0, max_tokens=300, stream=True)

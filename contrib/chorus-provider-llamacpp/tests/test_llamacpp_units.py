@@ -10,15 +10,18 @@ from chorus_provider_llamacpp import LlamaCppProvider, LlamaCppSettings
 from chorus_provider_llamacpp.model_file import ModelFileError, resolve_model_path
 from chorus_provider_llamacpp.prompt import (
     BLANK_LINE,
+    COMPLETION_STOPS,
     INTRO_AFTER_INSTRUCTIONS,
     INTRO_PLAIN,
     TURN_STOPS,
+    render_completion,
     render_prompt,
     stop_sequences,
 )
-from chorus_provider_llamacpp.stops import StopFilter
+from chorus_provider_llamacpp.stops import RepeatGuard, StopFilter
 
 from chorus.config import convert
+from chorus.context import Source, render_sources
 from chorus.errors import ConfigError, UpstreamError, UpstreamUnavailable
 from chorus.schemas import ChatCompletionRequest, Message
 
@@ -161,6 +164,83 @@ def test_stop_filter_never_emits_text_it_later_retracts() -> None:
     assert f.stopped and f.flush() == ""
 
 
+# -- completion style ---------------------------------------------------------------------------------
+
+HOURS = Source(text="| day | hours |\n| --- | --: |\n| Monday | 9-5 |\nSupport is open on weekdays.",
+               title="Acme › Hours", url="https://acme.test/hours")
+
+
+def test_completion_prompt_moves_the_layered_sources_into_a_context() -> None:
+    """The sources block Chorus layered into the system message becomes ``Context:``; the rest of the
+    instructions stay, earlier turns are Question/Answer pairs, and the prompt ends with ``Answer:``."""
+    system = "You are Ada.\n\n" + render_sources([HOURS]) + "\n\nAnswer in French."
+    prompt = render_completion([
+        Message(role="system", content=system),
+        Message(role="user", content="Hello"),
+        Message(role="assistant", content="Hi!\nHow can I help?"),
+        Message(role="user", content="When is support\nopen?"),
+    ], [HOURS])
+    assert prompt == (
+        "You are Ada.\n\nAnswer in French.\n\n"
+        "Context:\nAcme › Hours\nday — hours\nMonday — 9-5\nSupport is open on weekdays.\n\n"
+        "Question: Hello\nAnswer: Hi! How can I help?\nQuestion: When is support open?\nAnswer:"
+    )
+
+
+def test_completion_prompt_without_sources_or_instructions() -> None:
+    assert render_completion([USER]) == "Question: Hi\nAnswer:"
+    # sources the instructions do not hold (a plain model's own system text): kept, and a context added
+    prompt = render_completion([Message(role="system", content="Be brief."), USER], [HOURS])
+    assert prompt.startswith("Be brief.\n\nContext:\nAcme › Hours\n") and prompt.endswith("Question: Hi\nAnswer:")
+    tool_turns = render_completion([
+        USER,
+        Message(role="assistant", content=None, tool_calls=[{"id": "c", "type": "function",
+                                                             "function": {"name": "calc", "arguments": "{}"}}]),
+        Message(role="tool", content="42", tool_call_id="c"),
+    ])
+    assert tool_turns == "Question: Hi\nAnswer: (called calc {})\nResult: 42\nAnswer:"
+
+
+def test_completion_style_stops_at_the_end_of_the_line() -> None:
+    assert stop_sequences(None, blank_line=True, style="completion") == ["\n"]
+    assert stop_sequences(["END", "\n"], blank_line=True, style="completion") == ["\n", "END"]
+
+
+async def test_the_driver_renders_its_prompt_style_with_the_request_sources() -> None:
+    class Ctx:
+        sources = [HOURS]
+
+    body = request(Message(role="system", content=render_sources([HOURS])), USER)
+    completion = LlamaCppProvider(settings()).render(body, Ctx())  # type: ignore[arg-type]
+    assert completion.startswith("Context:\nAcme › Hours") and completion.endswith("Answer:")
+    chat = LlamaCppProvider(settings(prompt_style="chat")).render(body, Ctx())  # type: ignore[arg-type]
+    assert chat.endswith("User: Hi\nAssistant:") and "[1] Acme › Hours (https://acme.test/hours)" in chat
+
+
+def _guarded(pieces: list[str]) -> tuple[list[str], bool]:
+    guard = RepeatGuard()
+    out = [guard.feed(p) for p in pieces]
+    out.append(guard.flush())
+    return out, guard.stopped
+
+
+def test_repeat_guard_ends_a_loop_before_the_repeat_is_sent() -> None:
+    out, stopped = _guarded(["I'm not", " sure.", " I'm", " not", " sure.", " I'm not sure."])
+    assert "".join(out) == "I'm not sure." and stopped
+    assert out[2:4] == ["", ""]  # a possible repeat is held back, not half-sent
+    # same words, other case and punctuation: still a repeat
+    assert _guarded(["Use bot/id=demo. ", "use BOT/ID=demo!"]) == (["Use bot/id=demo.", "", ""], True)
+    # a repeat that is only complete when generation ends is dropped too
+    assert _guarded(["Hello there. Hello again. Hello there"]) == (["Hello there. Hello again.", ""], True)
+
+
+def test_repeat_guard_lets_different_sentences_flow() -> None:
+    out, stopped = _guarded(["It is", " open.", " It is", " closed on Sunday.", " It is late"])
+    assert "".join(out) == "It is open. It is closed on Sunday. It is late" and not stopped
+    assert out[1] == " open." and out[2] == ""   # " It is" could start a repeat: held until it differs
+    assert _guarded(["One line\nOne line\n"])[1]  # a line break ends a sentence too
+
+
 # -- settings ---------------------------------------------------------------------------------------
 
 
@@ -169,7 +249,8 @@ def test_settings_defaults() -> None:
     assert s.models == ["gemma-3-270m"]
     assert (s.model_path, s.cache_dir, s.n_ctx, s.n_threads, s.n_gpu_layers) == (None, None, 2048, None, 0)
     assert (s.default_max_tokens, s.default_temperature, s.default_top_p) == (256, 0.3, 0.95)
-    assert (s.top_k, s.min_p, s.repeat_penalty, s.stop_at_blank_line) == (40, 0.05, 1.0, True)
+    assert (s.top_k, s.min_p, s.repeat_penalty, s.stop_at_blank_line) == (40, 0.05, 1.1, True)
+    assert (s.prompt_style, s.repeat_last_n, s.stop_on_repeat) == ("completion", 64, True)
     assert LlamaCppProvider(s).advertised_models() == ["gemma-3-270m"]
 
 
@@ -199,15 +280,17 @@ USER = Message(role="user", content="Hi")
 
 
 def test_sampling_defaults_come_from_settings() -> None:
-    p = LlamaCppProvider(settings(default_max_tokens=77, default_temperature=0.5, stop_at_blank_line=False))
+    p = LlamaCppProvider(settings(default_max_tokens=77, default_temperature=0.5, stop_at_blank_line=False,
+                                  prompt_style="chat"))
     s = p._sampling(request(USER))
     assert (s.max_tokens, s.temperature, s.top_p, s.presence_penalty, s.frequency_penalty) == (77, 0.5, 0.95, 0.0, 0.0)
     assert s.stop == TURN_STOPS
     assert 0 <= s.seed < 0xFFFFFFFF
+    assert LlamaCppProvider(settings())._sampling(request(USER)).stop == COMPLETION_STOPS
 
 
 def test_sampling_honours_request_parameters() -> None:
-    p = LlamaCppProvider(settings())
+    p = LlamaCppProvider(settings(prompt_style="chat"))
     s = p._sampling(
         request(
             USER,

@@ -120,6 +120,19 @@ class RetrievalConfig(Strict):
     max_context_chars: int = 6000
 
 
+class CitationsConfig(Strict):
+    """``citations`` on a bot: how an answer is tied to its sources.
+
+    Answers that cite with ``[n]`` markers always get annotations for them. With ``attribute``, an
+    answer that carries no marker is attributed by overlap instead: each sentence is credited to
+    the source holding the largest share of its content words, when that share is at least
+    ``threshold`` (see ``docs/knowledge.md``). Meant for models that write no markers (small local ones).
+    """
+
+    attribute: bool = False
+    threshold: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.6
+
+
 class SearchOptions(Strict):
     """``search`` on a bot: which engine, and how the bot uses it."""
 
@@ -149,6 +162,7 @@ class BotConfig(Strict):
     datasets: list[str] = []
     retrieval: RetrievalConfig = RetrievalConfig()
     perplexity_citations: bool = False
+    citations: CitationsConfig = CitationsConfig()
     search: SearchOptions | None = None
     team: list[str] = []
     max_model_calls: int = 24       # per-request budget over the bot and every team member it asks

@@ -141,6 +141,30 @@ class Source(msgspec.Struct, kw_only=True, omit_defaults=True):
     metadata: dict[str, Any] = {}
 
 
+SOURCES_HEADER = (
+    "Sources (answer from them when relevant and cite a source with its number in square "
+    "brackets, e.g. [1]):"
+)
+
+
+def render_sources(sources: Sequence[Source]) -> str:
+    """The numbered sources block layered into a bot's system prompt (``docs/layering.md``).
+
+    ``[n] title (url)`` then the text, one blank line apart, after :data:`SOURCES_HEADER`. Provider
+    drivers that build their own prompt shape (``chorus-provider-llamacpp``'s completion style) use
+    it to find the block in the system message and lay the sources out their own way.
+    """
+    blocks = [SOURCES_HEADER]
+    for number, source in enumerate(sources, start=1):
+        heading = f"[{number}]"
+        if source.title:
+            heading += f" {source.title}"
+        if source.url:
+            heading += f" ({source.url})"
+        blocks.append(f"{heading}\n{source.text.strip()}")
+    return "\n\n".join(blocks)
+
+
 class Runtime(Protocol):
     """The runtime running a request, as far as a plugin may call back into it (teams do)."""
 

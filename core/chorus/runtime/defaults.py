@@ -5,7 +5,8 @@
 * Workspace ``default`` whose key is generated on first run, printed once, and stored only as a
   SHA-256 digest in the data directory.
 * Bot ``demo`` on that provider, answering from dataset ``chorus-docs`` (the project's own docs,
-  ingested incrementally at startup) with citations.
+  ingested incrementally at startup) with citations: ``[n]`` markers, or for answers without
+  markers (the local model writes none) attribution by overlap (``citations.attribute``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ DEMO_BACKSTORY = (
     "You are Chorus Demo, a concise and friendly assistant served by the Chorus gateway. "
     "Answer questions about Chorus from the sources below and cite them as [n]. "
     "Answer in one or two short sentences."
+)
+#: The local base model answers from an unnumbered context (its driver's completion prompt) and
+#: writes no markers: its answers are cited by attribution (``citations.attribute``).
+DEMO_BACKSTORY_LOCAL = (
+    "You are Chorus Demo, a concise and friendly assistant served by the Chorus gateway. "
+    "Answer questions about Chorus from the context below in one short sentence."
 )
 
 
@@ -84,10 +91,13 @@ def default_config(env: Mapping[str, str] | None = None) -> tuple[Config, str | 
             "api_key": "${OPENAI_API_KEY}",
             "models": ["gpt-4o-mini", "gpt-4o", "*"],
         }
-        model = "openai/gpt-4o-mini"
+        model, backstory = "openai/gpt-4o-mini", DEMO_BACKSTORY
+        retrieval = {"top_k": 3, "max_context_chars": 3000}
     else:
         provider = {"id": "local", "driver": "llamacpp", "models": ["gemma-3-270m"]}
-        model = "local/gemma-3-270m"
+        model, backstory = "local/gemma-3-270m", DEMO_BACKSTORY_LOCAL
+        # a 270M model answers better from two sources than from three (benchmarks/demo_quality.py)
+        retrieval = {"top_k": 2, "max_context_chars": 2400}
     docs = docs_dir()
     datasets = [{"id": "chorus-docs", "workspace": "default", "name": "Chorus documentation",
                  "sources": [str(docs / "*.md")]}] if docs is not None else []
@@ -103,10 +113,12 @@ def default_config(env: Mapping[str, str] | None = None) -> tuple[Config, str | 
                 "name": "Chorus Demo",
                 "description": "Answers questions about Chorus from its documentation, with citations",
                 "model": model,
-                "backstory": DEMO_BACKSTORY,
+                "backstory": backstory,
                 "params": {"temperature": 0.2, "max_tokens": 200},
                 "datasets": [d["id"] for d in datasets],
-                "retrieval": {"top_k": 3, "max_context_chars": 3000},
+                "retrieval": retrieval,
+                # answers without [n] markers are cited by their overlap with the sources
+                "citations": {"attribute": True},
             }
         ],
     }

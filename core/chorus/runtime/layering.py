@@ -14,27 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chorus.contract.context import Source
+from chorus.contract.context import SOURCES_HEADER, Source, render_sources
 from chorus.contract.schemas import Message, text_of
 
 INSTRUCTION_ROLES = frozenset({"system", "developer"})
-SOURCES_HEADER = (
-    "Sources (answer from them when relevant and cite a source with its number in square "
-    "brackets, e.g. [1]):"
-)
 
 
-def render_sources(sources: Sequence[Source]) -> str:
-    """The numbered sources block: ``[n] title (url)`` then the text, one blank line apart."""
-    blocks = [SOURCES_HEADER]
-    for number, source in enumerate(sources, start=1):
-        heading = f"[{number}]"
-        if source.title:
-            heading += f" {source.title}"
-        if source.url:
-            heading += f" ({source.url})"
-        blocks.append(f"{heading}\n{source.text.strip()}")
-    return "\n\n".join(blocks)
+__all__ = ["INSTRUCTION_ROLES", "SOURCES_HEADER", "layer_messages", "render_sources"]
 
 
 def layer_messages(

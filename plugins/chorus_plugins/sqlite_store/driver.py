@@ -22,11 +22,12 @@ from chorus_plugins.sqlite_store.dense import (
 )
 from chorus_plugins.sqlite_store.filters import compile_filter
 from chorus_plugins.sqlite_store.fusion import fuse
-from chorus_plugins.sqlite_store.lexical import _Frequencies, plan_query, query_terms
+from chorus_plugins.sqlite_store.lexical import _Frequencies, _phrase, fts5_idf, plan_query, query_terms, term_weight
 from chorus_plugins.sqlite_store.schema import _HYDRATE, _INSERT, _TOKENIZER, lexical_index
 from chorus_plugins.sqlite_store.settings import SqliteVectorStoreSettings
 
 DELETION_LOG = 512  # versions of deleted id ranges kept for incremental dense refreshes
+NEGLIGIBLE_TERM = 0.05  # small-corpus ranking skips terms weighing less than this share of the heaviest
 
 
 class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
@@ -217,13 +218,15 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
             return []
         budget = self.settings.match_budget
         total = self._freq.total(db, workspace)
+        marks = ",".join("?" * len(datasets))
+        scope = f"c.workspace = ? AND c.dataset IN ({marks}) AND {where}"
+        scope_params = (workspace, *datasets, *params)
+        if total <= self.settings.small_corpus_chunks:
+            return self._small_corpus(db, workspace, index, terms, limit, scope, scope_params)
         df = self._freq.df(db, workspace, index, terms, total) if budget > 0 else {}
         plan = plan_query(terms, df, total, budget)
         if plan is None:
             return []
-        marks = ",".join("?" * len(datasets))
-        scope = f"c.workspace = ? AND c.dataset IN ({marks}) AND {where}"
-        scope_params = (workspace, *datasets, *params)
         floor = 0
         if plan.bounded:
             row = db.execute(
@@ -242,6 +245,42 @@ class SqliteVectorStore(SqliteConnections, VectorStoreDriver):
                 best[rowid] = min(score, best.get(rowid, score))   # bm25(): lower is better
         ranked = sorted(best.items(), key=lambda row: (row[1], row[0]))[:limit]
         return [(rowid, -score) for rowid, score in ranked]
+
+    def _small_corpus(self, db: sqlite3.Connection, workspace: str, index: str, terms: list[str], limit: int,
+                      scope: str, scope_params: tuple[Any, ...]) -> list[tuple[int, float]]:
+        """BM25 over every query term with a positive IDF, for workspaces of at most ``small_corpus_chunks``.
+
+        FTS5's ``bm25()`` gives a term found in half the chunks or more an IDF of 1e-6. In a large
+        corpus those are stop words; in a knowledge base of a few documents they are the words the
+        question is about ("support" in two of three chunks), and a ranking that ignores them finds
+        nothing useful. Here each term is scored on its own: its ``bm25()`` divided by FTS5's IDF
+        is the term's saturated, length-normalised frequency (column weights included), which is
+        multiplied by :func:`term_weight` (Lucene's always-positive IDF, a tenth for stop words)
+        and summed over the terms. Every chunk holding a term is scored (one FTS5 query per term,
+        cheap at this size); terms weighing less than ``NEGLIGIBLE_TERM`` of the heaviest one (a
+        stop word found in most chunks) are skipped, which keeps the cost near that of one query.
+        """
+        (rows,) = db.execute("SELECT count(*) FROM chunks WHERE workspace = ?", (workspace,)).fetchone()
+        count = f"SELECT count(*) FROM {index} WHERE {index} MATCH ?"
+        sql = (
+            f"SELECT c.id, bm25({index}, ?, ?, ?) FROM {index} CROSS JOIN chunks AS c"
+            f" ON c.id = {index}.rowid WHERE {index} MATCH ? AND {scope}"
+        )
+        weighted: list[tuple[str, float, float]] = []
+        for term in terms:
+            phrase = _phrase(term)
+            (matches,) = db.execute(count, (phrase,)).fetchone()
+            if matches:
+                weighted.append((phrase, term_weight(term, rows, matches), fts5_idf(rows, matches)))
+        heaviest = max((weight for _, weight, _ in weighted), default=0.0)
+        scores: dict[int, float] = {}
+        for phrase, weight, idf in weighted:
+            if weight < NEGLIGIBLE_TERM * heaviest:   # a stop word in most chunks: it moves no ranking
+                continue
+            for rowid, score in db.execute(sql, (*self._weights, phrase, *scope_params)):
+                scores[rowid] = scores.get(rowid, 0.0) - score * weight / idf   # bm25(): lower (negative) is better
+        ranked = sorted(scores.items(), key=lambda row: (-row[1], row[0]))[:limit]
+        return [(rowid, score) for rowid, score in ranked if score > 0]
 
     def _dense_entries(self, db: sqlite3.Connection, workspace: str, datasets: list[str]) -> list[_DenseEntry]:
         marks = ",".join("?" * len(datasets))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 import threading
@@ -22,6 +23,34 @@ def query_terms(text: str) -> list[str]:
         if len(seen) >= MAX_QUERY_TERMS:
             break
     return list(seen)
+
+
+#: English function words: in a small knowledge base they are rare enough to look informative,
+#: yet they say nothing about what a question is about. They keep a tenth of their weight.
+_STOP_WORD_TEXT = """
+a about an and any are as at be been but by can could did do does for from had has have how i if in
+into is it its may me might my no not of on or our shall should so than that the their them then
+there these they this those to us was we were what when where which while who whom why will with
+would you your
+"""
+STOP_WORDS = frozenset(_STOP_WORD_TEXT.split())
+STOP_WORD_WEIGHT = 0.1
+
+
+def fts5_idf(rows: int, matches: int) -> float:
+    """The IDF FTS5's ``bm25()`` uses: ``log((N - n + 0.5) / (n + 0.5))``, or 1e-6 where that is not positive."""
+    idf = math.log((rows - matches + 0.5) / (matches + 0.5))
+    return idf if idf > 0 else 1e-6
+
+
+def positive_idf(rows: int, matches: int) -> float:
+    """Lucene's BM25 IDF, ``log(1 + (N - n + 0.5) / (n + 0.5))``: positive even for a term in most chunks."""
+    return math.log1p((rows - matches + 0.5) / (matches + 0.5))
+
+
+def term_weight(term: str, rows: int, matches: int) -> float:
+    """How much a query term counts in small-corpus ranking: its positive IDF, a tenth for stop words."""
+    return positive_idf(rows, matches) * (STOP_WORD_WEIGHT if term in STOP_WORDS else 1.0)
 
 
 def _phrase(term: str) -> str:
@@ -61,7 +90,8 @@ class QueryPlan:
 def plan_query(terms: Sequence[str], df: dict[str, int], total: int, budget: int) -> QueryPlan | None:
     """Plan a lexical query from its terms' document frequencies (``None`` when there are no terms).
 
-    Terms in at least half the chunks are dropped while another term remains: FTS5's BM25 gives
+    Terms in at least half the chunks are dropped while another term that some chunk holds remains
+    (a question whose only rarer words are absent from the corpus still searches its frequent ones): FTS5's BM25 gives
     them an IDF of 1e-6 (``log((N - n + 0.5) / (n + 0.5))`` is not positive there), so they only
     break ties and widen the set of chunks scored to ones that match nothing but words like "how"
     or "the". Then exact BM25 (one OR of the kept terms) while their summed frequencies fit
@@ -76,7 +106,7 @@ def plan_query(terms: Sequence[str], df: dict[str, int], total: int, budget: int
     if budget <= 0:
         return QueryPlan(_any(terms))
     informative = [t for t in terms if df.get(t, 0) < total / 2]
-    if informative:
+    if any(df.get(t, 0) > 0 for t in informative):
         terms = informative
     if sum(df.get(t, 0) for t in terms) <= budget:
         return QueryPlan(_any(terms))

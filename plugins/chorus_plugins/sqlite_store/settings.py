@@ -13,6 +13,7 @@ class SqliteVectorStoreSettings(VectorStoreSettings):
     rrf_k: int = 60                         # reciprocal rank fusion constant
     candidates: int = 50                    # depth of each ranking fused by RRF
     match_budget: int = 3000                # ~max chunks BM25 scores per query; 0 = always exact
+    small_corpus_chunks: int = 1000         # workspaces this small: every term scored, with a positive IDF
     title_weight: float = 2.0               # BM25 column weights (text is 1.0)
     headings_weight: float = 1.5
     readers: int = 4                        # reader connections (and threads)

@@ -28,7 +28,7 @@ from chorus.providers import ProviderDriver, ProviderSettings
 from chorus.schemas import ChatCompletionRequest
 from chorus_provider_llamacpp.engine import ContextOverflow, Engine, EngineError, Outcome, Sampling
 from chorus_provider_llamacpp.model_file import ModelFileError, resolve_model_path
-from chorus_provider_llamacpp.prompt import render_prompt, stop_sequences
+from chorus_provider_llamacpp.prompt import render_completion, render_prompt, stop_sequences
 from chorus_provider_llamacpp.settings import LlamaCppSettings
 
 log = logging.getLogger("chorus_provider_llamacpp")
@@ -87,7 +87,8 @@ class LlamaCppProvider(ProviderDriver):
         s = self.settings
         path = resolve_model_path(s.model_path, s.cache_dir)
         started = time.perf_counter()
-        engine = Engine.load(str(path), n_ctx=s.n_ctx, n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers)
+        engine = Engine.load(str(path), n_ctx=s.n_ctx, n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers,
+                             repeat_last_n=s.repeat_last_n)
         log.info("provider %s loaded %s in %.1fs", self.id, path, time.perf_counter() - started)
         return engine
 
@@ -181,7 +182,7 @@ class LlamaCppProvider(ProviderDriver):
         flag; the lock is released only once the worker has returned.
         """
         sampling = self._sampling(body)
-        prompt = render_prompt(body.messages)
+        prompt = self.render(body, ctx)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.timeout
         queue: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
@@ -244,6 +245,13 @@ class LlamaCppProvider(ProviderDriver):
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def render(self, body: ChatCompletionRequest, ctx: RequestContext | None = None) -> str:
+        """The prompt text for ``body`` in this provider's ``prompt_style`` (sources from ``ctx``)."""
+        if self.settings.prompt_style == "chat":
+            return render_prompt(body.messages)
+        sources = getattr(ctx, "sources", None) or []
+        return render_completion(body.messages, sources)
+
     def _sampling(self, body: ChatCompletionRequest) -> Sampling:
         """Map the request onto llama.cpp parameters; unsupported values raise a 400."""
         s = self.settings
@@ -268,7 +276,8 @@ class LlamaCppProvider(ProviderDriver):
             presence_penalty=_number(body.presence_penalty, 0.0),
             frequency_penalty=_number(body.frequency_penalty, 0.0),
             seed=body.seed % _MAX_SEED if isinstance(body.seed, int) else random.randrange(_MAX_SEED),
-            stop=tuple(stop_sequences(stop, blank_line=s.stop_at_blank_line)),
+            stop=tuple(stop_sequences(stop, blank_line=s.stop_at_blank_line, style=s.prompt_style)),
+            stop_on_repeat=s.stop_on_repeat,
         )
 
     def _timeout(self) -> UpstreamTimeout:

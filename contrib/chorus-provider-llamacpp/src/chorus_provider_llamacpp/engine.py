@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chorus_provider_llamacpp.stops import StopFilter
+from chorus_provider_llamacpp.stops import RepeatGuard, StopFilter
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -47,6 +47,7 @@ class Sampling:
     frequency_penalty: float
     seed: int
     stop: tuple[str, ...]
+    stop_on_repeat: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,8 @@ class Engine:
         self.n_ctx: int = min(n_ctx, llama.n_ctx())
 
     @classmethod
-    def load(cls, path: str, *, n_ctx: int, n_threads: int | None, n_gpu_layers: int) -> Engine:
+    def load(cls, path: str, *, n_ctx: int, n_threads: int | None, n_gpu_layers: int,
+             repeat_last_n: int = 64) -> Engine:
         """Load ``path``; raise :class:`EngineError` with a one-line reason on failure."""
         try:
             import llama_cpp
@@ -87,6 +89,7 @@ class Engine:
                 n_ctx=n_ctx,
                 n_threads=n_threads,
                 n_gpu_layers=n_gpu_layers,
+                last_n_tokens_size=repeat_last_n,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -110,7 +113,8 @@ class Engine:
         """Complete ``prompt``, calling ``on_start(prompt_tokens)`` once, then ``on_text`` per piece.
 
         Raises :class:`ContextOverflow` (before ``on_start``) if the prompt fills the context.
-        Emitted text is stripped, cut before the first stop sequence, and never retracted.
+        Emitted text is stripped, cut before the first stop sequence (and, with ``stop_on_repeat``,
+        before a sentence that repeats an earlier one), and never retracted.
         """
         llama = self._llama
         # special=False: text that looks like a control token (``<start_of_turn>``) stays plain text.
@@ -121,6 +125,13 @@ class Engine:
         on_start(len(tokens))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopFilter(sampling.stop)
+        guard = RepeatGuard() if sampling.stop_on_repeat else None
+
+        def emit(text: str) -> None:
+            if guard is not None:
+                text = guard.feed(text)
+            if text:
+                on_text(text)
         llama.set_seed(sampling.seed)
         llama.reset()  # type: ignore[no-untyped-call]  # no prefix reuse: identical requests give identical answers
         produced = 0
@@ -144,10 +155,8 @@ class Engine:
                     finish = "stop"
                     break
                 produced += 1
-                text = stops.feed(decoder.decode(self._piece(token)))
-                if text:
-                    on_text(text)
-                if stops.stopped:
+                emit(stops.feed(decoder.decode(self._piece(token))))
+                if stops.stopped or (guard is not None and guard.stopped):
                     finish = "stop"
                     break
                 if produced >= budget:
@@ -155,9 +164,13 @@ class Engine:
         finally:
             tokens_out.close()
         if finish is not None:
-            tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
-            if tail:
-                on_text(tail)
+            emit(stops.feed(decoder.decode(b"", final=True)) + stops.flush())
+            if guard is not None:
+                tail = guard.flush()
+                if tail:
+                    on_text(tail)
+                if guard.stopped:
+                    finish = "stop"
         return Outcome(finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=produced)
 
     def _piece(self, token: int) -> bytes:

@@ -1,7 +1,30 @@
-"""The transcript prompt format that lets a *base* (not instruction-tuned) model act as a chat model.
+"""The prompt formats that let a *base* (not instruction-tuned) model act as a chat model.
 
-A base model only continues text, so the chat is written as a document whose natural continuation
-is the assistant's next turn::
+Two styles (the provider's ``prompt_style``):
+
+``completion`` (the default): a grounded question-and-answer document, the shape a small base model
+continues best::
+
+    You are Ada, Acme's support agent.
+
+    Context:
+    Opening hours
+    Support is open Monday to Friday, 9am to 5pm.
+
+    Question: When is support open?
+    Answer:
+
+* The instructions (the text of the leading ``system``/``developer`` messages) come first, with the
+  numbered sources block that Chorus layered into them (:func:`chorus.context.render_sources`) taken
+  out and written as ``Context:`` instead: each source's title on a line, then its text, with
+  Markdown table rows as plain ``a — b`` lines. Sources are not numbered there: a small model
+  answers "[1]" when they are; citations come from the answer's overlap with them instead
+  (``[bots.citations] attribute``).
+* Earlier turns are ``Question:``/``Answer:`` pairs; a tool result is a ``Result:`` line and a later
+  system message a ``Note:`` line. The prompt ends with ``Answer:`` and generation stops at the end
+  of the line (:data:`COMPLETION_STOPS`): one short, direct answer.
+
+``chat``: the chat written as a transcript whose natural continuation is the assistant's next turn::
 
     You are Ada, Acme's support agent.
 
@@ -23,9 +46,11 @@ is the assistant's next turn::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
+from chorus.context import Source, render_sources
 from chorus.schemas import Message, text_of
 
 #: The line after the instructions; it tells the model whose instructions they are.
@@ -43,6 +68,16 @@ LABELS: dict[str, str] = {
 #: Stop sequences that end the assistant's turn where the model starts writing the next one.
 TURN_STOPS: tuple[str, ...] = ("\nUser:", "\nAssistant:", "\nTool:", "\nSystem:")
 BLANK_LINE = "\n\n"
+#: Completion style: the answer is one line; a new line is where a base model starts something else.
+COMPLETION_STOPS: tuple[str, ...] = ("\n",)
+COMPLETION_LABELS: dict[str, str] = {
+    "user": "Question",
+    "assistant": "Answer",
+    "tool": "Result",
+    "function": "Result",
+    "system": "Note",
+    "developer": "Note",
+}
 _INSTRUCTION_ROLES = frozenset({"system", "developer"})
 
 
@@ -63,11 +98,83 @@ def render_prompt(messages: Sequence[Message]) -> str:
     return "\n\n".join(blocks)
 
 
-def stop_sequences(request_stop: str | Sequence[str] | None, *, blank_line: bool) -> list[str]:
-    """The turn stops, the blank line if wanted, then the request's own non-empty stops (deduplicated)."""
+def render_completion(messages: Sequence[Message], sources: Sequence[Source] = ()) -> str:
+    """The completion-style prompt for ``messages`` grounded in ``sources``, ending with ``"Answer:"``.
+
+    ``sources`` are the request's retrieved sources (``ctx.sources``); their rendered block is
+    removed from the instructions and laid out as ``Context:``. Without sources the block is kept
+    wherever it is (nothing to recognise it by) and no ``Context:`` is written.
+    """
+    leading = 0
+    while leading < len(messages) and messages[leading].role in _INSTRUCTION_ROLES:
+        leading += 1
+    instructions = "\n\n".join(t for m in messages[:leading] if (t := _clean(text_of(m.content))))
+    blocks: list[str] = []
+    context: list[str] = []
+    if sources:
+        rendered = _clean(render_sources(sources))
+        if rendered in instructions:
+            instructions = "\n\n".join(p.strip() for p in instructions.split(rendered) if p.strip())
+        for source in sources:
+            text = _plain_tables(_clean(source.text))
+            title = _one_line(source.title)
+            context.append(f"{title}\n{text}" if title else text)
+    if instructions:
+        blocks.append(instructions)
+    if context:
+        blocks.append("Context:\n" + "\n\n".join(context))
+    turns = [_completion_turn(m) for m in messages[leading:]]
+    turns.append(f"{COMPLETION_LABELS['assistant']}:")
+    blocks.append("\n".join(t for t in turns if t))
+    return "\n\n".join(blocks)
+
+
+def stop_sequences(request_stop: str | Sequence[str] | None, *, blank_line: bool,
+                   style: str = "chat") -> list[str]:
+    """The style's stops (turn labels and, if wanted, a blank line; or the end of the line), then the
+    request's own non-empty stops (deduplicated)."""
     extra = [request_stop] if isinstance(request_stop, str) else list(request_stop or ())
-    stops = [*TURN_STOPS, *([BLANK_LINE] if blank_line else []), *extra]
-    return list(dict.fromkeys(s for s in stops if s))
+    if style == "completion":
+        own: list[str] = list(COMPLETION_STOPS)
+    else:
+        own = [*TURN_STOPS, *([BLANK_LINE] if blank_line else [])]
+    return list(dict.fromkeys(s for s in [*own, *extra] if s))
+
+
+def _completion_turn(message: Message) -> str:
+    label = COMPLETION_LABELS.get(message.role, "Question")
+    text = _one_line(text_of(message.content))
+    if message.role == "assistant":
+        if not text and isinstance(message.refusal, str):
+            text = _one_line(message.refusal)
+        calls = message.tool_calls if isinstance(message.tool_calls, list) else []
+        text = " ".join(p for p in (text, *(_describe_call(c) for c in calls)) if p)
+        if not text:
+            return ""
+    return f"{label}: {text}" if text else f"{label}:"
+
+
+_TABLE_RULE = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
+
+
+def _plain_tables(text: str) -> str:
+    """Markdown table rows as plain lines (``a — b — c``), rule rows dropped: a small model copies
+    pipes and dashes into its answer otherwise."""
+    lines: list[str] = []
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if _TABLE_RULE.match(stripped) and "-" in stripped:
+            continue
+        if stripped.startswith("|") and stripped.endswith("|") and len(stripped) > 1:
+            cells = [c.strip() for c in stripped[1:-1].split("|")]
+            line = " — ".join(c for c in cells if c)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    """Whitespace collapsed to single spaces: a turn stays on its line, as the answer will."""
+    return " ".join(text.split())
 
 
 def _turn(message: Message) -> str:

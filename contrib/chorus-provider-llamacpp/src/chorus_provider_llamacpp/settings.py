@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from msgspec import Meta, field
 
@@ -43,7 +43,14 @@ class LlamaCppSettings(ProviderSettings):
     top_k: Annotated[int, Meta(ge=0)] = 40
     #: Min-p sampling cut-off (``0`` disables it).
     min_p: Probability = 0.05
-    #: llama.cpp repetition penalty over the last 64 tokens (``1.0`` disables it).
-    repeat_penalty: Annotated[float, Meta(gt=0.0)] = 1.0
-    #: End the answer at the first blank line (keeps a base model from drifting into new topics).
+    #: llama.cpp repetition penalty over the last ``repeat_last_n`` tokens (``1.0`` disables it).
+    repeat_penalty: Annotated[float, Meta(gt=0.0)] = 1.1
+    #: How many recent tokens the repetition penalty looks at.
+    repeat_last_n: Annotated[int, Meta(ge=0)] = 64
+    #: End the answer where it starts repeating a sentence it already wrote (the repeat is not sent).
+    stop_on_repeat: bool = True
+    #: ``"completion"``: a grounded Context / Question / Answer document answered in one line (what a
+    #: small base model continues best); ``"chat"``: the chat as a User/Assistant transcript.
+    prompt_style: Literal["completion", "chat"] = "completion"
+    #: Chat style only: end the answer at the first blank line (keeps a base model from drifting).
     stop_at_blank_line: bool = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -54,3 +55,70 @@ class StopFilter:
                     best = size
                     break
         return best
+
+
+_SENTENCE_END = re.compile(r"[.!?…]+(?=\s)|\n")
+_WORDS = re.compile(r"[^\W_]+")
+
+
+def _key(sentence: str) -> str:
+    """What makes two sentences "the same": their words, lower-cased (punctuation and spacing aside)."""
+    return " ".join(_WORDS.findall(sentence.lower()))
+
+
+class RepeatGuard:
+    """Ends an answer where it starts repeating a sentence it already wrote.
+
+    A small model at temperature 0 can fall into a loop ("I'm not sure. I'm not sure. ..."). Fed
+    the text :class:`StopFilter` lets through, this passes text on until a sentence is complete and
+    equal (same words, case aside) to an earlier one: then :attr:`stopped` is set and neither that
+    sentence nor anything after it is emitted. While the sentence being written is still the start
+    of an earlier sentence it is held back, so a repeat is never half-sent; as soon as it differs it
+    flows again. Nothing emitted is ever retracted.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._sentence = ""      # the sentence being written
+        self._emitted = 0        # how much of it has been let through
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """Add text; return what may be emitted now (possibly ``""``)."""
+        if self.stopped or not text:
+            return ""
+        out: list[str] = []
+        self._sentence += text
+        while (end := _SENTENCE_END.search(self._sentence)) is not None:
+            sentence, self._sentence = self._sentence[: end.end()], self._sentence[end.end():]
+            emitted, self._emitted = self._emitted, 0
+            key = _key(sentence)
+            if key in self._seen and not _key(sentence[:emitted]):
+                self.stopped = True
+                self._sentence = ""
+                return "".join(out)
+            if key:
+                self._seen.add(key)
+            out.append(sentence[emitted:])
+        if _key(self._sentence) and not self._repeating():  # words that start no earlier sentence
+            out.append(self._sentence[self._emitted:])
+            self._emitted = len(self._sentence)
+        return "".join(out)
+
+    def flush(self) -> str:
+        """The held-back rest when generation ended (dropped if it repeats an earlier sentence)."""
+        rest, emitted = self._sentence, self._emitted
+        self._sentence, self._emitted = "", 0
+        if self.stopped:
+            return ""
+        if not _key(rest[:emitted]) and _key(rest) in self._seen:
+            self.stopped = True
+            return ""
+        return rest[emitted:] if rest.strip() else ""
+
+    def _repeating(self) -> bool:
+        """Whether the sentence being written (none of its words sent yet) is the start of an earlier one."""
+        if _key(self._sentence[: self._emitted]):
+            return False
+        key = _key(self._sentence)
+        return bool(key) and any(seen.startswith(key) for seen in self._seen)
