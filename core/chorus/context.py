@@ -7,5 +7,6 @@ from chorus.contract.context import (
     RequestContext,
     Source,
 )
+from chorus.contract.observe import Observation, Tracer
 
-__all__ = ['CallBudget', 'RequestContext', 'Source']
+__all__ = ['CallBudget', 'Observation', 'RequestContext', 'Source', 'Tracer']

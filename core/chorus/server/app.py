@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -13,10 +14,12 @@ from chorus.contract.config import Config
 from chorus.plugins.manager import PluginManager
 from chorus.runtime.services import Services
 from chorus.server.errors import EXCEPTION_HANDLERS, error_response
+from chorus.server.metrics_port import SUPERVISED_ENV, MetricsServer
 from chorus.server.requestid import add_request_id_header
 from chorus.server.routes.chat import chat_completions
 from chorus.server.routes.embeddings import EmbeddingsController
 from chorus.server.routes.files import FilesController
+from chorus.server.routes.metrics import metrics
 from chorus.server.routes.models import ModelsController
 from chorus.server.routes.playground import playground_routes
 from chorus.server.routes.vector_stores import VectorStoresController
@@ -30,14 +33,27 @@ def health() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
-    """Build the ASGI app. Drivers are built (and validated) here and started on app startup."""
-    services = Services(config, pm)
+def create_app(config: Config, *, pm: PluginManager | None = None, tracer_provider: Any = None) -> Litestar:
+    """Build the ASGI app. Drivers are built (and validated) here and started on app startup.
+
+    ``tracer_provider``: trace with this OpenTelemetry ``TracerProvider`` (default: as the
+    ``OTEL_*`` environment says; off without it).
+    """
+    services = Services(config, pm, tracer_provider=tracer_provider)
+
+    metrics_server: list[MetricsServer] = []
+    settings = config.metrics
+    token = settings.bearer_token.get() if settings.bearer_token else None
 
     async def start(app: Litestar) -> None:
         await services.start()
+        metrics = services.observer.metrics
+        if metrics is not None and settings.port is not None and not os.environ.get(SUPERVISED_ENV):
+            metrics_server.append(MetricsServer(settings.host, settings.port, metrics.render, token).start())
 
     async def stop(app: Litestar) -> None:
+        for server in metrics_server:
+            server.stop()
         await services.aclose()
 
     handlers: list[ControllerRouterHandler] = [
@@ -45,6 +61,8 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
     ]
     if config.server.playground:
         handlers += playground_routes()
+    if config.metrics.enabled and config.metrics.port is None:
+        handlers.append(metrics)
 
     return Litestar(
         route_handlers=handlers,
@@ -57,6 +75,8 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
                 "plugin_manager": services.pm,
                 "started_at": int(time.time()),
                 "max_body_bytes": config.server.max_body_bytes,
+                "observer": services.observer,
+                "metrics_token": token,
             }
         ),
         on_startup=[start],
