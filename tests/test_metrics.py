@@ -4,8 +4,6 @@ prometheus_client's own parser (counters moving, never timing thresholds)."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
