@@ -156,7 +156,9 @@ class OtelTracing:
             if o.tool_errors:
                 attributes["chorus.tool_errors"] = o.tool_errors
             span.set_attributes(attributes)
-            if o.status >= 500 or (o.error is not None and o.status >= 400) or o.error is not None:
+            # an error: a 5xx, or a stream that failed after its start (status 200); a 4xx is the client's
+            # error (HTTP semantic conventions), visible in http.response.status_code and error.type
+            if o.status >= 500 or (o.error is not None and o.status < 400):
                 span.set_status(self._error)
             span.end()
         finally:
