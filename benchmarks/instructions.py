@@ -17,7 +17,8 @@ no tracing), *metrics* (the default: Prometheus metrics on) and *metrics + traci
 OpenTelemetry traces exported over OTLP/HTTP to ``chorus.testing.otlp.OtlpCollector``, a stand-in
 collector in this process, outside valgrind; the SDK's default batching: an export every 5 s or
 every 512 spans; the run waits ``--settle`` seconds, 6 by default here, before zeroing and before
-reading the counters, so the exporter thread's last export falls inside the counted window).
+reading the counters, so the exporter thread's last export falls inside the counted window), and
+the same with 10 % of traces sampled (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``).
 """
 
 from __future__ import annotations
@@ -206,6 +207,9 @@ def observability(args: argparse.Namespace) -> int:
     with OtlpCollector() as collector:
         variants.append(("metrics + tracing", "", {
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_SERVICE_NAME": "chorus-bench"}))
+        variants.append(("metrics + tracing, 10 % sampled", "", {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_SERVICE_NAME": "chorus-bench",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}))
         for name, extra, environ in variants:
             if args.only and name not in args.only.split(","):
                 continue

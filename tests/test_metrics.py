@@ -17,7 +17,7 @@ from chorus.context import Observation
 from chorus.runtime.observe import METRICS, Observer
 from chorus.testing.config import ACME_KEY, make_config
 from chorus.testing.server import LiveServer, free_port
-from chorus.testing.upstream import Error, Reply, ScriptedUpstream
+from chorus.testing.upstream import Error, Hang, RawStream, Reply, ScriptedUpstream
 from tests.test_serve_workers import serve, wait_for_workers, write_config
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -263,3 +263,46 @@ def test_stale_worker_files_are_cleared_at_start(tmp_path: Path) -> None:
     assert prepare_multiprocess_metrics(None, env) == str(directory)
     assert not list(directory.iterdir())
     assert env["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
+
+
+def test_a_stream_failing_after_its_start_and_a_client_leaving(server: LiveServer,
+                                                               scripted_upstream: ScriptedUpstream) -> None:
+    """A stream that breaks mid-way was answered 200 but counts as an error; a client that leaves is a 499."""
+    chunk = '{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test", "choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": null}]}'
+    scripted_upstream.push(RawStream([chunk]))  # ends without [DONE]
+    with server.openai_client(ACME_KEY) as client:
+        stream = client.chat.completions.create(model="model/name=up/gpt-test", stream=True,
+                                                messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.APIError):
+            for _ in stream:
+                pass
+    scripted_upstream.push(Hang(30))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.base_url + "/chat/completions", timeout=0.5, headers={"authorization": f"Bearer {ACME_KEY}"},
+                   json={"model": "model/name=up/gpt-test", "messages": [{"role": "user", "content": "hi"}]})
+    assert scripted_upstream.wait_for_disconnect(10)
+    deadline = time.monotonic() + 10
+    while value(text := scrape(server.url), "chorus_requests_total", status="499") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert value(text, "chorus_requests_total", status="200") == 1
+    assert value(text, "chorus_request_errors_total", code="upstream_invalid_response") == 1
+    assert value(text, "chorus_requests_total", status="499") == 1
+    assert value(text, "chorus_request_errors_total", code="client_gone") == 1
+
+
+def test_the_other_routes_are_counted(server: LiveServer) -> None:
+    with server.openai_client(ACME_KEY) as client:
+        client.models.list()
+        client.embeddings.create(model="model/name=up/gpt-test", input="hello")
+        with pytest.raises(openai.NotFoundError):
+            client.files.retrieve("file-missing")
+    with pytest.raises(openai.AuthenticationError), openai.OpenAI(base_url=server.base_url, api_key="sk-wrong",
+                                                                   max_retries=0) as wrong:
+        wrong.models.list()
+    text = scrape(server.url)
+    assert value(text, "chorus_requests_total", route="models", status="200") == 1
+    assert value(text, "chorus_requests_total", route="models", status="401") == 1
+    assert value(text, "chorus_requests_total", route="embeddings", status="200") == 1
+    assert value(text, "chorus_requests_total", route="files", status="404") == 1
+    assert value(text, "chorus_request_duration_seconds_count", route="embeddings") == 1
+    assert value(text, "chorus_requests_total", route="chat") == 0

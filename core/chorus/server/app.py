@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Router, get
 from litestar.datastructures import State
 from litestar.types import ControllerRouterHandler
 
@@ -15,6 +15,7 @@ from chorus.plugins.manager import PluginManager
 from chorus.runtime.services import Services
 from chorus.server.errors import EXCEPTION_HANDLERS, error_response
 from chorus.server.metrics_port import SUPERVISED_ENV, MetricsServer
+from chorus.server.observed import observed
 from chorus.server.requestid import add_request_id_header
 from chorus.server.routes.chat import chat_completions
 from chorus.server.routes.embeddings import EmbeddingsController
@@ -56,8 +57,12 @@ def create_app(config: Config, *, pm: PluginManager | None = None, tracer_provid
             server.stop()
         await services.aclose()
 
+    # chat completions observes itself; the other API routes through the `observed` middleware
     handlers: list[ControllerRouterHandler] = [
-        chat_completions, ModelsController, EmbeddingsController, FilesController, VectorStoresController, health,
+        chat_completions, health,
+        *(Router(path="/", route_handlers=[controller], middleware=[observed(route)]) for route, controller in (
+            ("models", ModelsController), ("embeddings", EmbeddingsController), ("files", FilesController),
+            ("vector_stores", VectorStoresController))),
     ]
     if config.server.playground:
         handlers += playground_routes()
