@@ -228,3 +228,29 @@ def test_spans_are_exported_over_otlp_http(scripted_upstream: ScriptedUpstream, 
         assert any(b"chat model/name=up/gpt-test" in body and b"gen_ai.usage.input_tokens" in body
                    for body in collector.bodies)
     assert "traceparent" in scripted_upstream.requests[-1].headers
+
+
+def test_nothing_of_opentelemetry_is_imported_when_off(tmp_path: Path) -> None:
+    """Off means free: serving a request without the OTEL_* environment never imports the OpenTelemetry
+    API, SDK or exporters (redis may import the semantic-convention constants; they are inert)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys, httpx
+from chorus.app import create_app
+from chorus.testing.config import ACME_KEY, make_config
+from chorus.testing.server import LiveServer
+from chorus.testing.upstream import ScriptedUpstream
+with ScriptedUpstream() as up, LiveServer(create_app(make_config(up.base_url))) as server:
+    r = httpx.post(server.base_url + "/chat/completions", headers={"authorization": "Bearer " + ACME_KEY},
+                   json={"model": "model/name=up/gpt-test", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+print(sorted(m for m in sys.modules if m.startswith(("opentelemetry.trace", "opentelemetry.sdk", "opentelemetry.context",
+                                                   "opentelemetry.exporter", "opentelemetry.propagate"))))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
