@@ -178,7 +178,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--state-url", help="also measure with [state] url = this PostgreSQL (a scratch schema)")
     parser.add_argument("--settle", type=float, help="seconds to wait before zeroing and before reading the counters")
-    parser.add_argument("--only", help="--observability: only these variants (comma-separated)")
+    parser.add_argument("--only", help="--observability: only these variants (separated by ;)")
     parser.add_argument("--observability", action="store_true",
                         help="measure bare (metrics off), metrics on, and metrics + tracing to a stand-in OTLP collector")
     args = parser.parse_args()
@@ -211,7 +211,7 @@ def observability(args: argparse.Namespace) -> int:
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_SERVICE_NAME": "chorus-bench",
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}))
         for name, extra, environ in variants:
-            if args.only and name not in args.only.split(","):
+            if args.only and name not in args.only.split(";"):
                 continue
             results = measure(args.python, args.requests, args.warmup, None, extra, environ, settle)
             print(json.dumps({"label": args.label, "variant": name,

@@ -306,3 +306,49 @@ def test_the_other_routes_are_counted(server: LiveServer) -> None:
     assert value(text, "chorus_requests_total", route="files", status="404") == 1
     assert value(text, "chorus_request_duration_seconds_count", route="embeddings") == 1
     assert value(text, "chorus_requests_total", route="chat") == 0
+
+
+FAILOVER = """
+[[providers]]
+id = "flaky"
+driver = "openai"
+base_url = "{up}"
+models = ["flaky-model"]
+retries = 1
+retry_backoff = 0.01
+retry_backoff_max = 0.05
+breaker_failures = 2
+breaker_cooldown_seconds = 60
+
+[[providers]]
+id = "backup"
+driver = "openai"
+base_url = "{up}"
+models = ["backup-model"]
+
+[[bots]]
+id = "failsafe"
+workspace = "acme"
+model = "flaky/flaky-model"
+fallback_models = ["backup/backup-model"]
+"""
+
+
+def test_retries_fallbacks_and_circuits_are_counted(scripted_upstream: ScriptedUpstream) -> None:
+    """The failover reports through the request's observation; the breaker's state is read at scrape time."""
+    config = make_config(scripted_upstream.base_url, FAILOVER.format(up=scripted_upstream.base_url))
+    with LiveServer(create_app(config)) as server, server.openai_client(ACME_KEY) as client:
+        scripted_upstream.push(Error(503, "busy"), Reply("after a retry"))
+        client.chat.completions.create(model="model/name=flaky/flaky-model", messages=[{"role": "user", "content": "hi"}])
+        text = scrape(server.url)
+        assert value(text, "chorus_retries_total", provider="flaky") == 1
+        assert value(text, "chorus_circuit_open", provider="flaky") == 0
+        # two failed attempts in a row open the circuit, then the backup answers
+        scripted_upstream.push(Error(503, "busy"), Error(503, "still busy"), Reply("from the backup"))
+        answer = client.chat.completions.create(model="bot/id=failsafe", messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == "from the backup"
+        text = scrape(server.url)
+    assert value(text, "chorus_circuit_opens_total", provider="flaky") == 1
+    assert value(text, "chorus_fallbacks_total", provider="flaky") == 1
+    assert value(text, "chorus_circuit_open", provider="flaky") == 1
+    assert value(text, "chorus_retries_total") == 1 + 1

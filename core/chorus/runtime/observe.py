@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -189,6 +189,9 @@ class Observer:
 
     def __init__(self, *, metrics: bool = True, log_requests: bool = False, tracing: OtelTracing | None = None) -> None:
         self.metrics = Metrics() if metrics else None
+        #: Each provider's circuit state (``"closed"``, ``"open"``, ``"half_open"``), read when metrics
+        #: are scraped to set ``chorus_circuit_open`` (``Services`` connects the failover's).
+        self.circuit_states: Callable[[], dict[str, str]] | None = None
         self.log_requests = log_requests
         self.tracing = tracing
 
@@ -216,6 +219,14 @@ class Observer:
                 request_log.info("request", extra={"chorus": log_fields(o, total)})
         except Exception:  # observing must never fail a request
             logging.getLogger("chorus").exception("request %s: recording its metrics failed", o.request_id)
+
+    def render(self) -> tuple[bytes, str]:
+        """The metrics exposition, with the circuit gauge refreshed first (this process's breakers)."""
+        assert self.metrics is not None
+        if self.circuit_states is not None:
+            for provider, state in self.circuit_states().items():
+                self.circuit_changed(provider, state == "open")
+        return self.metrics.render()
 
     def circuit_changed(self, provider: str, is_open: bool) -> None:
         """A provider's circuit breaker opened (``True``) or closed: the ``chorus_circuit_open`` gauge.

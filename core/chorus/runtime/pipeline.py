@@ -82,6 +82,7 @@ class Pipeline:
         self.pm = pm
         self.tracing = tracing  # upstream client spans and traceparent (None: tracing is off)
         self.registry = registry
+        self.failover = registry.failover
         self.server = server
         self.turns = turns if turns is not None else MemoryTurnStore(server.parked_turns_ttl_seconds)
         self.fields = declared_fields(pm)
@@ -230,7 +231,7 @@ class Pipeline:
         span = tracing.upstream(ctx, target) if tracing is not None else None
         started = perf_counter()
         try:
-            response = await target.provider.complete(body, ctx)
+            response = await self.failover.complete(target, body, ctx)
         except BaseException as exc:
             self._upstream_end(ctx, started, span, None, exc)
             raise
@@ -355,7 +356,7 @@ class Pipeline:
             started = perf_counter()
             chunk: dict[str, Any] | None = None
             try:
-                async for chunk in target.provider.stream(prepared.body, ctx):
+                async for chunk in self.failover.stream(target, prepared.body, ctx):
                     check_chunk(chunk, provider)
                     usage = chunk.get("usage")
                     if usage:
@@ -396,7 +397,7 @@ class Pipeline:
             started = perf_counter()
             chunk: dict[str, Any] | None = None
             try:
-                async for chunk in target.provider.stream(body, ctx):
+                async for chunk in pipeline.failover.stream(target, body, ctx):
                     check_chunk(chunk, provider)
                     usage = chunk.get("usage")
                     if usage:

@@ -121,6 +121,9 @@ class Services:
         self.knowledge = self.registry.knowledge = build_knowledge(config, pm, self.registry, self.state.catalog)
         self.search_engines = self.registry.search_engines = build_search_engines(config, pm)
         self.pipeline = Pipeline(pm, self.registry, config.server, self.state.turns, self.observer.tracing)
+        #: retries, fallbacks and circuits per provider (for metrics)
+        self.failover_stats = self.registry.failover.stats
+        self.observer.circuit_states = self.failover_stats.circuits
 
     async def start(self) -> None:
         """Start providers, skillsets, engines, knowledge and the turn store; sync config datasets."""

@@ -50,7 +50,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None, tracer_provid
         await services.start()
         metrics = services.observer.metrics
         if metrics is not None and settings.port is not None and not os.environ.get(SUPERVISED_ENV):
-            metrics_server.append(MetricsServer(settings.host, settings.port, metrics.render, token).start())
+            metrics_server.append(MetricsServer(settings.host, settings.port, services.observer.render, token).start())
 
     async def stop(app: Litestar) -> None:
         for server in metrics_server:

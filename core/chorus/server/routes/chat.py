@@ -12,6 +12,8 @@ keeps what the ``@post`` handler did, byte for byte:
 * methods other than ``POST`` get the same 405 envelope, and ``OPTIONS`` the same 204 with
   ``allow: OPTIONS, POST``, as Litestar's router gives ``@post`` routes;
 * a ``Content-Type`` that is not JSON is a 415 (none at all is read as JSON);
+* ``x-chorus-upstream: <provider>/<model>`` names the upstream that answered (a fallback, when the
+  primary failed), streamed or not;
 * a client that disconnects cancels the upstream work at every stage: while its body arrives
   (:class:`~chorus.server.body.ClientGone`, 499), while the answer is prepared, before the first
   event of a stream and during one (the stream stops and the upstream connection is closed),
@@ -51,6 +53,7 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
     (b"content-type", b"text/event-stream; charset=utf-8"),
 ]
+_UPSTREAM = b"x-chorus-upstream"  # which upstream answered: "<provider>/<model>"
 _OPTIONS_START: dict[str, Any] = {"type": "http.response.start", "status": 204, "headers": [(b"allow", b"OPTIONS, POST")]}
 _EMPTY_END: dict[str, Any] = {"type": "http.response.body", "body": b"", "more_body": False}
 _TRUTHY = ("1", "true", "yes")
@@ -182,10 +185,10 @@ async def _chat(scope: Any, receive: Receive, send: Send, pipeline: Pipeline, fo
                     raise
                 watch.absorb()
                 raise ClientGone("while its answer was prepared; upstream work cancelled") from None
-        await send({
-            "type": "http.response.start", "status": 200,
-            "headers": [_JSON_HEADER, (b"content-length", str(len(content)).encode())],
-        })
+        headers = [_JSON_HEADER, (b"content-length", str(len(content)).encode())]
+        if ctx.upstream is not None:
+            headers.append((_UPSTREAM, ctx.upstream.encode("latin-1", "replace")))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content, "more_body": False})
         return
     await stream_response(pipeline, ctx, receive, send)
@@ -201,7 +204,10 @@ async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Rece
     with DisconnectWatch(receive) as watch:
         try:
             first = await anext(events)
-            await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
+            headers = list(_SSE_HEADERS)
+            if ctx.upstream is not None:
+                headers.append((_UPSTREAM, ctx.upstream.encode("latin-1", "replace")))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": first, "more_body": True})
             ctx.observation.first_event = perf_counter()
             await relay(events, send)

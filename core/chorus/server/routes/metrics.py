@@ -23,6 +23,5 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     token = request.app.state.metrics_token
     if not authorized(token, request.headers.get("authorization")):
         raise AuthenticationFailed("This endpoint needs the metrics bearer token.", code="invalid_metrics_token")
-    assert observer.metrics is not None
-    body, content_type = observer.metrics.render()
+    body, content_type = observer.render()
     return Response(content=body, media_type=content_type)
