@@ -254,3 +254,17 @@ print(sorted(m for m in sys.modules if m.startswith(("opentelemetry.trace", "ope
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_unsampled_requests_record_nothing_but_keep_the_trace_context(scripted_upstream: ScriptedUpstream,
+                                                                      exporter: InMemorySpanExporter) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with LiveServer(create_app(make_config(scripted_upstream.base_url, BOTS), tracer_provider=provider)) as server:
+        scripted_upstream.push(Reply(content=None, tool_calls=[CALC]), Reply("Fourteen."))
+        ask(server, "bot/id=clerk", traceparent=TRACEPARENT)
+    assert exporter.get_finished_spans() == ()
+    sent = scripted_upstream.requests[-1].headers["traceparent"]
+    assert sent.startswith(f"00-{TRACE_ID}-") and sent.endswith("-00")  # the caller's trace, not sampled

@@ -138,6 +138,9 @@ class OtelTracing:
         """Attribute and end the server span from the finished observation; restore the context."""
         span, token = started
         try:
+            if not span.is_recording():  # not sampled: nothing to attribute
+                span.end()
+                return
             if o.selector:
                 span.update_name(f"chat {o.selector}")
             attributes: dict[str, Any] = {
@@ -178,7 +181,7 @@ class OtelTracing:
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier, context=self._trace.set_span_in_context(span))
         ctx.upstream_headers = carrier
-        if self.record_content:
+        if self.record_content and span.is_recording():
             span.set_attribute("gen_ai.input.messages", _messages(ctx))
         return span
 
@@ -186,7 +189,7 @@ class OtelTracing:
                       content: str | None = None) -> None:
         """End an upstream span with the answer's model and usage, or the error."""
         ctx.upstream_headers = None
-        if answer is not None:
+        if answer is not None and span.is_recording():
             model = answer.get("model")
             if isinstance(model, str):
                 span.set_attribute("gen_ai.response.model", model)
