@@ -2,6 +2,7 @@
 
     python benchmarks/instructions.py                          # this checkout's Chorus
     python benchmarks/instructions.py --python /other/.venv/bin/python --label before
+    python benchmarks/instructions.py --observability          # bare vs metrics vs metrics + tracing
 
 Wall-clock and CPU-time figures on a shared 2-core machine move with whatever else runs. This
 script runs one Chorus server under ``valgrind --tool=callgrind`` with instrumentation off during
@@ -10,6 +11,14 @@ startup, warms it up, zeroes the counters, sends ``--requests`` requests per sce
 ``model/name=`` request of 64 chunks) and reads the instructions the server executed. The upstream
 is ``benchmarks/mock_upstream.py`` outside valgrind. Counts are repeatable to a fraction of a
 percent for the same code, so two checkouts (``--python`` of each one's venv) compare exactly.
+
+``--observability`` measures the same checkout three times: *bare* (``[metrics] enabled = false``,
+no tracing), *metrics* (the default: Prometheus metrics on) and *metrics + tracing* (also
+OpenTelemetry traces exported over OTLP/HTTP to ``chorus.testing.otlp.OtlpCollector``, a stand-in
+collector in this process, outside valgrind; the SDK's default batching: an export every 5 s or
+every 512 spans; the run waits ``--settle`` seconds, 6 by default here, before zeroing and before
+reading the counters, so the exporter thread's last export falls inside the counted window), and
+the same with 10 % of traces sampled (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``).
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ SCENARIOS = {
 }
 
 
-def config(path: Path, upstream: int, state_url: str | None = None) -> None:
+def config(path: Path, upstream: int, state_url: str | None = None, extra: str = "") -> None:
     state = ""
     if state_url:  # a scratch schema of this run (dropped by the caller)
         state = f'\n[state]\nurl = "{state_url}"\nschema = "{SCHEMA}"\nallow_local_vector_store = true\n'
@@ -66,7 +75,7 @@ name = "Ada"
 model = "fast/gpt-4o-mini"
 backstory = {json.dumps(BACKSTORY)}
 params = {{ temperature = 0.2, max_tokens = 400 }}
-""" + state)
+""" + state + extra)
 
 
 def send(port: int, body: dict[str, object]) -> None:
@@ -111,14 +120,18 @@ def control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
 
 
-def measure(python: str, requests: int, warmup: int, state_url: str | None = None) -> dict[str, float]:
+def measure(python: str, requests: int, warmup: int, state_url: str | None = None, extra: str = "",
+            environ: dict[str, str] | None = None, settle: float = 0.0) -> dict[str, float]:
+    """Instructions per request of each scenario; ``extra`` is appended to the configuration,
+    ``environ`` added to the server's environment, ``settle`` seconds waited before zeroing and before
+    reading the counters (for work a background thread finishes later, such as span exports)."""
     work = Path(tempfile.mkdtemp(prefix="chorus-instr-"))
     upstream_port, port = free_port(), free_port()
     mock = subprocess.Popen([python, str(HERE / "mock_upstream.py"), "--port", str(upstream_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    config(work / "chorus.toml", upstream_port, state_url)
+    config(work / "chorus.toml", upstream_port, state_url, extra)
     out = work / "callgrind.out"
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", **(environ or {}))
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
          python, "-m", "chorus.cli", "serve", "--config", str(work / "chorus.toml"), "--port", str(port)],
@@ -130,10 +143,12 @@ def measure(python: str, requests: int, warmup: int, state_url: str | None = Non
         for name, body in SCENARIOS.items():
             for _ in range(warmup):
                 send(port, body)
+            time.sleep(settle)
             before = total_instructions(out)
             control(server.pid, "-z")  # zero, so the next dump holds only this scenario
             for _ in range(requests):
                 send(port, body)
+            time.sleep(settle)
             control(server.pid, "-d")
             results[name] = (total_instructions(out) - before) / requests
     finally:
@@ -162,15 +177,47 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--state-url", help="also measure with [state] url = this PostgreSQL (a scratch schema)")
+    parser.add_argument("--settle", type=float, help="seconds to wait before zeroing and before reading the counters")
+    parser.add_argument("--only", help="--observability: only these variants (separated by ;)")
+    parser.add_argument("--observability", action="store_true",
+                        help="measure bare (metrics off), metrics on, and metrics + tracing to a stand-in OTLP collector")
     args = parser.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
+    if args.observability:
+        return observability(args)
     runs = [("embedded state", None)] + ([("postgresql state", args.state_url)] if args.state_url else [])
     for backend, url in runs:
-        results = measure(args.python, args.requests, args.warmup, url)
+        results = measure(args.python, args.requests, args.warmup, url, settle=args.settle or 0.0)
         print(json.dumps({"label": args.label, "state": backend,
                           "instructions_per_request": {k: round(v) for k, v in results.items()}}))
+    return 0
+
+
+def observability(args: argparse.Namespace) -> int:
+    """Bare, metrics, metrics + tracing: one server each, the same scenarios, the same settle time."""
+    from chorus.testing.otlp import OtlpCollector
+
+    settle = args.settle if args.settle is not None else 6.0
+    variants: list[tuple[str, str, dict[str, str]]] = [
+        ("bare", "\n[metrics]\nenabled = false\n", {}),
+        ("metrics", "", {}),
+    ]
+    with OtlpCollector() as collector:
+        variants.append(("metrics + tracing", "", {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_SERVICE_NAME": "chorus-bench"}))
+        variants.append(("metrics + tracing, 10 % sampled", "", {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_SERVICE_NAME": "chorus-bench",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}))
+        for name, extra, environ in variants:
+            if args.only and name not in args.only.split(";"):
+                continue
+            results = measure(args.python, args.requests, args.warmup, None, extra, environ, settle)
+            print(json.dumps({"label": args.label, "variant": name,
+                              "instructions_per_request": {k: round(v) for k, v in results.items()}}), flush=True)
+        print(json.dumps({"otlp_exports": len(collector.exports),
+                          "otlp_bytes": sum(size for _, _, size in collector.exports)}), flush=True)
     return 0
 
 

@@ -10,5 +10,6 @@ from chorus.contract.context import (
     Source,
     render_sources,
 )
+from chorus.contract.observe import Observation, Tracer
 
-__all__ = ['SOURCES_HEADER', 'CallBudget', 'RequestContext', 'Source', 'render_sources']
+__all__ = ['SOURCES_HEADER', 'CallBudget', 'Observation', 'RequestContext', 'Source', 'Tracer', 'render_sources']

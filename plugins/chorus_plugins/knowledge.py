@@ -4,12 +4,14 @@ The query is built from the conversation, not only the last message: the last us
 searched on its own and together with the previous user turn, and the two rankings are fused, so a
 follow-up like "and for Europe?" finds the chunk about Europe in the topic of the earlier question.
 Sources are numbered in the system prompt (see ``docs/layering.md``) and cited by
-:mod:`chorus_plugins.citations`.
+:mod:`chorus_plugins.citations`. Retrieval is timed into the request's observation and traced as a
+``retrieval`` span.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 
 from chorus import hookimpl
@@ -71,6 +73,23 @@ def retrieve_context(ctx: RequestContext) -> Awaitable[list[Source]] | None:
 
 
 async def _retrieve(ctx: RequestContext, knowledge: Knowledge, bot: BotConfig, queries: list[str]) -> list[Source]:
+    observation = ctx.observation
+    attributes = None
+    if observation.trace is not None:
+        attributes = {"gen_ai.operation.name": "retrieval", "chorus.datasets": list(bot.datasets),
+                      "chorus.retrieval.queries": len(queries)}
+    started = time.perf_counter()
+    try:
+        with observation.span("retrieval", attributes) as span:
+            sources = await _search(ctx, knowledge, bot, queries)
+            if span is not None:
+                span.set_attribute("chorus.retrieval.hits", len(sources))
+    finally:
+        observation.add_retrieval(time.perf_counter() - started)
+    return sources
+
+
+async def _search(ctx: RequestContext, knowledge: Knowledge, bot: BotConfig, queries: list[str]) -> list[Source]:
     settings = bot.retrieval
     rankings = await asyncio.gather(*(
         knowledge.search(ctx.workspace.id, list(bot.datasets), q, k=settings.top_k * 2, min_score=settings.min_score)

@@ -114,14 +114,15 @@ class OpenAIProvider(ProviderDriver):
             raise UpstreamUnavailable(f"provider {self.id!r} is not started")
         return self._pool
 
-    async def _post(self, path: str, payload: bytes) -> Response:
+    async def _post(self, path: str, payload: bytes, headers: dict[str, str] | None = None) -> Response:
+        """POST ``payload``; ``headers`` are the request's own (its trace context, ``ctx.upstream_headers``)."""
         try:
-            return await self.pool.request("POST", path, payload)
+            return await self.pool.request("POST", path, payload, headers=headers)
         except HTTPError as exc:
             raise self._failed(exc) from None
 
-    async def _read_json(self, path: str, payload: bytes, what: str) -> dict[str, Any]:
-        response = await self._post(path, payload)
+    async def _read_json(self, path: str, payload: bytes, what: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        response = await self._post(path, payload, headers)
         try:
             content = await response.read(self.settings.max_response_bytes)
         except HTTPError as exc:
@@ -138,7 +139,7 @@ class OpenAIProvider(ProviderDriver):
 
     async def complete(self, body: ChatCompletionRequest, ctx: RequestContext) -> dict[str, Any]:
         """POST ``/chat/completions`` and return the decoded ``chat.completion``."""
-        return await self._read_json(self._chat_path, _encode(body), "response")
+        return await self._read_json(self._chat_path, _encode(body), "response", ctx.upstream_headers)
 
     async def embed(self, inputs: list[str], model: str, *, dimensions: int | None = None) -> dict[str, Any]:
         """POST ``/embeddings`` (float encoding) and return the decoded response."""
@@ -156,7 +157,7 @@ class OpenAIProvider(ProviderDriver):
         Leaving early (client gone, error) closes the upstream connection instead of returning it
         to the pool, so the upstream sees the cancellation.
         """
-        response = await self._post(self._chat_path, _encode(body))
+        response = await self._post(self._chat_path, _encode(body), ctx.upstream_headers)
         finished = False
         try:
             if response.status >= 400:

@@ -65,8 +65,33 @@ async def run_tools(ctx: RequestContext, tool_calls: list[dict[str, Any]]) -> di
     if not owned:
         return None
     limits = {s.id: asyncio.Semaphore(max(1, s.config.max_concurrency)) for s in skillsets}
-    results = await asyncio.gather(*(_run_one(ctx, call, s, d, limits[s.id]) for call, s, d in owned))
+    results = await asyncio.gather(*(_observed(ctx, call, s, d, limits[s.id]) for call, s, d in owned))
     return {call["id"]: result for (call, _, _), result in zip(owned, results, strict=True)}
+
+
+async def _observed(
+    ctx: RequestContext, call: dict[str, Any], skillset: Skillset, driver: ToolDriver, limit: asyncio.Semaphore
+) -> str:
+    """One call in an ``execute_tool`` span (tracing on); an error result counts as a tool error."""
+    observation = ctx.observation
+    attributes = None
+    if observation.trace is not None:
+        name = call.get("function", {}).get("name", "")
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
+                      "gen_ai.tool.call.id": call.get("id", ""), "chorus.skillset": skillset.id}
+        if observation.trace.record_content:
+            attributes["gen_ai.tool.call.arguments"] = str(call.get("function", {}).get("arguments") or "")
+    with observation.span(f"execute_tool {attributes['gen_ai.tool.name']}" if attributes else "", attributes) as span:
+        result = await _run_one(ctx, call, skillset, driver, limit)
+        failed = result.startswith("Error:")
+        if failed:
+            observation.tool_errors += 1
+        if span is not None and observation.trace is not None:
+            if failed:
+                observation.trace.failed(span, "tool_error")
+            if observation.trace.record_content:
+                span.set_attribute("gen_ai.tool.call.result", result)
+    return result
 
 
 async def _run_one(

@@ -111,15 +111,30 @@ async def _ask(ctx: RequestContext, member: BotConfig, call: dict[str, Any]) -> 
     if ctx.budget is not None and ctx.budget.exhausted:
         return "Error: this request's model-call budget is used up; answer with what you have.", None
     request = ChatCompletionRequest(model=BOT_PREFIX + member.id, messages=[Message(role="user", content=task)])
-    member_ctx = RequestContext(request_id=ctx.request_id, workspace=ctx.workspace, registry=ctx.registry, request=request)
+    # The member shares its lead's observation: its calls, tools and retrieval count for the request.
+    observation = ctx.observation
+    member_ctx = RequestContext(request_id=ctx.request_id, workspace=ctx.workspace, registry=ctx.registry, request=request,
+                                observation=observation)
     member_ctx.budget = ctx.budget
     member_ctx.depth = ctx.depth + 1
     member_ctx.state["progress"] = False
-    try:
-        response = await runtime.complete(member_ctx)
-    except ChorusError as exc:
-        ctx.add_usage(member_ctx.usage)  # calls made before the failure still count
-        return f"Error: {member.name or member.id} could not answer ({exc.message})", None
+    attributes = None
+    if observation.trace is not None:
+        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": member.id,
+                      "gen_ai.agent.name": member.name or member.id, "gen_ai.tool.call.id": call.get("id", ""),
+                      "chorus.team.depth": member_ctx.depth}
+    with observation.span(f"invoke_agent {member.id}" if attributes else "", attributes) as span:
+        try:
+            response = await runtime.complete(member_ctx)
+        except ChorusError as exc:
+            ctx.add_usage(member_ctx.usage)  # calls made before the failure still count
+            observation.tool_errors += 1
+            if span is not None and observation.trace is not None:
+                observation.trace.failed(span, exc.code or exc.error_type)
+            return f"Error: {member.name or member.id} could not answer ({exc.message})", None
+        if span is not None and member_ctx.usage:
+            span.set_attributes({"gen_ai.usage.input_tokens": member_ctx.usage["prompt_tokens"],
+                                 "gen_ai.usage.output_tokens": member_ctx.usage["completion_tokens"]})
     choices = response.get("choices") or []
     content = (choices[0].get("message") or {}).get("content") if choices else None
     return (content if isinstance(content, str) else ""), member_ctx

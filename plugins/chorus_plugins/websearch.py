@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any, TypeGuard
 
@@ -27,7 +28,7 @@ from chorus.context import RequestContext, Source
 from chorus.errors import ChorusError
 from chorus.fields import RequestField
 from chorus.schemas import user_texts
-from chorus.search import HOSTED_SEARCH_STATE, Recency, SearchError, SearchQuery, SearchResult
+from chorus.search import HOSTED_SEARCH_STATE, Recency, SearchEngineDriver, SearchError, SearchQuery, SearchResult
 
 log = logging.getLogger("chorus.search")
 TOOL_NAME = "web_search"
@@ -102,10 +103,27 @@ def build_query(ctx: RequestContext, options: SearchOptions, text: str, recency:
 
 
 async def run_search(ctx: RequestContext, options: SearchOptions, query: SearchQuery) -> list[Source]:
-    """Search (and optionally fetch pages); failures degrade to ``[]`` unless search is required."""
+    """Search (and optionally fetch pages); failures degrade to ``[]`` unless search is required.
+
+    Timed into the request's observation and traced as a ``web_search`` span.
+    """
     engine = ctx.registry.search_engines.get(options.engine)
     if engine is None:
         return []
+    observation = ctx.observation
+    attributes = {"gen_ai.operation.name": "web_search", "chorus.search.engine": engine.id} if observation.trace else None
+    started = time.perf_counter()
+    try:
+        with observation.span("web_search", attributes) as span:
+            sources = await _search(ctx, options, query, engine)
+            if span is not None:
+                span.set_attribute("chorus.search.results", len(sources))
+            return sources
+    finally:
+        observation.add_search(time.perf_counter() - started)
+
+
+async def _search(ctx: RequestContext, options: SearchOptions, query: SearchQuery, engine: SearchEngineDriver) -> list[Source]:
     try:
         results = await engine.search(query)
     except SearchError as exc:
@@ -206,5 +224,8 @@ async def run_tools(ctx: RequestContext, tool_calls: list[dict[str, Any]]) -> di
 
     results = []
     for call in calls:  # sequential: source numbers must not interleave
-        results.append(await one(call))
+        result = await one(call)
+        if result.startswith("Error:"):
+            ctx.observation.tool_errors += 1
+        results.append(result)
     return {call["id"]: result for call, result in zip(calls, results, strict=True)}

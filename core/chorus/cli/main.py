@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from chorus import __version__
 from chorus.cli.report import UsageError, error
@@ -24,7 +24,11 @@ from chorus.runtime.keys import digest, new_key
 if TYPE_CHECKING:
     from litestar import Litestar
 
+    from chorus.contract.config import Config
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT_ENV = "CHORUS_LOG_FORMAT"  # how workers of --workers N log (set by `chorus serve`)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 GC_ENV = "CHORUS_GC_THRESHOLD"
 GC_THRESHOLD = 7000  # generation-0 threshold of the cyclic GC while serving (Python's default: 700)
 
@@ -49,16 +53,61 @@ def tune_gc(threshold: int | None) -> None:
         gc.set_threshold(threshold, gen1, gen2)
 
 
-def configure_logging() -> None:
-    """How every Chorus process logs: INFO and above to stderr, with time, level and logger name.
+def configure_logging(log_format: str = "text") -> None:
+    """How every Chorus process logs: INFO and above to stderr, with time, level and logger name
+    (``"text"``), or one JSON object per line (``"json"``: ``--log-format json``).
 
     The ``chorus`` command calls it, and so does each worker of ``--workers N`` (:func:`app_factory`):
     workers are fresh interpreters (``spawn``) that would otherwise drop INFO lines and print
-    warnings bare. A process whose logging is already configured keeps it.
+    warnings bare. In text mode a process whose logging is already configured keeps it; JSON
+    replaces the root handlers.
     """
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if log_format == "json":
+        from chorus.runtime.observe import JsonFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    else:
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     for noisy in ("httpx", "httpcore"):  # one line per upstream request is noise (and CPU) on the hot path
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def uvicorn_log_config(log_format: str) -> dict[str, Any] | None:
+    """uvicorn's logging in JSON mode: its loggers hand their records to the root's JSON handler."""
+    if log_format != "json":
+        return None  # uvicorn's defaults
+    loggers = {name: {"handlers": [], "propagate": True, "level": "INFO"}
+               for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}
+    return {"version": 1, "disable_existing_loggers": False, "loggers": loggers}
+
+
+def with_log_format(config: Config, log_format: str | None) -> Config:
+    """``config`` with ``[server] log_format`` overridden (``--log-format``, or the workers' environment)."""
+    import msgspec
+
+    if not log_format or log_format == config.server.log_format:
+        return config
+    return msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, log_format=log_format))
+
+
+def prepare_multiprocess_metrics(configured_data_dir: str | None, env: MutableMapping[str, str]) -> str:
+    """A fresh ``<data dir>/metrics`` for the workers' Prometheus files, set as ``$PROMETHEUS_MULTIPROC_DIR``.
+
+    Files left by an earlier run are removed: counters restart at zero with the server, as a single
+    process's do (Prometheus handles the reset).
+    """
+    import shutil
+
+    from chorus.runtime.defaults import data_dir
+
+    directory = data_dir(configured_data_dir, env) / "metrics"
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    env[MULTIPROC_ENV] = str(directory)
+    return str(directory)
 
 
 def app_factory() -> Litestar:
@@ -66,8 +115,9 @@ def app_factory() -> Litestar:
     configures logging as the ``chorus`` command does."""
     from chorus.server.app import create_app
 
-    configure_logging()
-    app = create_app(load(None)[0])
+    log_format = os.environ.get(LOG_FORMAT_ENV) or None
+    configure_logging(log_format or "text")
+    app = create_app(with_log_format(load(None)[0], log_format))
     tune_gc(int(os.environ.get(GC_ENV) or GC_THRESHOLD))
     return app
 
@@ -94,6 +144,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     config, fresh_key = load(args.config)
+    config = with_log_format(config, args.log_format)
+    log_format = config.server.log_format
+    if log_format != "text":
+        configure_logging(log_format)
     host = args.host or config.server.host
     port = args.port or config.server.port
     workers = args.workers or config.server.workers
@@ -109,18 +163,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"Chorus {__version__} serving the OpenAI API at http://{host}:{port}/v1", file=sys.stderr)
     if config.server.playground:
         print(f"Playground: http://{host}:{port}/", file=sys.stderr)
-    options = {"host": host, "port": port, "access_log": args.access_log, "log_level": "info", "lifespan": "on"}
+    options: dict[str, Any] = {"host": host, "port": port, "access_log": args.access_log, "log_level": "info",
+                               "lifespan": "on"}
+    log_config = uvicorn_log_config(log_format)
+    if log_config is not None:
+        options["log_config"] = log_config
     if app is None:
         if args.config:
             os.environ[CONFIG_ENV] = os.path.abspath(args.config)
         os.environ[GC_ENV] = str(args.gc_threshold)
+        os.environ[LOG_FORMAT_ENV] = log_format
+        metrics = config.metrics
+        metrics_server = None
+        if metrics.enabled:  # every worker writes its samples there; any of them (or the port below) sums them
+            prepare_multiprocess_metrics(config.data_dir, os.environ)
+            if metrics.port is not None:
+                from chorus.runtime.observe import render
+                from chorus.server.metrics_port import SUPERVISED_ENV, MetricsServer
+
+                os.environ[SUPERVISED_ENV] = "1"
+                token = metrics.bearer_token.get() if metrics.bearer_token else None
+                metrics_server = MetricsServer(metrics.host, metrics.port, render, token).start()
         from chorus.cli import workers as supervisor
 
-        if supervisor.reuse_port_available():
-            options.pop("host")
-            options.pop("port")
-            return supervisor.serve(host, port, workers, options)
-        uvicorn.run("chorus.cli.main:app_factory", factory=True, workers=workers, **options)
+        try:
+            if supervisor.reuse_port_available():
+                options.pop("host")
+                options.pop("port")
+                return supervisor.serve(host, port, workers, options)
+            uvicorn.run("chorus.cli.main:app_factory", factory=True, workers=workers, **options)
+        finally:
+            if metrics_server is not None:
+                metrics_server.stop()
     else:
         tune_gc(args.gc_threshold)
         uvicorn.run(app, **options)
@@ -222,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
     serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="text lines (default: server.log_format, text) or one JSON object per line, with one "
+                            "line per request")
     serve.add_argument("--gc-threshold", type=int, default=GC_THRESHOLD, metavar="N",
                        help=f"generation-0 threshold of Python's garbage collector while serving (default {GC_THRESHOLD}; "
                             "0 keeps Python's own); the startup heap is frozen either way")

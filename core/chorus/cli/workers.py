@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -57,6 +58,14 @@ def _worker(host: str, port: int, options: dict[str, Any]) -> None:  # pragma: n
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _forget_metrics_of(pid: int | None) -> None:
+    """A dead worker's live gauges (``chorus_circuit_open``) stop counting (multiprocess metrics)."""
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 def serve(host: str, port: int, workers: int, options: dict[str, Any], grace: float = 30.0) -> int:
     """Run ``workers`` processes until a signal; returns the exit status (1 after a crash loop)."""
     try:  # fail at once, with the reason, when another program holds the port
@@ -94,6 +103,7 @@ def serve(host: str, port: int, workers: int, options: dict[str, Any], grace: fl
                     stopping, status = True, 1
                     break
                 log.warning("worker %s exited with code %s; starting a new one", process.pid, process.exitcode)
+                _forget_metrics_of(process.pid)
                 running[i] = start()
     finally:
         for process, _ in running:

@@ -48,6 +48,27 @@ class ServerConfig(Strict):
     parked_turns: Literal["state", "sqlite", "memory"] = "state"  # "sqlite": the old name of "state"
     parked_turns_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     playground: bool = True  # the web playground at ``/`` (static files; false removes the routes)
+    #: "text": lines with time, level and logger; "json": one JSON object per line, plus one line per
+    #: request (``chorus serve --log-format`` overrides it).
+    log_format: Literal["text", "json"] = "text"
+
+
+class MetricsConfig(Strict):
+    """``[metrics]``: Prometheus metrics (docs/observability.md)."""
+
+    enabled: bool = True
+    #: Serve ``/metrics`` on this port (its own small server, on ``host``) instead of the API's port.
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    host: str = "127.0.0.1"
+    #: Require ``Authorization: Bearer <token>`` on ``/metrics`` (default: open, for an internal scraper).
+    bearer_token: Secret | None = None
+
+
+class TracingConfig(Strict):
+    """``[tracing]``: OpenTelemetry traces, exported where the standard ``OTEL_*`` environment says."""
+
+    #: Record message content (prompts, answers, tool arguments and results) on spans.
+    record_content: bool = False
 
 
 class WorkspaceConfig(Strict):
@@ -206,6 +227,8 @@ class Config(Strict):
     search_engines: list[dict[str, Any]] = []
     bots: list[BotConfig] = []
     state: StateConfig = StateConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:

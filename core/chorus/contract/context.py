@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from chorus.contract.observe import Observation
+
 if TYPE_CHECKING:
     import httpx
 
@@ -200,6 +202,7 @@ class RequestContext:
 
     Plugins may read every attribute and keep their own per-request data in :attr:`state`
     (namespaced by plugin name). :attr:`usage` accumulates token usage across every model call.
+    :attr:`observation` collects the facts metrics, logs and traces report (:mod:`chorus.contract.observe`).
     """
 
     __slots__ = (
@@ -210,6 +213,7 @@ class RequestContext:
         "depth",
         "include_usage",
         "legacy_functions",
+        "observation",
         "registry",
         "request",
         "request_id",
@@ -219,6 +223,7 @@ class RequestContext:
         "stream",
         "target",
         "upstream",
+        "upstream_headers",
         "usage",
         "workspace",
     )
@@ -230,6 +235,7 @@ class RequestContext:
         workspace: Workspace,
         registry: Registry,
         request: ChatCompletionRequest,
+        observation: Observation | None = None,
     ) -> None:
         self.request_id = request_id
         self.workspace = workspace
@@ -250,6 +256,11 @@ class RequestContext:
         self.runtime: Runtime | None = None  # set by the runtime when the request starts
         self.budget: CallBudget | None = None
         self.depth = 0                     # 0 for the client's request, +1 per team delegation
+        #: What the request's metrics, log line and trace are made of (team members share their lead's).
+        self.observation = observation if observation is not None else Observation("chat", time.perf_counter())
+        #: Headers provider drivers send with this request's upstream calls (W3C trace context when
+        #: tracing is on; set by the runtime before each model call). ``None``: none.
+        self.upstream_headers: dict[str, str] | None = None
 
     def field(self, name: str) -> Any:
         """The value of a request field a plugin declared (``request_fields``); ``None`` when not sent."""

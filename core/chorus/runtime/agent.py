@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import msgspec
@@ -100,6 +101,9 @@ class AgentLoop:
             server_calls = [c for c in turn.calls if tool_name(c) in server_tools]
             if server_calls and self.steps < prepared.max_steps:
                 self.steps += 1
+                observation = ctx.observation
+                observation.tool_calls += len(server_calls)
+                started = perf_counter()
                 progress = streaming and bool(ctx.state.get("progress"))
                 if progress:
                     for call in server_calls:
@@ -110,6 +114,8 @@ class AgentLoop:
                         yield event
                 else:
                     results = await self.run_tools(ctx, server_calls)
+                if not ctx.depth:  # members' tool rounds run inside their lead's
+                    observation.tool_seconds += perf_counter() - started
                 results = {c["id"]: results.get(c["id"], _unanswered(c)) for c in server_calls}
                 if progress:
                     for call in server_calls:

@@ -185,7 +185,7 @@ class GuardedProvider:
     async def complete(self, body: ChatCompletionRequest, ctx: RequestContext) -> dict[str, Any]:
         """The driver's ``complete``, retried per the policy."""
         driver = self.driver
-        return await self._call(lambda: driver.complete(body, ctx), ctx.request_id)
+        return await self._call(lambda: driver.complete(body, ctx), ctx)
 
     async def embed(self, inputs: list[str], model: str, *, dimensions: int | None = None) -> dict[str, Any]:
         """The driver's ``embed``, retried per the policy."""
@@ -196,7 +196,7 @@ class GuardedProvider:
         """The driver's ``stream``, retried per the policy until its first chunk."""
         return _Stream(None, ((self, body.model),), body, ctx)
 
-    async def _call(self, make: Callable[[], Awaitable[T]], request_id: str | None) -> T:
+    async def _call(self, make: Callable[[], Awaitable[T]], ctx: RequestContext | None) -> T:
         breaker = self.breaker
         retry = 0
         while True:
@@ -204,7 +204,7 @@ class GuardedProvider:
             try:
                 result = await make()
             except UpstreamError as exc:
-                delay = self._after_failure(exc, retry, request_id)
+                delay = self._after_failure(exc, retry, ctx)
                 if delay is None:
                     raise
                 retry += 1
@@ -229,7 +229,7 @@ class GuardedProvider:
             try:
                 first = await anext(stream, _END)
             except UpstreamError as exc:
-                delay = self._after_failure(exc, retry, ctx.request_id)
+                delay = self._after_failure(exc, retry, ctx)
                 if delay is None:
                     raise
                 retry += 1
@@ -243,15 +243,20 @@ class GuardedProvider:
                 breaker.success()
             return stream, first
 
-    def _after_failure(self, error: UpstreamError, retry: int, request_id: str | None) -> float | None:
-        """Count the failure; the seconds to wait before retrying, or ``None`` to give up."""
+    def _after_failure(self, error: UpstreamError, retry: int, ctx: RequestContext | None) -> float | None:
+        """Count the failure (also in the request's observation); the seconds to wait before retrying,
+        or ``None`` to give up."""
+        request_id = ctx.request_id if ctx is not None else None
         verdict = classify(error)
         breaker = self.breaker
         if breaker is not None:
             if verdict == FINAL:
                 breaker.success()  # the provider answered: the request was at fault
             else:
+                opens = self.stats.circuit_opens
                 breaker.failure(error)
+                if ctx is not None and self.stats.circuit_opens != opens:
+                    ctx.observation.circuit_opens += 1
         settings = self.settings
         if verdict != RETRY or retry >= settings.retries:
             return None
@@ -265,6 +270,8 @@ class GuardedProvider:
                      request_id, self.id, wait, settings.retry_after_max)
             return None
         self.stats.retries += 1
+        if ctx is not None:
+            ctx.observation.retries += 1
         log.info("request %s: provider %s failed (%s); retry %d of %d in %.2fs",
                  request_id, self.id, error.code, retry + 1, settings.retries, wait)
         return wait
@@ -320,6 +327,7 @@ class Failover:
                 ) from None
             raise error
         self.stats.of(provider.id).fallbacks += 1
+        ctx.observation.fallbacks += 1
         following, following_model = candidates[index + 1]
         log.warning("request %s: %s/%s failed (%s); falling back to %s/%s", ctx.request_id, provider.id, model,
                     error.code, following.id, following_model)

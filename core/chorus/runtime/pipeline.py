@@ -14,7 +14,8 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec import UNSET
@@ -29,12 +30,14 @@ from chorus.plugins.manager import PluginManager
 from chorus.runtime import legacy
 from chorus.runtime.agent import AgentLoop, ModelCall, Prepared, Turn, spend, tool_name
 from chorus.runtime.answers import check_chunk, check_completion
-from chorus.runtime.failover import Failover
 from chorus.runtime.layering import layer_messages
 from chorus.runtime.registry import Registry
 from chorus.runtime.resume import restore_messages, resumed_call_ids
 from chorus.runtime.streaming import DONE, Emit, accumulate, chunk_emitter, sse, usage_chunk
 from chorus.storage.turns import MemoryTurnStore, TurnStore
+
+if TYPE_CHECKING:
+    from chorus.runtime.tracing import OtelTracing
 
 log = logging.getLogger("chorus.pipeline")
 
@@ -78,8 +81,9 @@ class Pipeline:
     """
 
     def __init__(self, pm: PluginManager, registry: Registry, server: ServerConfig,
-                 turns: TurnStore | None = None) -> None:
+                 turns: TurnStore | None = None, tracing: OtelTracing | None = None) -> None:
         self.pm = pm
+        self.tracing = tracing  # upstream client spans and traceparent (None: tracing is off)
         self.registry = registry
         self.failover = registry.failover
         self.server = server
@@ -125,6 +129,13 @@ class Pipeline:
         if echo is not None:  # e.g. conversation/id=...: the response names what the client addressed
             target = msgspec.structs.replace(target, selector=echo)
         ctx.target = target
+        observation = ctx.observation
+        if not ctx.depth:  # the client's request (team members share their lead's observation)
+            observation.target_kind = target.kind
+            observation.provider = target.provider.id
+            observation.model = target.model
+            if target.bot is not None:
+                observation.bot_id = target.bot.id
         if ctx.budget is None and target.bot is not None:
             ctx.budget = CallBudget(target.bot.max_model_calls)
         parts: list[str] = []
@@ -135,8 +146,11 @@ class Pipeline:
                 elif isinstance(result, list):
                     parts.extend(str(p) for p in result)
         if self._retrieve is not None:
+            started = perf_counter()
             for result in await self._gather(self._retrieve(ctx=ctx)):
                 ctx.sources.extend(s for s in result or () if isinstance(s, Source))
+            if not ctx.depth:
+                observation.context_seconds += perf_counter() - started
         server_tools: list[dict[str, Any]] = []
         if self._list_tools is not None:
             for result in await self._gather(self._list_tools(ctx=ctx)):
@@ -218,6 +232,35 @@ class Pipeline:
                 merged.update(result)
         return merged
 
+    # -- upstream calls: timed, counted and traced -------------------------------------------------
+
+    async def _upstream_complete(self, ctx: RequestContext, target: Target, body: ChatCompletionRequest) -> dict[str, Any]:
+        """``provider.complete``, timed into the observation (and a client span when tracing)."""
+        tracing = self.tracing
+        span = tracing.upstream(ctx, target) if tracing is not None else None
+        started = perf_counter()
+        try:
+            response = await self.failover.complete(target, body, ctx)
+        except BaseException as exc:
+            self._upstream_end(ctx, started, span, None, exc)
+            raise
+        self._upstream_end(ctx, started, span, response, None)
+        return response
+
+    def _upstream_end(self, ctx: RequestContext, started: float, span: Any, answer: dict[str, Any] | None,
+                      error: BaseException | None) -> None:
+        """Count one model call; the client's request's calls add their time (members' run inside tools)."""
+        observation = ctx.observation
+        observation.upstream_calls += 1
+        if not ctx.depth:
+            observation.upstream_seconds += perf_counter() - started
+            if answer is not None:
+                model = answer.get("model")
+                if isinstance(model, str):
+                    observation.response_model = model
+        if span is not None and self.tracing is not None:
+            self.tracing.upstream_done(ctx, span, answer, error)
+
     def _agent(self, ctx: RequestContext, prepared: Prepared, keepalive: float | None) -> AgentLoop:
         return AgentLoop(ctx, prepared, run_tools=self._execute_tools, turns=self.turns, keepalive=keepalive)
 
@@ -235,11 +278,11 @@ class Pipeline:
         steps = 0
         if not prepared.server_tools:
             spend(ctx)
-            response = check_completion(await self.failover.complete(target, prepared.body, ctx), target.provider.id)
+            response = check_completion(await self._upstream_complete(ctx, target, prepared.body), target.provider.id)
             ctx.add_usage(response.get("usage"))
         else:
             agent = self._agent(ctx, prepared, None)
-            async for _ in agent.run(self._complete_call(ctx, target, self.failover)):
+            async for _ in agent.run(self._complete_call(ctx, target, self._upstream_complete)):
                 pass
             turn, steps = agent.turn, agent.steps
             response = turn.response
@@ -258,9 +301,9 @@ class Pipeline:
         return response
 
     @staticmethod
-    def _complete_call(ctx: RequestContext, target: Target, failover: Failover) -> ModelCall:
+    def _complete_call(ctx: RequestContext, target: Target, upstream: Any) -> ModelCall:
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
-            response = check_completion(await failover.complete(target, body, ctx), target.provider.id)
+            response = check_completion(await upstream(ctx, target, body), target.provider.id)
             ctx.add_usage(response.get("usage"))
             turn.response = response
             choices = response.get("choices") or []
@@ -293,6 +336,8 @@ class Pipeline:
             if not started:
                 raise
             log.warning("request %s: stream failed after start: %s", ctx.request_id, exc.message)
+            if not ctx.depth:
+                ctx.observation.error = exc.code or exc.error_type
             yield sse(exc.to_dict())
             return
         except (asyncio.CancelledError, GeneratorExit):
@@ -301,6 +346,8 @@ class Pipeline:
             if not started:
                 raise
             log.exception("request %s: stream failed after start", ctx.request_id)
+            if not ctx.depth:
+                ctx.observation.error = "internal_error"
             error = ChorusError(f"The stream failed (request id {ctx.request_id}).")
             yield sse(error.to_dict())
             return
@@ -313,16 +360,25 @@ class Pipeline:
         if not prepared.server_tools:  # the plain relay: every chunk with choices, shaped and sent
             spend(ctx)
             provider = target.provider.id
-            async for chunk in self.failover.stream(target, prepared.body, ctx):
-                check_chunk(chunk, provider)
-                usage = chunk.get("usage")
-                if usage:
-                    ctx.add_usage(usage)
-                if chunk.get("choices"):
-                    yield await emit(chunk)
+            tracing = self.tracing
+            span = tracing.upstream(ctx, target) if tracing is not None else None
+            started = perf_counter()
+            chunk: dict[str, Any] | None = None
+            try:
+                async for chunk in self.failover.stream(target, prepared.body, ctx):
+                    check_chunk(chunk, provider)
+                    usage = chunk.get("usage")
+                    if usage:
+                        ctx.add_usage(usage)
+                    if chunk.get("choices"):
+                        yield await emit(chunk)
+            except BaseException as exc:
+                self._upstream_end(ctx, started, span, None, exc)
+                raise
+            self._upstream_end(ctx, started, span, chunk, None)
         else:
             agent = self._agent(ctx, prepared, self.server.keepalive_seconds)
-            async for event in agent.run(self._stream_call(ctx, target, emit, self.failover)):
+            async for event in agent.run(self._stream_call(ctx, target, emit, self)):
                 yield event
             turn = agent.turn
             for index, call in enumerate(turn.client_calls):
@@ -338,35 +394,44 @@ class Pipeline:
             yield sse(final)
 
     @staticmethod
-    def _stream_call(ctx: RequestContext, target: Target, emit: Emit, failover: Failover) -> ModelCall:
+    def _stream_call(ctx: RequestContext, target: Target, emit: Emit, pipeline: Pipeline) -> ModelCall:
         """A model call that relays content as it streams and holds back tool calls and the finish."""
 
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
             fragments: dict[int, dict[str, Any]] = {}
             content: list[str] = []
             provider = target.provider.id
-            async for chunk in failover.stream(target, body, ctx):
-                check_chunk(chunk, provider)
-                usage = chunk.get("usage")
-                if usage:
-                    ctx.add_usage(usage)
-                choices = chunk.get("choices")
-                if not choices:
-                    continue
-                choice = choices[0]
-                delta = choice.get("delta") or {}
-                text = delta.get("content")
-                if delta.get("tool_calls") or choice.get("finish_reason"):
-                    accumulate(fragments, delta.get("tool_calls") or ())
-                    turn.finish = choice.get("finish_reason") or turn.finish
-                    turn.choice = choice
-                    if isinstance(text, str) and text:
+            tracing = pipeline.tracing
+            span = tracing.upstream(ctx, target) if tracing is not None else None
+            started = perf_counter()
+            chunk: dict[str, Any] | None = None
+            try:
+                async for chunk in pipeline.failover.stream(target, body, ctx):
+                    check_chunk(chunk, provider)
+                    usage = chunk.get("usage")
+                    if usage:
+                        ctx.add_usage(usage)
+                    choices = chunk.get("choices")
+                    if not choices:
+                        continue
+                    choice = choices[0]
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content")
+                    if delta.get("tool_calls") or choice.get("finish_reason"):
+                        accumulate(fragments, delta.get("tool_calls") or ())
+                        turn.finish = choice.get("finish_reason") or turn.finish
+                        turn.choice = choice
+                        if isinstance(text, str) and text:
+                            content.append(text)
+                            yield await emit({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+                        continue
+                    if isinstance(text, str):
                         content.append(text)
-                        yield await emit({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
-                    continue
-                if isinstance(text, str):
-                    content.append(text)
-                yield await emit(chunk)
+                    yield await emit(chunk)
+            except BaseException as exc:
+                pipeline._upstream_end(ctx, started, span, None, exc)
+                raise
+            pipeline._upstream_end(ctx, started, span, chunk, None)
             turn.calls = [fragments[i] for i in sorted(fragments)]
             turn.content = "".join(content)
 

@@ -10,6 +10,7 @@ until :meth:`Services.start`.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from chorus.contract.config import Config, DatasetConfig, convert
 from chorus.contract.errors import ChorusError, ConfigError, PluginError
@@ -19,6 +20,7 @@ from chorus.plugins.manager import PluginManager
 from chorus.runtime.defaults import data_dir as resolve_data_dir
 from chorus.runtime.keys import KeyRing
 from chorus.runtime.knowledge.service import Embedder, IngestSummary, Knowledge
+from chorus.runtime.observe import Observer
 from chorus.runtime.pipeline import Pipeline
 from chorus.runtime.registry import Registry
 from chorus.runtime.responses.service import Responses
@@ -107,8 +109,11 @@ def build_keyring(config: Config) -> KeyRing:
 class Services:
     """Everything a configuration runs on, built once; :meth:`start` and :meth:`aclose` in order."""
 
-    def __init__(self, config: Config, pm: PluginManager | None = None) -> None:
+    def __init__(self, config: Config, pm: PluginManager | None = None, *, tracer_provider: Any = None) -> None:
+        """``tracer_provider``: an OpenTelemetry ``TracerProvider`` to trace with (default: per the
+        ``OTEL_*`` environment; tests pass one with an in-memory exporter)."""
         self.config = config
+        self.observer = Observer.from_config(config, tracer_provider=tracer_provider)
         self.pm = pm = pm or PluginManager()
         self.providers = build_providers(config, pm)
         self.skillsets: list[Skillset] = build_skillsets(config.skillsets, pm)
@@ -116,10 +121,11 @@ class Services:
         self.state: State = open_state(config, resolve_data_dir(config.data_dir))
         self.knowledge = self.registry.knowledge = build_knowledge(config, pm, self.registry, self.state.catalog)
         self.search_engines = self.registry.search_engines = build_search_engines(config, pm)
-        self.pipeline = Pipeline(pm, self.registry, config.server, self.state.turns)
+        self.pipeline = Pipeline(pm, self.registry, config.server, self.state.turns, self.observer.tracing)
         #: retries, fallbacks and circuits per provider (for metrics)
         self.failover_stats = self.registry.failover.stats
         self.responses = Responses(self.pipeline, self.state.responses, self.knowledge)
+        self.observer.circuit_states = self.failover_stats.circuits
 
     async def start(self) -> None:
         """Start providers, skillsets, engines, knowledge and the turn store; sync config datasets."""
@@ -154,6 +160,7 @@ class Services:
 
     async def aclose(self) -> None:
         """Stop everything in reverse order; a failing provider close is logged, the rest still close."""
+        self.observer.close()
         await self.knowledge.aclose()
         await self.state.aclose()
         for engine in self.search_engines.values():

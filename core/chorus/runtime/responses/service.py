@@ -25,6 +25,7 @@ from typing import Any
 from chorus.contract.config import SearchOptions
 from chorus.contract.context import RequestContext, Source, Workspace
 from chorus.contract.errors import ChorusError, InvalidRequest, NotFound
+from chorus.contract.observe import Observation
 from chorus.contract.schemas import user_texts
 from chorus.contract.search import HOSTED_SEARCH_STATE
 from chorus.contract.targets import unknown_target
@@ -96,7 +97,8 @@ class Responses:
 
     # -- preparation -----------------------------------------------------------------------------
 
-    async def prepare(self, request: ResponsesRequest, workspace: Workspace, request_id: str) -> Turn:
+    async def prepare(self, request: ResponsesRequest, workspace: Workspace, request_id: str,
+                      observation: Observation | None = None) -> Turn:
         """Load the history, translate the request, run the hosted tools that run before the model."""
         store = request.store is not False
         check_metadata(request.metadata)
@@ -137,7 +139,8 @@ class Responses:
         context = [*history, *input_items]
         chat = chat_request(request, self.pipeline.request_type, model, items_to_messages(context), functions,
                             bool(request.stream))
-        ctx = RequestContext(request_id=request_id, workspace=workspace, registry=self.pipeline.registry, request=chat)
+        ctx = RequestContext(request_id=request_id, workspace=workspace, registry=self.pipeline.registry, request=chat,
+                             observation=observation)
         if request.chorus_progress is True:
             ctx.state["progress"] = True
         if FILE_SEARCH in hosted:

@@ -28,12 +28,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from time import perf_counter
 from typing import Any, Self
 
-from litestar.exceptions import MethodNotAllowedException
+from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.handlers import asgi
 
 from chorus.contract.context import RequestContext
+from chorus.contract.errors import ChorusError
+from chorus.contract.observe import Observation
+from chorus.runtime.observe import Observer
 from chorus.runtime.pipeline import Pipeline
 from chorus.runtime.responses.chats import ChatFollowUp
 from chorus.server.auth import authenticate
@@ -54,7 +58,8 @@ _UPSTREAM = b"x-chorus-upstream"  # which upstream answered: "<provider>/<model>
 _OPTIONS_START: dict[str, Any] = {"type": "http.response.start", "status": 204, "headers": [(b"allow", b"OPTIONS, POST")]}
 _EMPTY_END: dict[str, Any] = {"type": "http.response.body", "body": b"", "more_body": False}
 _TRUTHY = ("1", "true", "yes")
-_WANTED = frozenset({b"authorization", b"content-length", b"content-type", b"x-chorus-progress"})
+_WANTED = frozenset({b"authorization", b"content-length", b"content-type", b"x-chorus-progress", b"traceparent",
+                     b"tracestate"})
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -121,17 +126,66 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
         name = name.lower()
         if name in _WANTED and name not in found:
             found[name] = value.decode("latin-1")
+    await observed_call(scope, "chat", found,
+                        lambda observation, made: _chat(scope, receive, send, pipeline, found, observation, made))
+
+
+async def observed_call(scope: Any, route: str, found: dict[bytes, str],
+                        run: Callable[[Observation, list[RequestContext]], Awaitable[None]]) -> None:
+    """``run(observation, made)`` observed as ``route``: status, tokens of the context ``run`` appends
+    to ``made`` (even after a failure), the server span when tracing is on; finished exactly once."""
+    observer: Observer = scope["app"].state.observer
+    observation = observer.start(route)
+    observation.request_id = request_id(scope)
+    tracing = observer.tracing
+    span = (tracing.begin(observation, "POST", scope["path"], found.get(b"traceparent"), found.get(b"tracestate"))
+            if tracing is not None else None)
+    made: list[RequestContext] = []
+    try:
+        await run(observation, made)
+    except BaseException as exc:
+        _failed(observation, exc)
+        raise
+    finally:
+        if made and made[0].usage is not None:
+            observation.input_tokens = made[0].usage["prompt_tokens"]
+            observation.output_tokens = made[0].usage["completion_tokens"]
+        if span is not None and tracing is not None:
+            tracing.end(observation, span)
+        observer.finish(observation)
+
+
+def _failed(observation: Observation, exc: BaseException) -> None:
+    """The status and error code a request that raised ``exc`` is answered with (the app's handlers)."""
+    if isinstance(exc, ChorusError):
+        observation.status, observation.error = exc.status_code, exc.code or exc.error_type
+    elif isinstance(exc, ClientGone | asyncio.CancelledError):
+        observation.status, observation.error = 499, "client_gone"
+    elif isinstance(exc, HTTPException):
+        observation.status, observation.error = exc.status_code, "http_" + str(exc.status_code)
+    else:
+        observation.status, observation.error = 500, "internal_error"
+
+
+async def _chat(scope: Any, receive: Receive, send: Send, pipeline: Pipeline, found: dict[bytes, str],
+                observation: Observation, made: list[RequestContext]) -> None:
+    state = scope["app"].state
     authorization = found.get(b"authorization")
     content_length = found.get(b"content-length")
     progress_header = found.get(b"x-chorus-progress")
     workspace = authenticate(pipeline.registry, authorization)
+    observation.workspace = workspace.id
     check_json_type(found.get(b"content-type"))
     body = await read_body(receive, content_length, state.max_body_bytes)
     chat = pipeline.decode(body)
     follow: ChatFollowUp | None = None
     if chat.store is True or chat.model.startswith("conversation/"):  # opt-in: the only chat requests that touch the store
         chat, follow = await ChatFollowUp.open(state.responses.store, chat, workspace)
-    ctx = RequestContext(request_id=request_id(scope), workspace=workspace, registry=pipeline.registry, request=chat)
+    observation.selector = chat.model
+    ctx = RequestContext(request_id=observation.request_id, workspace=workspace, registry=pipeline.registry, request=chat,
+                         observation=observation)
+    observation.stream = ctx.stream
+    made.append(ctx)
     if chat.chorus_progress is True or (progress_header is not None and progress_header.lower() in _TRUTHY):
         ctx.state["progress"] = True
     if follow is not None:
@@ -171,6 +225,7 @@ async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Rece
                 headers.append((_UPSTREAM, ctx.upstream.encode("latin-1", "replace")))
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": first, "more_body": True})
+            ctx.observation.first_event = perf_counter()
             await relay(events, send)
             watch.stop()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -178,6 +233,7 @@ async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Rece
             if not watch.gone:
                 raise
             watch.absorb()  # the client left: the stream just stops (the upstream is closed below)
+            ctx.observation.status, ctx.observation.error = 499, "client_gone"
             log.info("request %s: client disconnected from its stream; upstream work cancelled", ctx.request_id)
         finally:
             await events.aclose()

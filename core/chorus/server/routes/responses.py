@@ -18,13 +18,15 @@ from litestar import Controller, Request, Response, delete, get
 from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers import asgi
 
+from chorus.contract.context import RequestContext
 from chorus.contract.errors import NotFound
+from chorus.contract.observe import Observation
 from chorus.runtime.responses.service import Responses
 from chorus.runtime.responses.wire import ResponsesRequest, decode
 from chorus.server.auth import authenticate
 from chorus.server.body import ClientGone, check_json_type, read_body
 from chorus.server.requestid import request_id
-from chorus.server.routes.chat import _SSE_HEADERS, DisconnectWatch, Receive, Send, relay
+from chorus.server.routes.chat import _SSE_HEADERS, DisconnectWatch, Receive, Send, observed_call, relay
 from chorus.server.routes.files import json_response, paginate
 
 log = logging.getLogger("chorus")
@@ -32,7 +34,8 @@ log = logging.getLogger("chorus")
 _encode = msgspec.json.Encoder().encode
 _JSON_HEADER = (b"content-type", b"application/json")
 _TRUTHY = ("1", "true", "yes")
-_WANTED = frozenset({b"authorization", b"content-length", b"content-type", b"x-chorus-progress"})
+_WANTED = frozenset({b"authorization", b"content-length", b"content-type", b"x-chorus-progress", b"traceparent",
+                     b"tracestate"})
 
 
 @asgi(["/v1/responses", "/responses"], copy_scope=False, name="responses_create")
@@ -45,13 +48,19 @@ async def create_response(scope: Any, receive: Receive, send: Send) -> None:
         return
     if method != "POST":
         raise MethodNotAllowedException()
-    state = scope["app"].state
-    responses: Responses = state.responses
     found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
         name = name.lower()
         if name in _WANTED and name not in found:
             found[name] = value.decode("latin-1")
+    await observed_call(scope, "responses", found,
+                        lambda observation, made: _create(scope, receive, send, found, observation, made))
+
+
+async def _create(scope: Any, receive: Receive, send: Send, found: dict[bytes, str], observation: Observation,
+                  made: list[RequestContext]) -> None:
+    state = scope["app"].state
+    responses: Responses = state.responses
     workspace = authenticate(responses.pipeline.registry, found.get(b"authorization"))
     check_json_type(found.get(b"content-type"))
     body = await read_body(receive, found.get(b"content-length"), state.max_body_bytes)
@@ -61,7 +70,10 @@ async def create_response(scope: Any, receive: Receive, send: Send) -> None:
         request = msgspec.structs.replace(request, chorus_progress=True)
     with DisconnectWatch(receive) as watch:
         try:
-            turn = await responses.prepare(request, workspace, request_id(scope))
+            observation.workspace, observation.selector = workspace.id, request.model if isinstance(request.model, str) else ""
+            turn = await responses.prepare(request, workspace, request_id(scope), observation)
+            made.append(turn.ctx)
+            observation.stream = bool(request.stream)
             if not request.stream:
                 content = _encode(await responses.complete(turn))
         except asyncio.CancelledError:
