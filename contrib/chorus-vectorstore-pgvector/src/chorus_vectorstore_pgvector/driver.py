@@ -46,6 +46,7 @@ log = logging.getLogger("chorus.vectorstore.pgvector")
 
 MAX_DIMS = 16_000          # pgvector's largest vector
 FLOAT32_MAX = 3.4028234663852886e38
+APPLICATION_NAME = "chorus-pgvector"  # how the pool's connections show in pg_stat_activity
 EXACT_BEYOND = 1000        # dense rankings deeper than this skip the HNSW index (hnsw.ef_search's maximum)
 
 #: What asyncpg raises when the server cannot be used right now (as opposed to a bad query).
@@ -218,7 +219,8 @@ class PgvectorStore(VectorStoreDriver):
         try:
             self._pool = await asyncpg.create_pool(
                 s.url.get(), min_size=s.pool_min_size, max_size=s.pool_max_size, timeout=s.connect_timeout,
-                command_timeout=s.command_timeout, server_settings={"search_path": search_path},
+                command_timeout=s.command_timeout,
+                server_settings={"search_path": search_path, "application_name": APPLICATION_NAME},
                 init=self._init_connection)
         except UNAVAILABLE as exc:
             raise unavailable(f"PostgreSQL at {self.where} is unreachable: {type(exc).__name__}: {exc}") from None

@@ -20,8 +20,8 @@ MAX_QUERY_CHARS = 20_000
 
 
 def fold(text: str) -> str:
-    """``text`` without diacritics and compatibility variants, as PostgreSQL text can hold it."""
-    text = clean(text)
+    """``text`` without diacritics and compatibility variants, as PostgreSQL text can hold it (NUL is a space)."""
+    text = clean(text.replace("\x00", " "))
     if text.isascii():
         return text
     decomposed = unicodedata.normalize("NFKD", text)
