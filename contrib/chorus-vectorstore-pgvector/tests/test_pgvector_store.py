@@ -332,7 +332,7 @@ async def test_vectors_beyond_2000_dimensions_use_a_halfvec_index(store: Pgvecto
     query = [0.0] * dims
     query[1] = 1.0
     hits = await store.search("acme", ["docs"], "", vector=query, k=3)
-    assert [h.chunk.id for h in hits][0] == "f:1"
+    assert hits[0].chunk.id == "f:1"
     assert hits[0].score == pytest.approx(1 / math.sqrt(1.01), abs=1e-5)
     async with store._connection() as conn:
         definition = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'chunks_hnsw_2500'"

@@ -119,8 +119,9 @@ cand AS (
     SELECT c.id, c.terms, c.length FROM chunks AS c
     WHERE c.workspace = $1 AND c.dataset = ANY($4::text[]) AND c.tsv @@ $5::tsquery AND {where} {limit}
 )
-SELECT cand.id, sum(q.idf * x.tf * ($6::float8 + 1) / (x.tf + $6::float8 * (1 - $7::float8 + $7::float8 * cand.length / $8::float8)))
-       AS score
+SELECT cand.id,
+       sum(q.idf * x.tf * ($6::float8 + 1)
+           / (x.tf + $6::float8 * (1 - $7::float8 + $7::float8 * cand.length / $8::float8))) AS score
 FROM cand CROSS JOIN q CROSS JOIN LATERAL (SELECT (cand.terms ->> q.term)::float8 AS tf) AS x
 WHERE x.tf IS NOT NULL
 GROUP BY cand.id ORDER BY score DESC, cand.id LIMIT $9
