@@ -245,6 +245,8 @@ class PgvectorStore(VectorStoreDriver):
                 yield conn
         except UNAVAILABLE as exc:
             log.warning("vector store %s unavailable: %s: %s", self.where, type(exc).__name__, exc)
+            if self._pool is not None:  # the server may have restarted: replace every pooled connection,
+                await self._pool.expire_connections()  # so one request fails, not one per connection
             raise unavailable() from None
 
     async def _ensure_index(self, dims: int) -> None:
