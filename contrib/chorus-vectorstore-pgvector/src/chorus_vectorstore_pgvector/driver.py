@@ -64,17 +64,17 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 _INSERT = """
 INSERT INTO chunks (workspace, dataset, file_id, idx, chunk_id, text, title, headings, url, source, start_offset,
                     end_offset, attributes, attributes_json, tsv, terms, length, dims, embedding)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text::jsonb, $13::text, v.tsv, t.terms, t.length,
-       $17, $18
-FROM (SELECT setweight(to_tsvector($19::text::regconfig, $14), 'A')
-             || setweight(to_tsvector($19::text::regconfig, $15), 'B')
-             || to_tsvector($19::text::regconfig, $16) AS tsv) AS v
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text::jsonb, $13::text,
+       setweight(p.ti, 'A') || setweight(p.he, 'B') || p.tx, t.terms, t.length, $17, $18
+FROM (SELECT to_tsvector($19::text::regconfig, $14) AS ti, to_tsvector($19::text::regconfig, $15) AS he,
+             to_tsvector($19::text::regconfig, $16) AS tx) AS p
 CROSS JOIN LATERAL (
-    SELECT coalesce(jsonb_object_agg(u.lexeme, u.tf), '{}'::jsonb) AS terms, coalesce(sum(u.tf), 0)::real AS length
-    FROM (SELECT x.lexeme,
-                 (SELECT sum(CASE w WHEN 'A' THEN $20::float8 WHEN 'B' THEN $21::float8 ELSE 1.0 END)
-                  FROM unnest(x.weights) AS w) AS tf
-          FROM unnest(v.tsv) AS x) AS u
+    SELECT coalesce(jsonb_object_agg(g.lexeme, g.tf), '{}'::jsonb) AS terms, coalesce(sum(g.tf), 0)::real AS length
+    FROM (SELECT u.lexeme, sum(u.n) AS tf
+          FROM (SELECT lexeme, cardinality(positions) * $20::float8 AS n FROM unnest(p.ti)
+                UNION ALL SELECT lexeme, cardinality(positions) * $21::float8 FROM unnest(p.he)
+                UNION ALL SELECT lexeme, cardinality(positions)::float8 FROM unnest(p.tx)) AS u
+          GROUP BY u.lexeme) AS g
 ) AS t
 """
 
@@ -122,7 +122,7 @@ cand AS (
 SELECT cand.id,
        sum(q.idf * x.tf * ($6::float8 + 1)
            / (x.tf + $6::float8 * (1 - $7::float8 + $7::float8 * cand.length / $8::float8))) AS score
-FROM cand CROSS JOIN q CROSS JOIN LATERAL (SELECT (cand.terms ->> q.term)::float8 AS tf) AS x
+FROM cand CROSS JOIN q CROSS JOIN LATERAL (SELECT (cand.terms ->> q.term)::float8 AS tf OFFSET 0) AS x
 WHERE x.tf IS NOT NULL
 GROUP BY cand.id ORDER BY score DESC, cand.id LIMIT $9
 """

@@ -91,7 +91,8 @@ class EmbeddedServer:
         self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
     @classmethod
-    def start(cls, *, timeout: float = 60.0) -> EmbeddedServer:
+    def start(cls, *, timeout: float = 60.0, settings: dict[str, str] | None = None) -> EmbeddedServer:
+        """Start a server; ``settings`` are extra ``-c name=value`` server settings (e.g. ``shared_buffers``)."""
         bin_dir = binaries()
         directory = Path(tempfile.mkdtemp(prefix="chorus-pgvector-"))
         user = "nobody" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
@@ -113,7 +114,8 @@ class EmbeddedServer:
             process = subprocess.Popen(
                 [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(directory),
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=200", "-c", "shared_buffers=128MB"],
+                 "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+                 *(arg for name, value in (settings or {}).items() for arg in ("-c", f"{name}={value}"))],
                 stdout=log, stderr=subprocess.STDOUT, **run)
             log.close()
             server = cls(directory, port, process, user)

@@ -32,6 +32,9 @@ CREATE TABLE chunks (
     dims INTEGER, embedding vector,
     UNIQUE (workspace, dataset, file_id, idx)
 );
+-- Rows up to ~8 KB stay uncompressed inline: BM25 reads each candidate's term frequencies (jsonb) and
+-- exact dense scans read vectors; decompressing them per access cost more than the memory saved.
+ALTER TABLE chunks SET (toast_tuple_target = 8160);
 CREATE INDEX chunks_tsv ON chunks USING gin (tsv);
 CREATE TABLE term_stats (
     workspace TEXT NOT NULL, term TEXT NOT NULL, df INTEGER NOT NULL,
