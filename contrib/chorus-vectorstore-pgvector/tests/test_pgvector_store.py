@@ -233,6 +233,11 @@ async def test_unstorable_characters_are_replaced_never_a_500(store: PgvectorSto
     assert await ids(store, "\ud800 omega") == ["f:0"]
 
 
+async def test_a_huge_k_is_every_hit_once(store: PgvectorStore) -> None:
+    await store.replace_file("acme", "docs", "f", chunks("f", ["huge k one", "huge k two"], vector=[1.0, 0.0]))
+    assert len(await store.search("acme", ["docs"], "huge", vector=[1.0, 0.0], k=2**70)) == 2
+
+
 # -- writes ---------------------------------------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ log = logging.getLogger("chorus.vectorstore.pgvector")
 MAX_DIMS = 16_000          # pgvector's largest vector
 FLOAT32_MAX = 3.4028234663852886e38
 APPLICATION_NAME = "chorus-pgvector"  # how the pool's connections show in pg_stat_activity
+MAX_K = 1_000_000          # a larger k asks for more than any ranking returns (and must fit a bigint)
 EXACT_BEYOND = 1000        # dense rankings deeper than this skip the HNSW index (hnsw.ef_search's maximum)
 
 #: What asyncpg raises when the server cannot be used right now (as opposed to a bad query).
@@ -356,6 +357,7 @@ class PgvectorStore(VectorStoreDriver):
         unit = usable_vector(vector) if vector and self.settings.dense else None
         if k <= 0 or not names or not (text.strip() or unit is not None):
             return []
+        k = min(k, MAX_K)
         workspace = clean(workspace)
         async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             both = bool(text.strip()) and unit is not None
