@@ -17,7 +17,7 @@ from chorus.storage.catalog import StoreFileRecord
 from chorus.storage.postgres.database import MIGRATIONS, Database, migrate, pending
 from chorus.storage.state import State, open_state
 from chorus.storage.turns import ParkedTurn
-from chorus.testing.postgres import SKIP_REASON, postgres_url, scratch_schema
+from chorus.testing.postgres import SKIP_REASON, claim_schema, postgres_url, scratch_schema
 
 needs_postgres = pytest.mark.skipif(postgres_url() is None, reason=SKIP_REASON)
 
@@ -149,6 +149,23 @@ async def test_instances_starting_together_migrate_once() -> None:
         finally:
             for conn in conns:
                 await conn.close()
+
+
+@needs_postgres
+async def test_instances_starting_together_create_the_schema_once() -> None:
+    """Found by the two-instance test: concurrent ``CREATE SCHEMA IF NOT EXISTS`` can fail with a
+    unique violation in PostgreSQL's catalog; starting is serialised by the migration lock."""
+    url = postgres_url()
+    assert url is not None
+    for _ in range(5):  # the race needs the statements to overlap: try a few fresh schemas
+        schema = claim_schema(url, prefix="race")
+        dbs = [Database(url, schema=schema) for _ in range(4)]
+        try:
+            await asyncio.gather(*(db.start() for db in dbs))
+            assert await dbs[0].fetch("SELECT version FROM schema_migrations")
+        finally:
+            for db in dbs:
+                await db.aclose()
 
 
 @needs_postgres

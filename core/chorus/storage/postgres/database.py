@@ -123,7 +123,14 @@ class Database:
         except UNAVAILABLE as exc:
             raise StateUnavailable(f"PostgreSQL at {self.where} is unreachable: {type(exc).__name__}") from None
         try:
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+            # Under the migration lock: two instances creating the schema at once would otherwise
+            # race in the catalog (a unique violation on pg_namespace, not "already exists").
+            key = f"{self.schema}:migrate"
+            await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+            try:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
             await conn.execute(f"SET search_path TO {quote_ident(self.schema)}")
             if self.migrate:
                 await migrate(conn, self.schema)
