@@ -451,7 +451,7 @@ took p50 47 ms, against 5.1 ms for the numpy scan of the same matrix. BLAS `np.d
 
 PG_METHOD = """
 The `pgvector` store (`contrib/chorus-vectorstore-pgvector`, default settings: `match_budget = 3000`,
-`candidates = 50`, `rrf_k = 60`, `hnsw_ef_search = 200`, HNSW `m = 16`, `ef_construction = 64`)
+`candidates = 50`, `rrf_k = 60`, `hnsw_ef_search = 400`, HNSW `m = 16`, `ef_construction = 64`)
 gets the same corpus through the same `replace_file` calls and the same queries (drawn with the
 same random sequence from its own rows, which hold the same chunks in the same order). Its
 lexical *recall@8 vs exact* compares with its own exact BM25 (`match_budget = 0`), the dense rows'

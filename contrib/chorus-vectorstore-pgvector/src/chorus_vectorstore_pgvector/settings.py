@@ -46,7 +46,7 @@ class PgvectorStoreSettings(VectorStoreSettings, kw_only=True):
     dense: bool = True                           # store chunk vectors and use them for hybrid search
     hnsw_m: Annotated[int, msgspec.Meta(ge=2, le=100)] = 16                 # index
     hnsw_ef_construction: Annotated[int, msgspec.Meta(ge=4, le=1000)] = 64  # index
-    hnsw_ef_search: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200       # per query (SET LOCAL)
+    hnsw_ef_search: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 400       # per query (SET LOCAL)
     # fusion
     rrf_k: NonNegative = 60
     candidates: Positive = 50                    # depth of each ranking fused by RRF
