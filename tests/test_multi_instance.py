@@ -104,6 +104,8 @@ class Instance:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self._reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 @pytest.fixture

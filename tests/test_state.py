@@ -356,8 +356,10 @@ def test_a_shared_state_refuses_the_local_vector_store(tmp_path: Path) -> None:
     from chorus.runtime.services import Services
 
     config = parse_config({"data_dir": str(tmp_path), "state": {"url": "postgresql://postgres@127.0.0.1:9/test"}})
-    with pytest.raises(ConfigError, match="allow_local_vector_store"):
+    with pytest.raises(ConfigError, match="allow_local_vector_store") as refused:
         Services(config)
+    message = str(refused.value)  # it names the shared stores there are, each with its url
+    assert 'driver = "pgvector" with a url' in message and 'driver = "qdrant" with a url' in message
     allowed = parse_config({"data_dir": str(tmp_path),
                             "state": {"url": "postgresql://postgres@127.0.0.1:9/test", "allow_local_vector_store": True}})
     assert Services(allowed).state.shared

@@ -60,8 +60,9 @@ def build_knowledge(config: Config, pm: PluginManager, registry: Registry, catal
     if config.state.url is not None and raw["driver"] == "sqlite" and not config.state.allow_local_vector_store:
         raise ConfigError(
             "vector_store: with [state] url set, chunks must live where every instance can read them, but the "
-            "built-in 'sqlite' store keeps them in this instance's data dir. Set [vector_store] driver = \"qdrant\" "
-            "with a url (pip install chorus-vectorstore-qdrant), or, for a single instance, "
+            "built-in 'sqlite' store keeps them in this instance's data dir. Set [vector_store] driver = \"pgvector\" "
+            "with a url (PostgreSQL with the pgvector extension; pip install chorus-vectorstore-pgvector) or "
+            "driver = \"qdrant\" with a url (pip install chorus-vectorstore-qdrant), or, for a single instance, "
             "[state] allow_local_vector_store = true"
         )
     try:
