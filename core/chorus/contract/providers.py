@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
-from chorus.contract.config import Strict
+from chorus.contract.config import Price, Strict
 from chorus.contract.secrets import Secret
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class ProviderSettings(Strict):
     # non-streamed body, and one event of a stream
     max_response_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024 * 1024
     max_event_bytes: Annotated[int, msgspec.Meta(ge=1)] = 8 * 1024 * 1024
+    # USD per million tokens by upstream model name (the cost recorded with every request's usage)
+    prices: dict[str, Price] = {}
 
 
 class ProviderDriver(abc.ABC):
@@ -65,6 +67,11 @@ class ProviderDriver(abc.ABC):
     def advertised_models(self) -> list[str]:
         """Model names shown in ``/v1/models`` (``"*"`` entries are never advertised)."""
         return [m for m in self.settings.models if m != "*"]
+
+    def price(self, model: str) -> Price | None:
+        """What ``model`` (the upstream name) costs (``prices`` in the provider's table), if configured."""
+        prices = self.settings.prices
+        return prices.get(model) if prices else None
 
     def serves(self, model: str) -> bool:
         """Whether a bare model name is served by this provider."""

@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec import UNSET
@@ -35,6 +35,9 @@ from chorus.runtime.resume import restore_messages, resumed_call_ids
 from chorus.runtime.streaming import DONE, Emit, accumulate, chunk_emitter, sse, usage_chunk
 from chorus.storage.turns import MemoryTurnStore, TurnStore
 
+if TYPE_CHECKING:
+    from chorus.runtime.access import Access
+
 log = logging.getLogger("chorus.pipeline")
 
 _NO_EVENTS: tuple[bytes, ...] = ()  # what a non-streaming model call relays
@@ -47,6 +50,33 @@ async def await_me_maybe(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def account(ctx: RequestContext, target: Target, usage: Any) -> None:
+    """One upstream call's ``usage``: into the client-visible total and, priced, into the request's ledger."""
+    if not usage or not isinstance(usage, dict):
+        return
+    ctx.add_usage(usage)
+    input_tokens = usage.get("prompt_tokens")
+    output_tokens = usage.get("completion_tokens")
+    input_tokens = input_tokens if isinstance(input_tokens, int) else 0
+    output_tokens = output_tokens if isinstance(output_tokens, int) else 0
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    cached = cached if isinstance(cached, int) else 0
+    provider = target.provider
+    price = provider.price(target.model)
+    cost = price.cost_nanos(input_tokens, output_tokens, cached) if price is not None else 0
+    ctx.ledger.add(provider.id, target.model, input_tokens, output_tokens, cached, cost)
+
+
+def outcome(exc: BaseException) -> str:
+    """The status a failed request is recorded with: the error's code (or type), ``cancelled``, ``error``."""
+    if isinstance(exc, ChorusError):
+        return exc.code or exc.error_type
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return "cancelled"
+    return "error"
 
 
 def declared_fields(pm: PluginManager) -> list[RequestField]:
@@ -91,6 +121,7 @@ class Pipeline:
         self._run_tools = pm.runner("run_tools") if pm.implements("run_tools") else None
         self._post = pm.runner("post_process") if pm.implements("post_process") else None
         self._bot_defaults: dict[tuple[str, str], dict[str, Any]] = {}
+        self.access: Access | None = None  # usage records, limits, allow-lists (set by Services)
 
     @property
     def max_team_depth(self) -> int:
@@ -115,6 +146,8 @@ class Pipeline:
         """Resolve the target and build the upstream request."""
         request = ctx.request
         ctx.runtime = self
+        if ctx.depth == 0 and self.access is not None:
+            self.access.check_model(ctx, request.model)
         target = ctx.target = self.resolve(request.model, ctx.workspace)
         if ctx.budget is None and target.bot is not None:
             ctx.budget = CallBudget(target.bot.max_model_calls)
@@ -213,8 +246,22 @@ class Pipeline:
     # -- non-streaming ---------------------------------------------------------------------------
 
     async def complete_json(self, ctx: RequestContext) -> bytes:
-        """Run a non-streaming request and return the encoded ``chat.completion``."""
-        return _encode(await self.complete(ctx))
+        """Run a non-streaming request and return the encoded ``chat.completion``; its usage is recorded."""
+        try:
+            content = _encode(await self.complete(ctx))
+        except BaseException as exc:
+            self.finish(ctx, outcome(exc))
+            raise
+        self.finish(ctx, "ok")
+        return content
+
+    def finish(self, ctx: RequestContext, status: str) -> None:
+        """The client's request ended: record its usage (hidden steps and team members included)."""
+        if self.access is not None:
+            try:
+                self.access.finish(ctx, status)
+            except Exception:  # accounting must never turn an answer into an error
+                log.exception("request %s: recording its usage failed", ctx.request_id)
 
     async def complete(self, ctx: RequestContext) -> dict[str, Any]:
         """Run a non-streaming request; the ``chat.completion`` as a dict (team members use this)."""
@@ -225,7 +272,7 @@ class Pipeline:
         if not prepared.server_tools:
             spend(ctx)
             response = check_completion(await target.provider.complete(prepared.body, ctx), target.provider.id)
-            ctx.add_usage(response.get("usage"))
+            account(ctx, target, response.get("usage"))
         else:
             agent = self._agent(ctx, prepared, None)
             async for _ in agent.run(self._complete_call(ctx, target)):
@@ -250,7 +297,7 @@ class Pipeline:
     def _complete_call(ctx: RequestContext, target: Target) -> ModelCall:
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
             response = check_completion(await target.provider.complete(body, ctx), target.provider.id)
-            ctx.add_usage(response.get("usage"))
+            account(ctx, target, response.get("usage"))
             turn.response = response
             choices = response.get("choices") or []
             choice = turn.choice = choices[0] if choices and isinstance(choices[0], dict) else {}
@@ -272,13 +319,15 @@ class Pipeline:
         Errors before the first event propagate (the caller turns them into an HTTP status);
         errors after it end the stream with an ``error`` event and no ``[DONE]``.
         """
-        prepared = await self.prepare(ctx)
+        status = "cancelled"
         started = False
         try:
+            prepared = await self.prepare(ctx)
             async for event in self._stream_events(ctx, prepared):
                 started = True
                 yield event
         except ChorusError as exc:
+            status = outcome(exc)
             if not started:
                 raise
             log.warning("request %s: stream failed after start: %s", ctx.request_id, exc.message)
@@ -287,12 +336,17 @@ class Pipeline:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception:
+            status = "error"
             if not started:
                 raise
             log.exception("request %s: stream failed after start", ctx.request_id)
             error = ChorusError(f"The stream failed (request id {ctx.request_id}).")
             yield sse(error.to_dict())
             return
+        else:
+            status = "ok"
+        finally:
+            self.finish(ctx, status)
         yield DONE
 
     async def _stream_events(self, ctx: RequestContext, prepared: Prepared) -> AsyncIterator[bytes]:
@@ -306,7 +360,7 @@ class Pipeline:
                 check_chunk(chunk, provider)
                 usage = chunk.get("usage")
                 if usage:
-                    ctx.add_usage(usage)
+                    account(ctx, target, usage)
                 if chunk.get("choices"):
                     yield await emit(chunk)
         else:
@@ -338,7 +392,7 @@ class Pipeline:
                 check_chunk(chunk, provider)
                 usage = chunk.get("usage")
                 if usage:
-                    ctx.add_usage(usage)
+                    account(ctx, target, usage)
                 choices = chunk.get("choices")
                 if not choices:
                     continue

@@ -16,6 +16,7 @@ from chorus.contract.errors import ChorusError, ConfigError, PluginError
 from chorus.contract.providers import ProviderDriver
 from chorus.contract.search import SearchEngineDriver
 from chorus.plugins.manager import PluginManager
+from chorus.runtime.access import Access
 from chorus.runtime.defaults import data_dir as resolve_data_dir
 from chorus.runtime.keys import KeyRing
 from chorus.runtime.knowledge.service import Embedder, IngestSummary, Knowledge
@@ -116,6 +117,8 @@ class Services:
         self.knowledge = self.registry.knowledge = build_knowledge(config, pm, self.registry, self.state.catalog)
         self.search_engines = self.registry.search_engines = build_search_engines(config, pm)
         self.pipeline = Pipeline(pm, self.registry, config.server, self.state.turns)
+        self.access = self.registry.access = self.pipeline.access = Access(
+            config, self.registry.keyring, self.registry.workspaces, self.state.access, self.state.signals)
 
     async def start(self) -> None:
         """Start providers, skillsets, engines, knowledge and the turn store; sync config datasets."""
@@ -130,6 +133,7 @@ class Services:
         for engine in self.search_engines.values():
             await engine.start()
         await self.state.start()
+        await self.access.start()
         await self.knowledge.start()
         for dataset in self.config.datasets:
             await self.sync_dataset(dataset)
@@ -151,6 +155,7 @@ class Services:
     async def aclose(self) -> None:
         """Stop everything in reverse order; a failing provider close is logged, the rest still close."""
         await self.knowledge.aclose()
+        await self.access.aclose()
         await self.state.aclose()
         for engine in self.search_engines.values():
             await engine.aclose()

@@ -12,8 +12,10 @@ from litestar.types import ControllerRouterHandler
 from chorus.contract.config import Config
 from chorus.plugins.manager import PluginManager
 from chorus.runtime.services import Services
+from chorus.server.auth import add_rate_limit_headers
 from chorus.server.errors import EXCEPTION_HANDLERS, error_response
 from chorus.server.requestid import add_request_id_header
+from chorus.server.routes.admin import AdminController
 from chorus.server.routes.chat import chat_completions
 from chorus.server.routes.embeddings import EmbeddingsController
 from chorus.server.routes.files import FilesController
@@ -42,6 +44,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
 
     handlers: list[ControllerRouterHandler] = [
         chat_completions, ModelsController, EmbeddingsController, FilesController, VectorStoresController, health,
+        AdminController,
     ]
     if config.server.playground:
         handlers += playground_routes()
@@ -61,7 +64,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
         ),
         on_startup=[start],
         on_shutdown=[stop],
-        before_send=[add_request_id_header],
+        before_send=[add_request_id_header, add_rate_limit_headers],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=config.server.max_body_bytes,
         openapi_config=None,

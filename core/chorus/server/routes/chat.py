@@ -33,7 +33,7 @@ from litestar.handlers import asgi
 
 from chorus.contract.context import RequestContext
 from chorus.runtime.pipeline import Pipeline
-from chorus.server.auth import authenticate
+from chorus.server.auth import RATE_LIMIT_HEADERS, identify
 from chorus.server.body import ClientGone, check_json_type, read_body
 from chorus.server.requestid import request_id
 
@@ -120,11 +120,17 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
     authorization = found.get(b"authorization")
     content_length = found.get(b"content-length")
     progress_header = found.get(b"x-chorus-progress")
-    workspace = authenticate(pipeline.registry, authorization)
+    caller = await identify(pipeline.registry, authorization)
+    if caller.subjects:  # a limited key: counted now, its x-ratelimit-* headers on whatever answer it gets
+        access = pipeline.access
+        assert access is not None
+        scope[RATE_LIMIT_HEADERS] = await access.admit(caller)
     check_json_type(found.get(b"content-type"))
     body = await read_body(receive, content_length, state.max_body_bytes)
     chat = pipeline.decode(body)
-    ctx = RequestContext(request_id=request_id(scope), workspace=workspace, registry=pipeline.registry, request=chat)
+    ctx = RequestContext(request_id=request_id(scope), workspace=caller.workspace, registry=pipeline.registry,
+                         request=chat)
+    ctx.key_id = caller.key_id
     if chat.chorus_progress is True or (progress_header is not None and progress_header.lower() in _TRUTHY):
         ctx.state["progress"] = True
     if not ctx.stream:

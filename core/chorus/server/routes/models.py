@@ -51,7 +51,7 @@ class ModelsController(Controller):
     async def list_models(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Every ``model/name=<provider>/<model>`` and every ``bot/id=<id>`` of the workspace."""
         pipeline: Pipeline = request.app.state.pipeline
-        workspace = authenticate(pipeline.registry, request.headers.get("authorization"))
+        workspace = await authenticate(pipeline.registry, request.headers.get("authorization"))
         created: int = request.app.state.started_at
         data: list[dict[str, Any]] = []
         for provider in pipeline.registry.providers.values():
@@ -68,7 +68,7 @@ class ModelsController(Controller):
     async def retrieve_model(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """One selector, resolved exactly as a chat request would resolve it."""
         pipeline: Pipeline = request.app.state.pipeline
-        workspace = authenticate(pipeline.registry, request.headers.get("authorization"))
+        workspace = await authenticate(pipeline.registry, request.headers.get("authorization"))
         selector = str(request.path_params["model_id"]).lstrip("/")
         if not selector:
             raise ChorusError("A model id is required.", status_code=404, error_type="invalid_request_error")
