@@ -237,3 +237,26 @@ def test_revocation_reaches_a_second_instance_within_seconds(upstream: ScriptedU
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_limit_holds_across_two_instances(upstream: ScriptedUpstream, up: ScriptedUpstream, tmp_path: Path) -> None:
+    """Each instance counts locally and syncs with the shared counter every 0.2 s: a key's requests
+    on both add up to one limit."""
+    first = start(upstream, tmp_path / "shared")
+    second = start(upstream, tmp_path / "shared")
+    try:
+        with httpx.Client(base_url=first.url + "/admin/v1", headers={"authorization": f"Bearer {ADMIN_KEY}"}) as admin:
+            created = create_key(admin, rpm=4)
+        with sdk(first, created["key"]) as a, sdk(second, created["key"]) as b:
+            eventually(lambda: True if (time.time() % 60) < 50 else None, timeout=15)  # not near a window's end
+            up.push(*[Reply(content=str(i)) for i in range(4)])
+            for client in (a, b, a, b):
+                chat(client)
+            time.sleep(1.0)  # a few sync intervals
+            for client in (a, b):
+                with pytest.raises(openai.RateLimitError) as refused:
+                    chat(client)
+                assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    finally:
+        second.stop()
+        first.stop()

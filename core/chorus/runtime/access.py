@@ -9,11 +9,17 @@
   every worker and instance drops it from its cache at once; the TTLs bound how stale a cache can
   be if a notification is lost.
 * **Admit.** A key or workspace with limits (``rpm``/``tpm`` per ``[server] limit_window_seconds``)
-  or a budget is checked before the request runs. Requests: one shared counter increment per
-  limited subject. Tokens and spend are only known once the request ends, so they are added then
-  (in the background) and checked before the next request against the latest total this process
-  has seen (re-read from the shared counter when older than :data:`READING_TTL`). Keys without
-  limits cost no counter call at all. The answer carries OpenAI's ``x-ratelimit-*`` headers.
+  or a budget is checked before the request runs, against the deployment-wide totals of its
+  windows. Those live in the shared counters (:mod:`chorus.storage.signals`: Redis when
+  configured), but a request does not wait for them: each process counts locally
+  (:class:`Counter`: the shared total as of the last sync plus what this process added since) and
+  a background task pushes the local additions and reads the new totals back every
+  :data:`SYNC_INTERVAL` seconds; a counter not synced for :data:`STALE_AFTER` seconds (first use,
+  new window, idle here) is re-read inline before the request is admitted. Within a process, limits
+  are exact; across processes, each sees the others' traffic at most about half a second late.
+  Requests are counted on arrival, tokens and spend when the request ends (every
+  model call of it). Keys and workspaces without limits cost nothing here. The answer carries
+  OpenAI's ``x-ratelimit-*`` headers.
 * **Account.** Every model call's usage is priced (``[[providers]] prices``) into the request's
   :class:`~chorus.contract.context.Ledger`; when the client's request ends, :meth:`Access.finish`
   turns the ledger into usage records (written in batches by a background task, flushed on
@@ -29,9 +35,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 from chorus.contract.config import BUDGET_PERIODS, Budget, Config, Limits, ServerConfig
 from chorus.contract.context import RequestContext, Workspace
@@ -46,7 +50,8 @@ KEYS_CHANNEL = "keys"
 POSITIVE_TTL = 30.0     # seconds a found managed key is trusted without the store (notifications drop it sooner)
 NEGATIVE_TTL = 2.0      # seconds an unknown key is remembered as unknown
 MAX_CACHED = 10_000     # cached digests at most (a flood of wrong keys cannot grow the cache without bound)
-READING_TTL = 1.0       # seconds a token or spend total read from the shared counter is reused
+SYNC_INTERVAL = 0.2     # seconds between pushes of local counts to the shared counters (and reads back)
+STALE_AFTER = 0.5       # a counter not synced for this long is re-read before a request is admitted
 FLUSH_INTERVAL = 1.0    # seconds between usage writes
 FLUSH_BATCH = 500       # records that trigger a write before the interval
 MAX_PENDING = 200_000   # records kept while the store cannot be written; beyond, the oldest are dropped (logged)
@@ -70,7 +75,7 @@ class Subject:
 class Caller:
     """An authenticated workspace key: its workspace, id, allow-list and limited subjects."""
 
-    __slots__ = ("allowed", "counts_after", "key_id", "subjects", "workspace")
+    __slots__ = ("allowed", "key_id", "subjects", "workspace")
 
     def __init__(self, workspace: Workspace, key_id: str, subjects: list[Subject],
                  allowed: list[str] | None = None) -> None:
@@ -78,14 +83,32 @@ class Caller:
         self.key_id = key_id
         self.subjects = subjects
         self.allowed = allowed
-        self.counts_after = any(s.tpm or s.budget_nanos is not None for s in subjects)
 
 
-class _Reading:
-    __slots__ = ("at", "start", "value")
+class Counter:
+    """One shared counter as this process sees it: the deployment's total of the current window as
+    of the last sync (``base``), plus what this process added since (``pending``, then ``inflight``
+    while a sync pushes it)."""
 
-    def __init__(self, value: int, start: int, at: float) -> None:
-        self.value, self.start, self.at = value, start, at
+    __slots__ = ("base", "inflight", "key", "pending", "start", "synced", "used", "window")
+
+    def __init__(self, key: str, window: float) -> None:
+        self.key = key
+        self.window = window
+        self.start = -1
+        self.base = self.pending = self.inflight = 0
+        self.synced = 0.0   # monotonic time of the last sync (0: never in this window)
+        self.used = 0.0     # monotonic time of the last local use
+
+    def current(self, now: float) -> int:
+        """The total of the window holding ``now`` (a new window starts from zero)."""
+        start = window_start(self.window, now)
+        if start != self.start:
+            self.start, self.base, self.pending, self.inflight, self.synced = start, 0, 0, 0, 0.0
+        return self.base + self.inflight + self.pending
+
+    def reset_in(self, now: float) -> float:
+        return self.start + self.window - now
 
 
 def config_key_id(digest: bytes) -> str:
@@ -132,25 +155,35 @@ class Access:
                 self._config_callers[digest] = caller
                 self._callers[caller.key_id] = caller
         self._cache: dict[str, tuple[float, Caller | None, ManagedKey | None]] = {}
-        self._readings: dict[str, _Reading] = {}
+        # Subscribed to key changes on the first managed-key lookup: a process that only ever saw
+        # config-file keys has no cache to invalidate (and the embedded signals poll only with subscribers).
+        self._listening = False
+        self._counters: dict[str, Counter] = {}
+        self._syncer: asyncio.Task[None] | None = None
         self._pending: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
         self.dropped = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.signals.subscribe(KEYS_CHANNEL, self._invalidate)
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name="chorus-usage-flush")
+        if self._syncer is None:
+            self._syncer = asyncio.create_task(self._sync_loop(), name="chorus-limits-sync")
 
     async def aclose(self) -> None:
-        """Finish the counting in flight and write every pending usage record."""
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        """Push this process's counts and write every pending usage record."""
+        syncer, self._syncer = self._syncer, None
+        if syncer is not None:
+            syncer.cancel()
+            await asyncio.gather(syncer, return_exceptions=True)
+        try:
+            await self.sync(everything=False)
+        except Exception as exc:
+            log.warning("limits: the last counts could not be pushed at shutdown (%s: %s)", type(exc).__name__, exc)
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
             flusher.cancel()
@@ -173,6 +206,9 @@ class Access:
         if self.keyring.workspace_for_digest(wanted) is not None:
             return self._config_callers[wanted]
         hexed = wanted.hex()
+        if not self._listening:  # the first managed-key lookup: from now on, changes must reach this cache
+            self._listening = True
+            self.signals.subscribe(KEYS_CHANNEL, self._invalidate)
         now = time.monotonic()
         cached = self._cache.get(hexed)
         if cached is None or cached[0] < now:
@@ -249,19 +285,26 @@ class Access:
         tokens: tuple[int, int, float] | None = None
         refusal: ChorusError | None = None
         window = self.window
+        now = time.time()
         for subject in caller.subjects:
             if subject.rpm:
-                count = await self.signals.count(f"rl:{subject.name}:r", 1, window)
-                remaining = subject.rpm - count.value
+                counter = await self._counter(f"rl:{subject.name}:r", window)
+                counter.current(now)
+                counter.pending += 1
+                used = counter.current(now)
+                remaining = subject.rpm - used
+                reset_in = counter.reset_in(now)
                 if requests is None or remaining < requests[1]:
-                    requests = (subject.rpm, remaining, count.reset_in)
+                    requests = (subject.rpm, remaining, reset_in)
                 if remaining < 0 and refusal is None:
                     refusal = RateLimited(
                         f"Rate limit reached for {subject.label} on requests per {_per(window)}: limit {subject.rpm}. "
-                        f"Try again in {format_reset(count.reset_in)}.", error_type="requests")
+                        f"Try again in {format_reset(reset_in)}.", error_type="requests")
             if subject.tpm:
-                used, reset_in = await self._reading(f"rl:{subject.name}:t", window)
+                counter = await self._counter(f"rl:{subject.name}:t", window)
+                used = counter.current(now)
                 remaining = subject.tpm - used
+                reset_in = counter.reset_in(now)
                 if tokens is None or remaining < tokens[1]:
                     tokens = (subject.tpm, remaining, reset_in)
                 if remaining <= 0 and refusal is None:
@@ -269,11 +312,13 @@ class Access:
                         f"Rate limit reached for {subject.label} on tokens per {_per(window)}: limit {subject.tpm}, "
                         f"used {used}. Try again in {format_reset(reset_in)}.", error_type="tokens")
             if subject.budget_nanos is not None:
-                spent, reset_in = await self._reading(f"sp:{subject.name}", subject.period)
+                counter = await self._counter(f"sp:{subject.name}", subject.period)
+                spent = counter.current(now)
                 if spent >= subject.budget_nanos and refusal is None:
                     refusal = QuotaExceeded(
                         f"The spend budget of {subject.label} is used up: {spent / NANOS:.6f} of "
-                        f"{subject.budget_nanos / NANOS:.6f} USD this period; it resets in {format_reset(reset_in)}.")
+                        f"{subject.budget_nanos / NANOS:.6f} USD this period; it resets in "
+                        f"{format_reset(counter.reset_in(now))}.")
         headers: list[tuple[bytes, bytes]] = []
         for kind, value in (("requests", requests), ("tokens", tokens)):
             if value is not None:
@@ -286,23 +331,72 @@ class Access:
             raise refusal
         return headers
 
-    async def _reading(self, key: str, window: float) -> tuple[int, float]:
-        """The counter's current total (reused for :data:`READING_TTL` s) and the seconds until it resets."""
-        now = time.time()
-        start = window_start(window, now)
-        reading = self._readings.get(key)
-        if reading is None or reading.start != start or time.monotonic() - reading.at > READING_TTL:
-            count = await self.signals.count(key, 0, window)
-            reading = self._readings[key] = _Reading(count.value, start, time.monotonic())
-        return reading.value, start + window - now
+    async def _counter(self, key: str, window: float) -> Counter:
+        """This process's view of a shared counter, re-read inline when not synced for :data:`STALE_AFTER` s
+        (a busy counter is synced by the background task every :data:`SYNC_INTERVAL` s and never waits)."""
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = Counter(key, window)
+        counter.used = mono = time.monotonic()
+        counter.current(time.time())
+        if mono - counter.synced > STALE_AFTER:  # new, new window, or idle here: read the shared total first
+            counter.synced = mono  # one inline read, not one per request waiting on it
+            try:
+                await self._sync_one(counter)
+            except Exception as exc:  # the shared counters are down: count in this process until they are back
+                log.warning("limits: reading %s failed (%s); counting locally", counter.key, type(exc).__name__)
+        return counter
+
+    async def _sync_one(self, counter: Counter) -> None:
+        """Push the counter's local additions to the shared counter and take its new total."""
+        start, pushed = counter.start, counter.pending
+        counter.pending, counter.inflight = 0, counter.inflight + pushed
+        try:
+            count = await self.signals.count(counter.key, pushed, counter.window)
+        except BaseException:
+            if counter.start == start:
+                counter.inflight -= pushed
+                counter.pending += pushed  # pushed again next time
+            raise
+        if counter.start == start:  # the window did not roll meanwhile
+            counter.inflight -= pushed
+            counter.base = count.value - counter.inflight
+            counter.synced = time.monotonic()
+
+    async def sync(self, *, everything: bool = True) -> None:
+        """Push every counter with local additions (and, with ``everything``, re-read those used since their last sync)."""
+        now = time.monotonic()
+        wall = time.time()
+        for key, counter in list(self._counters.items()):
+            counter.current(wall)
+            if counter.pending or (everything and counter.used > counter.synced):  # added to, or read since
+                await self._sync_one(counter)
+            elif now - counter.used > 2 * max(counter.window, 60.0):
+                del self._counters[key]  # idle for two windows: forgotten (re-read on next use)
+
+    async def _sync_loop(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL)
+            if not self._counters:
+                continue
+            try:
+                await self.sync()
+            except Exception as exc:
+                if not failing:
+                    log.warning("limits: syncing counters failed (%s: %s); limits are per process until it works",
+                                type(exc).__name__, exc)
+                failing = True
+            else:
+                failing = False
 
     # -- account ---------------------------------------------------------------------------------
 
     def finish(self, ctx: RequestContext, status: str) -> None:
         """The client's request ended: queue its usage records and count its tokens and spend.
 
-        Synchronous and cheap (no I/O): the records are written by the flusher, the counters are
-        added by a background task.
+        Synchronous and cheap (no I/O): the records are written by the flusher, the counts pushed by
+        the sync task.
         """
         target = ctx.target
         kind = bot = ""
@@ -327,25 +421,23 @@ class Access:
         if len(self._pending) >= FLUSH_BATCH:
             self._wake.set()
         caller = self.caller_of(ctx)
-        if caller is not None and caller.counts_after and entries:
-            task = asyncio.get_running_loop().create_task(
-                self._count_after(caller.subjects, ctx.ledger.tokens, ctx.ledger.cost_nanos))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _count_after(self, subjects: Iterable[Subject], tokens: int, cost: int) -> None:
-        try:
-            for subject in subjects:
+        if caller is not None and caller.subjects and entries:
+            now = time.time()
+            tokens, cost = ctx.ledger.tokens, ctx.ledger.cost_nanos
+            for subject in caller.subjects:
                 if subject.tpm and tokens:
-                    await self._add(f"rl:{subject.name}:t", tokens, self.window)
+                    self._add(f"rl:{subject.name}:t", self.window, tokens, now)
                 if subject.budget_nanos is not None and cost:
-                    await self._add(f"sp:{subject.name}", cost, subject.period)
-        except Exception as exc:  # counted best effort: a failed count must not fail anything else
-            log.warning("limits: counting tokens/spend failed: %s: %s", type(exc).__name__, exc)
+                    self._add(f"sp:{subject.name}", subject.period, cost, now)
 
-    async def _add(self, key: str, amount: int, window: float) -> None:
-        count = await self.signals.count(key, amount, window)
-        self._readings[key] = _Reading(count.value, window_start(window, time.time()), time.monotonic())
+    def _add(self, key: str, window: float, amount: int, now: float) -> None:
+        """Add to a counter locally (the sync task pushes it)."""
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = Counter(key, window)
+        counter.current(now)
+        counter.pending += amount
+        counter.used = time.monotonic()
 
     async def flush(self) -> None:
         """Write every pending usage record now (the usage endpoint calls this before it reads)."""
