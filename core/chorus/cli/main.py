@@ -167,8 +167,9 @@ def cmd_keys_reset_default(args: argparse.Namespace) -> int:
 def cmd_keys_new(args: argparse.Namespace) -> int:
     """Print a fresh key and the ``sha256:`` form to put in configuration."""
     key = new_key()
-    where = "[server] admin_keys" if args.admin else "[[workspaces]] api_keys"
-    print(f"key:    {key}\nconfig: {digest(key)}    (for {where})")
+    print(f"key:    {key}\nconfig: {digest(key)}")
+    where = "[server] admin_keys (opens /admin/v1)" if args.admin else "a workspace's api_keys"
+    print(f"put the config line's value in {where}", file=sys.stderr)
     return 0
 
 
