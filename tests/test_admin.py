@@ -7,6 +7,7 @@ scripted upstream behind (its replies carry the ``usage`` the gateway is charged
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,6 +141,9 @@ def test_allowed_models_restrict_the_selectors_a_key_may_use(ops: LiveServer, ad
         assert client.chat.completions.create(model="model/name=up/gpt-test", messages=USER).choices
         with pytest.raises(openai.PermissionDeniedError) as refused:
             client.chat.completions.create(model="model/name=wild/other", messages=USER)
+        listed = {m.id for m in client.models.list().data}
+    assert "bot/id=support" in listed and "model/name=up/gpt-test" in listed
+    assert all(m == "bot/id=support" or m.startswith("model/name=up/") for m in listed)
     assert refused.value.status_code == 403
     body: Any = refused.value.body
     assert body["code"] == "model_not_allowed" and body["param"] == "model"
@@ -241,3 +245,30 @@ def test_usage_and_cost_equal_what_the_upstream_reported_hidden_steps_and_member
     assert created["id"] not in usage(admin, "key", start=since, end=since + 0.5)
     # one workspace's usage only
     assert set(usage(admin, "workspace", start=since, workspace="acme")) <= {"acme"}
+
+
+def test_secrets_never_reach_logs_errors_or_listings(ops: LiveServer, admin: httpx.Client, up: ScriptedUpstream,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    created = create_key(admin, rpm=1, allowed_models=["model/name=up/*"])
+    secret = created["key"]
+    seen: list[str] = []
+    with sdk(ops, secret) as client:
+        up.push(Reply(content="a"))
+        client.chat.completions.create(model="model/name=up/gpt-test", messages=USER)
+        for attempt in (lambda: client.chat.completions.create(model="model/name=up/gpt-test", messages=USER),
+                        lambda: client.chat.completions.create(model="bot/id=support", messages=USER)):
+            try:
+                attempt()
+            except openai.APIStatusError as exc:
+                seen.append(exc.response.text + json.dumps(dict(exc.response.headers)))
+        admin.delete(f"/workspaces/acme/keys/{created['id']}")
+        try:
+            client.models.list()
+        except openai.APIStatusError as exc:
+            seen.append(exc.response.text)
+    seen.append(admin.get("/workspaces/acme/keys").text)
+    seen.append(admin.get("/usage", params={"group_by": "key"}).text)
+    assert len(seen) == 5
+    for text in [*seen, caplog.text]:
+        assert secret not in text and secret[14:] not in text
