@@ -222,6 +222,9 @@ class RequestContext:
 
     Plugins may read every attribute and keep their own per-request data in :attr:`state`
     (namespaced by plugin name). :attr:`usage` accumulates token usage across every model call.
+    :attr:`ledger` holds every model call's usage and cost per ``provider/model`` (a plugin that
+    runs sub-requests gives them the parent's ledger, as teams do); :attr:`key_id` is the API key's
+    id (``key_...`` for managed keys, ``cfg_...`` for config-file keys).
     """
 
     __slots__ = (
