@@ -34,6 +34,10 @@ WORKSPACE_LIMITS = """
 id = "limited"
 api_keys = ["sk-limited-workspace-key"]
 limits = { rpm = 3 }
+
+[[workspaces]]
+id = "thrifty"
+api_keys = ["sk-thrifty-workspace-key"]
 budget = { amount = 0.03, period = "day" }
 """
 
@@ -260,3 +264,18 @@ def test_a_limit_holds_across_two_instances(upstream: ScriptedUpstream, up: Scri
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_workspace_budget_from_the_config_covers_every_key(limited: LiveServer, admin: httpx.Client,
+                                                            up: ScriptedUpstream) -> None:
+    managed = create_key(admin, "thrifty")
+    with sdk(limited, "sk-thrifty-workspace-key") as config_key, sdk(limited, managed["key"]) as managed_key:
+        up.push(Reply(content="a"), Reply(content="b"))
+        chat(config_key, "model/name=priced/gpt-priced")   # 0.02
+        chat(managed_key, "model/name=priced/gpt-priced")  # 0.04: the workspace's 0.03 is used up
+        for client in (config_key, managed_key):
+            with pytest.raises(openai.RateLimitError) as refused:
+                chat(client, "model/name=priced/gpt-priced")
+            body: Any = refused.value.body
+            assert body["code"] == "insufficient_quota" and "workspace thrifty" in body["message"]
+    assert len(up.requests) == 2
