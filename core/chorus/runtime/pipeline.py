@@ -246,17 +246,15 @@ class Pipeline:
     # -- non-streaming ---------------------------------------------------------------------------
 
     async def complete_json(self, ctx: RequestContext) -> bytes:
-        """Run a non-streaming request and return the encoded ``chat.completion``; its usage is recorded."""
-        try:
-            content = _encode(await self.complete(ctx))
-        except BaseException as exc:
-            self.finish(ctx, outcome(exc))
-            raise
-        self.finish(ctx, "ok")
-        return content
+        """Run a non-streaming request and return the encoded ``chat.completion``."""
+        return _encode(await self.complete(ctx))
 
     def finish(self, ctx: RequestContext, status: str) -> None:
-        """The client's request ended: record its usage (hidden steps and team members included)."""
+        """The client's request ended: record its usage (hidden steps and team members included).
+
+        Called once per client request by :meth:`complete` and :meth:`stream`, so every API that
+        runs requests through them (chat completions, the Responses API) is accounted the same way.
+        """
         if self.access is not None:
             try:
                 self.access.finish(ctx, status)
@@ -264,7 +262,22 @@ class Pipeline:
                 log.exception("request %s: recording its usage failed", ctx.request_id)
 
     async def complete(self, ctx: RequestContext) -> dict[str, Any]:
-        """Run a non-streaming request; the ``chat.completion`` as a dict (team members use this)."""
+        """Run a non-streaming request; the ``chat.completion`` as a dict (team members use this).
+
+        The client's own request (``ctx.depth == 0``, whichever API it came through) has its usage
+        recorded when it ends (:meth:`finish`); a team member's calls are in its parent's ledger.
+        """
+        if ctx.depth:
+            return await self._complete(ctx)
+        try:
+            response = await self._complete(ctx)
+        except BaseException as exc:
+            self.finish(ctx, outcome(exc))
+            raise
+        self.finish(ctx, "ok")
+        return response
+
+    async def _complete(self, ctx: RequestContext) -> dict[str, Any]:
         prepared = await self.prepare(ctx)
         target = ctx.target
         assert target is not None
