@@ -23,32 +23,45 @@ class Target:
     """A request route: where to send, which body, how to authenticate, which process serves it."""
 
     def __init__(self, name: str, label: str, port: int, model: str, proc: Proc, *, stream: bool = False,
-                 auth: bool = True, messages: list[dict[str, str]] | None = None) -> None:
+                 auth: bool = True, messages: list[dict[str, str]] | None = None, responses: bool = False,
+                 store: bool = False) -> None:
+        """``responses``: the same request as ``POST /v1/responses`` (``input``, ``max_output_tokens``;
+        ``store`` as given, default false so it does the same work as the chat request)."""
         self.name, self.label, self.port, self.model, self.proc, self.stream = name, label, port, model, proc, stream
         self.auth = f"Bearer {API_KEY}" if auth else ""
-        body: dict[str, Any] = {"model": model, "messages": messages or MESSAGES, "max_tokens": 256, "temperature": 0.7}
-        if stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+        self.responses = responses
+        self.path = "/v1/responses" if responses else "/v1/chat/completions"
+        body: dict[str, Any]
+        if responses:
+            body = {"model": model, "input": messages or MESSAGES, "max_output_tokens": 256, "temperature": 0.7,
+                    "store": store}
+            if stream:
+                body["stream"] = True
+        else:
+            body = {"model": model, "messages": messages or MESSAGES, "max_tokens": 256, "temperature": 0.7}
+            if stream:
+                body["stream"] = True
+                body["stream_options"] = {"include_usage": True}
         self.body = json.dumps(body)
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "host": HOST, "port": self.port, "path": "/v1/chat/completions",
+        return {"name": self.name, "host": HOST, "port": self.port, "path": self.path,
                 "auth": self.auth, "body": self.body, "stream": self.stream}
 
     def check(self) -> str | None:
         """One real request; ``None`` when it works, else why not."""
         try:
-            status, body = http_request("POST", self.port, "/v1/chat/completions", self.body.encode(),
+            status, body = http_request("POST", self.port, self.path, self.body.encode(),
                                         {"content-type": "application/json", "authorization": self.auth}, timeout=30)
         except OSError as exc:
             return f"{type(exc).__name__}: {exc}"
         if status != 200:
             return f"status {status}: {body[:300]!r}"
-        if self.stream and b"data: [DONE]" not in body:
-            return f"stream without [DONE]: {body[:300]!r}"
-        if not self.stream and b'"choices"' not in body:
-            return f"no choices: {body[:300]!r}"
+        end, shape = (b"response.completed", b'"output"') if self.responses else (b"data: [DONE]", b'"choices"')
+        if self.stream and end not in body:
+            return f"stream without {end.decode()}: {body[:300]!r}"
+        if not self.stream and shape not in body:
+            return f"no {shape.decode()}: {body[:300]!r}"
         return None
 
 
@@ -155,7 +168,7 @@ class Bench:
         body.write_text(target.body)
         env = dict(os.environ, BENCH_BODY_FILE=str(body), BENCH_AUTH=target.auth)
         argv = [self.wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s",
-                str(HERE / "post.lua"), f"http://{HOST}:{target.port}/v1/chat/completions"]
+                str(HERE / "post.lua"), f"http://{HOST}:{target.port}{target.path}"]
         if cores is not None and shutil.which("taskset"):
             argv = ["taskset", "-c", cores, *argv]
         out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds + 60)

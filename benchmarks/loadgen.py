@@ -185,10 +185,16 @@ class Conn(asyncio.Protocol):
 
 
 def has_token(event: bytes) -> bool:
-    """True for an SSE ``data:`` event whose first choice has non-empty ``delta.content``."""
+    """True for an SSE ``data:`` event whose first choice has non-empty ``delta.content`` (chat), or a
+    ``response.output_text.delta`` event with a non-empty ``delta`` (Responses)."""
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):
             data = line[5:].strip()
+            if b'"response.output_text.delta"' in data:
+                try:
+                    return bool(json.loads(data).get("delta"))
+                except (ValueError, AttributeError):
+                    return False
             if data == b"[DONE]" or b"content" not in data:
                 return False
             try:
@@ -264,7 +270,7 @@ async def one(target: Target, conn: Conn | None, stats: Stats, timeout: float, r
         if record:
             stats.error(f"stream without tokens ({resp.events} events)")
         return conn
-    if not target.stream and b'"choices"' not in resp.body:
+    if not target.stream and b'"choices"' not in resp.body and b'"output"' not in resp.body:
         if record:
             stats.error(f"response without choices: {resp.body[:200]!r}")
         return conn

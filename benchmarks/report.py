@@ -156,7 +156,10 @@ def _latency(r: dict[str, Any]) -> list[str]:
         lines.append("| --- | --: | --: | --: | --: | --: | --: |")
         for name, label in (("direct", "direct (mock)"), ("chorus", "Chorus, `model/name=`"),
                             ("chorus-bot", "Chorus, `bot/id=` with backstory"),
-                            ("chorus-rag", "Chorus, `bot/id=` with backstory + retrieval"), ("litellm", "LiteLLM")):
+                            ("chorus-rag", "Chorus, `bot/id=` with backstory + retrieval"),
+                            ("chorus-responses", "Chorus, `POST /v1/responses` (`store: false`)"),
+                            ("chorus-responses-store", "Chorus, `POST /v1/responses` (`store: true`)"),
+                            ("litellm", "LiteLLM")):
             row = lat.get(name)
             if not row:
                 continue
@@ -211,7 +214,10 @@ def _ladder(r: dict[str, Any]) -> list[str]:
         lines.append("| | c=1 p50 ms | c=1 p99 ms | c=32 req/s (0 ms mock) | CPU µs/request at c=32 |")
         lines.append("| --- | --: | --: | --: | --: |")
         for label, name in (("`model/name=fast/gpt-4o-mini`", "chorus"), ("`bot/id=ada`", "chorus-bot"),
-                            (rag_label, "chorus-rag")):
+                            (rag_label, "chorus-rag"),
+                            ("`model/name=fast/gpt-4o-mini` as `POST /v1/responses`, `store: false`", "chorus-responses"),
+                            ("`model/name=fast/gpt-4o-mini` as `POST /v1/responses`, `store: true`",
+                             "chorus-responses-store")):
             rows_ = c32.get(name)
             l1 = lat.get(name, {})
             if not rows_ and not l1:
@@ -242,7 +248,8 @@ def _streaming(r: dict[str, Any]) -> list[str]:
                      f"| relay chunks/s at c={s['stream_concurrency']} "
                      f"| CPU µs per chunk |")
         lines.append("| --- | --: | --: | --: | --: | --: | --: |")
-        for name, label in (("direct", "direct (mock)"), ("chorus", "Chorus"), ("litellm", "LiteLLM")):
+        for name, label in (("direct", "direct (mock)"), ("chorus", "Chorus"),
+                            ("chorus-responses", "Chorus, `POST /v1/responses`"), ("litellm", "LiteLLM")):
             row = stream.get(name)
             if not row:
                 continue

@@ -83,6 +83,14 @@ def start_chorus_targets(bench: Bench) -> None:
     T["chorus-rag"] = Target("chorus-rag", "Chorus bot + retrieval", p_chorus, f"bot/id={RAG_BOT}", chorus,
                              messages=RAG_MESSAGES)
     T["chorus-stream"] = Target("chorus", "Chorus", p_chorus, "model/name=fast/gpt-4o-mini", chorus, stream=True)
+    # The same request through POST /v1/responses: store false (the chat request's work), and store true
+    # (the default: the response is written to the state store before it is returned).
+    T["chorus-responses"] = Target("chorus-responses", "Chorus /v1/responses", p_chorus, "model/name=fast/gpt-4o-mini",
+                                   chorus, responses=True)
+    T["chorus-responses-store"] = Target("chorus-responses-store", "Chorus /v1/responses, store", p_chorus,
+                                         "model/name=fast/gpt-4o-mini", chorus, responses=True, store=True)
+    T["chorus-responses-stream"] = Target("chorus-responses", "Chorus /v1/responses", p_chorus,
+                                          "model/name=fast/gpt-4o-mini", chorus, responses=True, stream=True)
 
 
 def start_litellm_targets(bench: Bench) -> None:
@@ -120,7 +128,8 @@ def check_targets(bench: Bench) -> None:
 # scenarios
 def latency(bench: Bench) -> None:
     """Added latency at c=1: interleaved rounds of sequential requests to every plain-request target."""
-    targets = bench.available("direct", "chorus", "chorus-bot", "chorus-rag", "litellm")
+    targets = bench.available("direct", "chorus", "chorus-bot", "chorus-rag", "chorus-responses",
+                              "chorus-responses-store", "litellm")
     bench.log(f"added latency at c=1: {bench.lat_rounds} rounds x {bench.lat_per_round} requests x {len(targets)} targets")
     cpu0 = {t.name: t.proc.cpu_seconds() for t in targets}
     res = bench.loadgen("latency", targets, ["--rounds", str(bench.lat_rounds), "--per-round",
@@ -136,7 +145,7 @@ def ladder(bench: Bench) -> None:
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
     per_target = {0: bench.available("direct", "chorus", "litellm"),
                   50: bench.available("direct@50", "chorus@50", "litellm@50")}
-    bots = len(bench.available("chorus-bot", "chorus-rag"))
+    bots = len(bench.available("chorus-bot", "chorus-rag", "chorus-responses", "chorus-responses-store"))
     total = (sum(len(v) for v in per_target.values()) * len(bench.ladder) + bots) * bench.repeats
     bench.log(f"concurrency ladder {bench.ladder} x mocks {bench.mock_latencies} ms: {total} runs of "
               f"{bench.rung_seconds:g} s ({'wrk' if bench.wrk else 'asyncio loadgen'})")
@@ -145,7 +154,7 @@ def ladder(bench: Bench) -> None:
             for c in bench.ladder:
                 targets = list(per_target[latency])
                 if latency == 0 and c == 32:
-                    targets += bench.available("chorus-bot", "chorus-rag")
+                    targets += bench.available("chorus-bot", "chorus-rag", "chorus-responses", "chorus-responses-store")
                 k = (rep + c) % len(targets)  # rotate the order between rungs and repeats
                 for t in targets[k:] + targets[:k]:
                     res = bench.closed_run(t, c, bench.rung_seconds)
@@ -157,7 +166,7 @@ def ladder(bench: Bench) -> None:
 
 def stream(bench: Bench) -> None:
     """Streaming: TTFT at c=1, then the relay rate (chunks/s) at ``stream_conc`` concurrent streams."""
-    targets = bench.available("direct-stream", "chorus-stream", "litellm-stream")
+    targets = bench.available("direct-stream", "chorus-stream", "chorus-responses-stream", "litellm-stream")
     bench.log(f"streaming TTFT at c=1 ({bench.stream_chunks} chunks per stream): {bench.stream_rounds} rounds x "
               f"{bench.stream_per_round} streams x {len(targets)} targets")
     bench.results["stream_ttft"] = bench.loadgen(

@@ -272,3 +272,21 @@ def test_secrets_never_reach_logs_errors_or_listings(ops: LiveServer, admin: htt
     assert len(seen) == 5
     for text in [*seen, caplog.text]:
         assert secret not in text and secret[14:] not in text
+
+
+def test_the_responses_api_is_limited_and_accounted_like_chat(ops: LiveServer, admin: httpx.Client,
+                                                              up: ScriptedUpstream) -> None:
+    created = create_key(admin, rpm=100)
+    since = time.time() - 1
+    up.push(Reply(content="hi there", usage={"prompt_tokens": 21, "completion_tokens": 4, "total_tokens": 25}),
+            Reply(content="streamed", usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}))
+    with sdk(ops, created["key"]) as client:
+        raw = client.responses.with_raw_response.create(model="model/name=priced/gpt-priced", input="hi", store=False)
+        assert raw.headers["x-ratelimit-limit-requests"] == "100"
+        assert raw.parse().output_text == "hi there"
+        events = list(client.responses.create(model="model/name=priced/gpt-priced", input="hi", stream=True,
+                                              store=False))
+        assert events[-1].type == "response.completed"
+    row = usage(admin, "key", start=since)[created["id"]]
+    assert row["requests"] == 2 and row["input_tokens"] == 26 and row["output_tokens"] == 6
+    assert row["cost"] == pytest.approx((26 * 1000 + 6 * 2000) / 1e6)

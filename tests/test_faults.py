@@ -109,13 +109,16 @@ def logged_once(caplog: pytest.LogCaptureFixture, request_id: str) -> logging.Lo
 
 DEEP = "[" * 5000 + "]" * 5000
 DEEP_BODIES = [
-    ("/v1/chat/completions", '{"model": "model/name=up/gpt-test", "messages": [{"role": "user", "content": "x"}], "metadata": @}'),
+    ("/v1/chat/completions", '{"model": "model/name=up/gpt-test", "messages": [{"role": "user", "content": "x"}], "extra": @}'),
     ("/v1/chat/completions", '{"model": "model/name=up/gpt-test", "messages": [{"role": "user", "content": "x"}], '
                              '"tools": [{"type": "function", "function": {"name": "f", "parameters": {"a": @}}}]}'),
     ("/v1/chat/completions", '{"model": "bot/id=agent", "stream": true, "messages": [{"role": "user", "content": "x"}], "x": @}'),
     ("/v1/embeddings", '{"model": "model/name=up/gpt-test", "input": @}'),
     ("/v1/vector_stores/handbook/search", '{"query": "delivery", "filters": {"a": @}}'),
     ("/v1/vector_stores", '{"name": "x", "unknown": @}'),
+    ("/v1/responses", '{"model": "model/name=up/gpt-test", "input": [{"role": "user", "content": "x", "extra": @}]}'),
+    ("/v1/responses", '{"model": "model/name=up/gpt-test", "input": "x", "unknown": @}'),
+    ("/v1/conversations", '{"items": [{"role": "user", "content": @}]}'),
 ]
 
 

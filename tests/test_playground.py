@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar, get
+from litestar import Litestar, post
 
 from chorus.server.routes.playground import PLAYGROUND_DIR, playground_routes
 from chorus.testing.config import ACME_KEY, make_config
@@ -145,10 +145,9 @@ def test_playground_chats_with_a_bot_streams_and_cites(browser: Browser, guide_s
                                                        up: ScriptedUpstream, tmp_path: Path) -> None:
     browser.goto(guide_server.url + "/")
     assert browser.evaluate("document.activeElement.id") == "api-key"
-    # the Responses API does not exist yet: its switch is off, with the tooltip
-    browser.wait_for("document.body.dataset.responses === 'coming'")
-    assert browser.evaluate("document.querySelector('input[value=responses]').disabled") is True
-    assert browser.evaluate("document.getElementById('responses-choice').title") == "Responses API coming"
+    # Chorus serves the Responses API: its switch is on
+    browser.wait_for("document.body.dataset.responses === 'available'")
+    assert browser.evaluate("document.querySelector('input[value=responses]').disabled") is False
 
     # a wrong key is refused and the key field keeps the focus
     connect_with(browser, "sk-wrong")
@@ -259,12 +258,45 @@ def test_playground_stops_with_escape_and_survives_a_reload_on_a_phone(browser: 
     assert browser.evaluate("document.activeElement.id") == "api-key"
 
 
-def test_playground_offers_the_responses_api_once_the_server_serves_it(browser: Browser) -> None:
-    """The hook: ``GET v1/responses`` answering anything but 404/405 turns the switch on."""
+def test_playground_streams_through_the_responses_api(browser: Browser, guide_server: LiveServer,
+                                                      up: ScriptedUpstream) -> None:
+    """The switch set to Responses: the same answer, citations, progress and usage over POST v1/responses."""
+    browser.goto(guide_server.url + "/")
+    browser.wait_for("document.body.dataset.responses === 'available'")
+    connect_with(browser, ACME_KEY)
+    browser.wait_for("document.activeElement.id === 'message'", what="the message box to get the focus")
+    choose(browser, "bot/id=guide")
+    browser.click("input[value=responses]")
+    assert browser.evaluate("document.querySelector('input[value=responses]').checked") is True
+    browser.click("#message")
+    browser.type("How long does delivery to Europe take?")
+    up.push(
+        Reply(content=None, tool_calls=[{"id": "call_1", "type": "function",
+                                         "function": {"name": "calculator", "arguments": '{"expression": "7*24"}'}}]),
+        Reply(content=ANSWER, chunk_delay=0.01),
+    )
+    browser.press("Enter")
+    browser.wait_for("document.querySelector('.turn.assistant')?.dataset.state === 'done'", what="the answer")
+    assert last_turn(browser, "t.querySelector('.content').textContent") == ANSWER
+    cite = last_turn(browser, "t.querySelector('a.cite').getAttribute('href')")
+    assert cite == "https://acme.test/help/shipping"
+    progress = last_turn(browser, "[...t.querySelectorAll('.progress li')].map(li => li.dataset.type)")
+    assert progress == ["tool.started", "tool.finished"]
+    stats = last_turn(browser, "t.querySelector('.stats').textContent")
+    assert "20 prompt + 10 completion = 30 tokens" in stats
 
-    @get("/v1/responses", sync_to_thread=False)
+
+def test_playground_offers_the_responses_api_only_where_it_is_served(browser: Browser) -> None:
+    """The hook: ``OPTIONS v1/responses`` allowing POST turns the switch on; a 404 leaves it off."""
+    with LiveServer(Litestar(route_handlers=[*playground_routes()])) as server:
+        browser.goto(server.url + "/")
+        browser.wait_for("document.body.dataset.responses === 'coming'")
+        assert browser.evaluate("document.querySelector('input[value=responses]').disabled") is True
+        assert browser.evaluate("document.getElementById('responses-choice').title") == "Responses API coming"
+
+    @post("/v1/responses", sync_to_thread=False)
     def responses() -> dict[str, str]:
-        return {"object": "list"}
+        return {"object": "response"}
 
     with LiveServer(Litestar(route_handlers=[*playground_routes(), responses])) as server:
         browser.goto(server.url + "/")

@@ -1,15 +1,15 @@
 """Schemathesis against a live Chorus, driven by the official OpenAI spec (issue #11).
 
-Every operation of the spec under ``/chat/completions``, ``/models``, ``/files``, ``/vector_stores``
-and ``/embeddings`` gets generated requests, valid ones (``positive``: path parameters point at real
+Every operation of the spec under ``/chat/completions``, ``/models``, ``/files``, ``/vector_stores``,
+``/embeddings``, ``/responses`` and ``/conversations`` gets generated requests, valid ones (``positive``: path parameters point at real
 objects, chat and embeddings at a real model, so most reach the scripted upstream, which answers
 *minimally*) and invalid ones (``negative``). Nothing may answer 5xx, and every answer the spec
 documents (its status and content type) must validate against it. Bounded: a fixed number of
 examples per operation and mode, derandomized, no shrinking, so a run takes the same path each time.
 Skips without the spec (``../shared/openai-openapi``) or without schemathesis.
 
-Operations the spec lists that Chorus does not serve (stored completions, fine-tuned model deletion,
-file batches, vector store file updates and content) are still exercised: they must answer a clean
+Operations the spec lists that Chorus does not serve (listing, updating and deleting stored
+completions, fine-tuned model deletion, file batches, vector store file updates and content) are still exercised: they must answer a clean
 4xx envelope, never a 5xx.
 
 Exclusions, each a disagreement inside the spec, not a Chorus defect (see :data:`EXCLUSIONS`):
@@ -22,9 +22,19 @@ Exclusions, each a disagreement inside the spec, not a Chorus defect (see :data:
 * ``GET /files/{file_id}/content``: the spec documents ``application/json`` (a JSON string); the
   file's bytes are not JSON, and Chorus serves them as ``application/octet-stream``, an attachment
   (uploaded HTML or SVG is never rendered). The content type is not checked.
-* Streamed chat answers: schemathesis checks each SSE event as an ``{"event", "data"}`` object
-  against the chunk schema, which can never match; each event's data is validated here instead
-  (``check_events``).
+* Streamed chat answers and response streams: schemathesis checks each SSE event as an
+  ``{"event", "data"}`` object against the chunk (or event) schema, which can never match; each
+  event's data is validated here instead (``check_events``).
+* ``GET /chat/completions/{id}/messages``: the spec types every listed message as an assistant
+  message (``ChatCompletionResponseMessage``), though its own example lists the user's messages; the
+  answer is checked for 5xx, not against the schema.
+* ``DELETE /responses/{id}`` answering 404: the spec gives that 404 the bare ``Error`` object
+  (``{"type", "message", ...}`` at the top level), while every other error, OpenAI's included, is the
+  ``{"error": {...}}`` envelope Chorus sends. The 404 is checked for 5xx and content type only.
+* Item lists and items (``GET /responses/{id}/input_items``, ``/conversations/{id}/items[/{item_id}]``):
+  the item unions declare a ``type`` discriminator without a mapping, so schemathesis takes the
+  schema names (``OutputMessage``, ...) as its values and refuses ``"type": "message"``. Those
+  answers are validated here without the discriminator (``ITEM_SCHEMAS``).
 """
 
 from __future__ import annotations
@@ -52,7 +62,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 pytestmark = requires_spec
 
-PREFIXES = ("/chat/completions", "/models", "/files", "/vector_stores", "/embeddings")
+PREFIXES = ("/chat/completions", "/models", "/files", "/vector_stores", "/embeddings", "/responses", "/conversations")
 OPERATIONS = [
     ("POST", "/chat/completions"), ("GET", "/chat/completions"),
     ("GET", "/chat/completions/{completion_id}"), ("POST", "/chat/completions/{completion_id}"),
@@ -74,6 +84,12 @@ OPERATIONS = [
     ("DELETE", "/vector_stores/{vector_store_id}/files/{file_id}"),
     ("GET", "/vector_stores/{vector_store_id}/files/{file_id}/content"),
     ("POST", "/vector_stores/{vector_store_id}/search"),
+    ("POST", "/responses"), ("GET", "/responses/{response_id}"), ("DELETE", "/responses/{response_id}"),
+    ("GET", "/responses/{response_id}/input_items"),
+    ("POST", "/conversations"), ("GET", "/conversations/{conversation_id}"), ("POST", "/conversations/{conversation_id}"),
+    ("DELETE", "/conversations/{conversation_id}"), ("GET", "/conversations/{conversation_id}/items"),
+    ("POST", "/conversations/{conversation_id}/items"), ("GET", "/conversations/{conversation_id}/items/{item_id}"),
+    ("DELETE", "/conversations/{conversation_id}/items/{item_id}"),
 ]
 EXAMPLES = 12  # per operation and mode
 EXCLUSIONS = {
@@ -81,9 +97,16 @@ EXCLUSIONS = {
     "base64-embeddings": "POST /embeddings base64: the spec types embedding as number[], base64 answers are strings",
     "file-content-type": "GET /files/{id}/content: documented as application/json, the bytes are served as octet-stream",
     "sse-events": "streams: schemathesis validates {event, data} wrappers against the chunk schema; chunks checked here",
+    "stored-messages": "GET /chat/completions/{id}/messages: the spec types listed messages as assistant messages only",
+    "delete-response-404": "DELETE /responses/{id} 404: the spec documents a bare Error object, not the error envelope",
+    "item-discriminator": "item lists: the spec's item discriminator has no mapping (its values read as schema names)",
 }
+ITEM_SCHEMAS = {"/responses/{response_id}/input_items": "ResponseItemList",
+                "/conversations/{conversation_id}/items": "ConversationItemList",
+                "/conversations/{conversation_id}/items/{item_id}": "ConversationItem"}
 AUTH = {"authorization": f"Bearer {ACME_KEY}"}
-MODELS = {"/chat/completions": "model/name=up/gpt-test", "/embeddings": "model/name=up/gpt-test"}
+MODELS = {"/chat/completions": "model/name=up/gpt-test", "/embeddings": "model/name=up/gpt-test",
+          "/responses": "model/name=up/gpt-test"}
 
 
 @functools.cache
@@ -119,7 +142,10 @@ def check_events(text: str) -> None:
         if event == "[DONE]":
             continue
         payload = json.loads(event)
-        validate(payload, "ErrorResponse" if "error" in payload else "CreateChatCompletionStreamResponse")
+        if "sequence_number" in payload:  # a Responses stream event
+            validate(payload, "ResponseStreamEvent")
+        else:
+            validate(payload, "ErrorResponse" if "error" in payload else "CreateChatCompletionStreamResponse")
 
 
 def upload(server: LiveServer, text: bytes = b"# Returns\n\nReturns are accepted for thirty days.\n") -> str:
@@ -136,12 +162,30 @@ def store(server: LiveServer, file_id: str | None = None) -> str:
     return str(response.json()["id"])
 
 
-def real_objects(server: LiveServer, method: str) -> dict[str, str]:
+def stored(server: LiveServer) -> dict[str, str]:
+    """A stored response, a stored chat completion, a conversation and its item."""
+    response = httpx.post(server.base_url + "/responses", headers=AUTH, json={"model": "model/name=up/gpt-test", "input": "hi"})
+    assert response.status_code == 200, response.text
+    chat = httpx.post(server.base_url + "/chat/completions", headers=AUTH, json={
+        "model": "model/name=up/gpt-test", "messages": [{"role": "user", "content": "hi"}], "store": True})
+    assert chat.status_code == 200, chat.text
+    conversation = httpx.post(server.base_url + "/conversations", headers=AUTH, json={
+        "items": [{"type": "message", "role": "user", "content": "hi"}], "metadata": {"model": "model/name=up/gpt-test"}})
+    assert conversation.status_code == 200, conversation.text
+    conversation_id = conversation.json()["id"]
+    items = httpx.get(f"{server.base_url}/conversations/{conversation_id}/items", headers=AUTH).json()
+    return {"response_id": response.json()["id"], "completion_id": chat.json()["id"], "conversation_id": conversation_id,
+            "item_id": items["data"][0]["id"]}
+
+
+def real_objects(server: LiveServer, method: str, path: str) -> dict[str, str]:
     """Path parameters naming objects that exist (fresh ones for a DELETE, which uses them up)."""
+    objects = stored(server) if path.startswith(("/responses", "/conversations", "/chat/completions/")) else {}
     file_id = upload(server)
     if method == "DELETE":
-        return {"file_id": upload(server), "vector_store_id": store(server, file_id), "model": "model/name=up/gpt-test"}
-    return {"file_id": file_id, "vector_store_id": store(server, file_id), "model": "model/name=up/gpt-test"}
+        return {"file_id": upload(server), "vector_store_id": store(server, file_id), "model": "model/name=up/gpt-test",
+                **objects}
+    return {"file_id": file_id, "vector_store_id": store(server, file_id), "model": "model/name=up/gpt-test", **objects}
 
 
 @pytest.mark.parametrize("mode", ["positive", "negative"])
@@ -155,7 +199,7 @@ def test_the_spec_finds_no_server_error_and_no_invalid_answer(live: tuple[LiveSe
     server, upstream = live
     operation = schema()[path][method]
     positive = mode == "positive"
-    fixed = real_objects(server, method) if positive and "{" in path else {}
+    fixed = real_objects(server, method, path) if positive and "{" in path else {}
     path_parameters = {k: v for k, v in fixed.items() if "{" + k + "}" in path}
     strategy = operation.as_strategy(GenerationMode(mode), path_parameters=path_parameters or None)
 
@@ -172,9 +216,17 @@ def test_the_spec_finds_no_server_error_and_no_invalid_answer(live: tuple[LiveSe
             hypothesis_assume(body.get("purpose") != "evals")  # EXCLUSIONS["evals-purpose"]
         if path == "/embeddings" and body.get("encoding_format") == "base64":
             checks = [not_a_server_error]  # EXCLUSIONS["base64-embeddings"]
+        if path == "/chat/completions/{completion_id}/messages":
+            checks = [not_a_server_error, content_type_conformance]  # EXCLUSIONS["stored-messages"]
         if path == "/files/{file_id}/content":
             checks = [not_a_server_error, response_schema_conformance]  # EXCLUSIONS["file-content-type"]
         response = case.call(base_url=server.base_url, headers=AUTH, timeout=30)
+        if path in ITEM_SCHEMAS and method == "GET":
+            checks = [not_a_server_error, content_type_conformance]  # EXCLUSIONS["item-discriminator"]
+            if response.status_code == 200:
+                validate(response.json(), ITEM_SCHEMAS[path])
+        if path == "/responses/{response_id}" and method == "DELETE" and response.status_code == 404:
+            checks = [not_a_server_error, content_type_conformance]  # EXCLUSIONS["delete-response-404"]
         content_type = response.headers.get("content-type") or [""]  # schemathesis keeps every value of a header
         if content_type[0].startswith("text/event-stream"):
             checks = [not_a_server_error, content_type_conformance]  # EXCLUSIONS["sse-events"]

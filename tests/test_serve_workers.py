@@ -87,6 +87,7 @@ def write_config(tmp_path: Path, upstream: ScriptedUpstream, extra: str = "") ->
     config = tmp_path / "chorus.toml"
     config.write_text(
         f'[[providers]]\nid = "up"\ndriver = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["gpt-test"]\n'
+        'retries = 0\n'  # scripted faults reach the client as scripted
         f'[[workspaces]]\nid = "w"\napi_keys = ["{digest(KEY)}"]\n' + extra
     )
     return config

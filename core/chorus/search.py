@@ -3,6 +3,7 @@
 The definitions live in :mod:`chorus.contract.search`; plugins import them from here."""
 
 from chorus.contract.search import (
+    HOSTED_SEARCH_STATE,
     HttpSearchEngine,
     Recency,
     SearchEngineDriver,
@@ -22,6 +23,7 @@ from chorus.contract.search import (
 )
 
 __all__ = [
+    "HOSTED_SEARCH_STATE",
     "HttpSearchEngine",
     "Recency",
     "SearchEngineDriver",

@@ -13,6 +13,7 @@ remains what tools and tests use.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -88,12 +89,17 @@ class OpenAIProvider(ProviderDriver):
             headers["authorization"] = f"Bearer {s.api_key.get()}"
         if s.organization:
             headers["openai-organization"] = s.organization
+        try:
+            proxy = s.proxy_for(s.base_url or "", os.environ)  # the environment is read here, once
+        except ValueError as exc:  # a malformed HTTPS_PROXY / HTTP_PROXY (the message hides credentials)
+            raise UpstreamUnavailable(f"provider {self.id!r} cannot use the proxy: {exc}") from None
         self._pool = HTTPPool(
             s.base_url or "",
             headers=headers,
             max_connections=s.max_connections,
             timeout=s.timeout,
             connect_timeout=s.connect_timeout,
+            proxy=proxy,
         )
 
     async def aclose(self) -> None:
@@ -227,10 +233,13 @@ class OpenAIProvider(ProviderDriver):
                 code=code,
                 param=param,
                 headers=extra,
+                upstream_status=status,
+                retry_after=headers.get("retry-after"),
             )
         if status in (401, 403):
             message = "the provider rejected the gateway's credentials"
-        return UpstreamError(f"Upstream provider {self.id!r} failed (status {status}): {message}")
+        return UpstreamError(f"Upstream provider {self.id!r} failed (status {status}): {message}",
+                             upstream_status=status, retry_after=headers.get("retry-after"))
 
     def _scrub(self, text: str) -> str:
         key = self.settings.api_key.get() if self.settings.api_key else ""

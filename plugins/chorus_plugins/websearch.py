@@ -27,7 +27,7 @@ from chorus.context import RequestContext, Source
 from chorus.errors import ChorusError
 from chorus.fields import RequestField
 from chorus.schemas import user_texts
-from chorus.search import Recency, SearchError, SearchQuery, SearchResult
+from chorus.search import HOSTED_SEARCH_STATE, Recency, SearchError, SearchQuery, SearchResult
 
 log = logging.getLogger("chorus.search")
 TOOL_NAME = "web_search"
@@ -64,8 +64,12 @@ def request_fields() -> list[RequestField]:
 
 
 def _options(ctx: RequestContext) -> SearchOptions | None:
+    """The bot's ``search`` options, else those a request asked for (the Responses ``web_search`` tool)."""
     target = ctx.target
-    return target.bot.search if target is not None and target.bot is not None else None
+    if target is not None and target.bot is not None and target.bot.search is not None:
+        return target.bot.search
+    hosted = ctx.state.get(HOSTED_SEARCH_STATE)
+    return hosted if isinstance(hosted, SearchOptions) else None
 
 
 def _is_recency(value: object) -> TypeGuard[Recency]:

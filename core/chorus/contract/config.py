@@ -177,6 +177,8 @@ class BotConfig(Strict):
     id: str
     workspace: str
     model: str
+    #: ``<provider>/<model>`` (or bare) models tried in order when ``model`` still fails after its retries.
+    fallback_models: list[str] = []
     name: str = ""
     description: str = ""
     backstory: str = ""

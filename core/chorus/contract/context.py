@@ -118,7 +118,11 @@ class Registry(Protocol):
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
-    """A resolved selector: which provider and upstream model to call, and for which bot."""
+    """A resolved selector: which provider and upstream model to call, and for which bot.
+
+    ``fallbacks`` are further ``(provider, upstream model)`` candidates, tried in order when the
+    primary still fails after its retries (a bot's ``fallback_models``, a ``model/name=a/x,b/y`` chain).
+    """
 
     selector: str
     kind: str
@@ -126,6 +130,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     bot: BotConfig | None = None
     extra: dict[str, Any] = {}
+    fallbacks: tuple[tuple[Provider, str], ...] = ()
 
 
 class Source(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -245,6 +250,7 @@ class RequestContext:
         "state",
         "stream",
         "target",
+        "upstream",
         "usage",
         "workspace",
     )
@@ -262,6 +268,7 @@ class RequestContext:
         self.registry = registry
         self.request = request
         self.target: Target | None = None
+        self.upstream: str | None = None   # "<provider>/<model>" of the last upstream that answered
         self.stream = bool(request.stream)
         options = request.stream_options
         self.include_usage = bool(self.stream and isinstance(options, dict) and options.get("include_usage"))

@@ -95,11 +95,22 @@ class PayloadTooLarge(ChorusError):
 
 
 class UpstreamError(ChorusError):
-    """The upstream provider answered with an error; its 4xx status is relayed, 5xx become 502."""
+    """The upstream provider answered with an error; its 4xx status is relayed, 5xx become 502.
+
+    Drivers that got an HTTP answer pass its status as ``upstream_status`` and its ``Retry-After``
+    header as ``retry_after``: the runtime's failover (:mod:`chorus.contract.retry`) decides from
+    them whether the call is retried. Neither is shown to the client.
+    """
 
     status_code = 502
     error_type = "upstream_error"
     default_code = "upstream_error"
+
+    def __init__(self, message: str, *, upstream_status: int | None = None, retry_after: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
 
 
 class UpstreamUnavailable(UpstreamError):
@@ -128,6 +139,13 @@ class UpstreamTimeout(UpstreamError):
 
     status_code = 504
     default_code = "upstream_timeout"
+
+
+class UpstreamCircuitOpen(UpstreamError):
+    """The provider failed too often and is skipped for a cool-down, and no fallback answered (503)."""
+
+    status_code = 503
+    default_code = "upstream_circuit_open"
 
 
 class BudgetExhausted(ChorusError):

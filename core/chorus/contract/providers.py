@@ -12,21 +12,23 @@ as plain dicts.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
-from chorus.contract.config import Price, Strict
+from chorus.contract.config import Price
+from chorus.contract.retry import FailoverPolicy
 from chorus.contract.secrets import Secret
+from chorus.net.proxy import Proxy, ProxyURLError, environment_proxies
 
 if TYPE_CHECKING:
     from chorus.contract.context import RequestContext
     from chorus.contract.schemas import ChatCompletionRequest
 
 
-class ProviderSettings(Strict):
-    """Keys every ``[[providers]]`` table may use."""
+class ProviderSettings(FailoverPolicy, kw_only=True):
+    """Keys every ``[[providers]]`` table may use (with the failover keys of :class:`FailoverPolicy`)."""
 
     id: str
     driver: str
@@ -43,6 +45,30 @@ class ProviderSettings(Strict):
     max_event_bytes: Annotated[int, msgspec.Meta(ge=1)] = 8 * 1024 * 1024
     # USD per million tokens by upstream model name (the cost recorded with every request's usage)
     prices: dict[str, Price] = {}
+    #: The HTTP proxy to reach the upstream through: unset, the ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
+    #: ``NO_PROXY`` environment (read once at startup); ``""``, none; else ``http://[user:pass@]host:port``.
+    #: A secret, as it may carry credentials. :meth:`proxy_for` resolves it for drivers.
+    proxy: Secret | None = None
+
+    def __post_init__(self) -> None:
+        if self.proxy:
+            try:
+                Proxy(self.proxy.get())
+            except ProxyURLError as exc:
+                raise ValueError(f"invalid proxy: {exc}") from None
+        if self.retry_backoff_max < self.retry_backoff:
+            raise ValueError(
+                f"retry_backoff_max ({self.retry_backoff_max:g}) is below retry_backoff ({self.retry_backoff:g})"
+            )
+
+    def proxy_for(self, url: str, env: Mapping[str, str]) -> Proxy | None:
+        """The proxy to reach ``url`` through: this table's ``proxy``, else ``env``'s variables.
+
+        Call it once, at startup (``env`` is usually :data:`os.environ`). A malformed proxy variable
+        raises :class:`ValueError` naming the variable (never its credentials)."""
+        if self.proxy is not None:
+            return Proxy(self.proxy.get()) if self.proxy else None
+        return environment_proxies(env).for_url(url)
 
 
 class ProviderDriver(abc.ABC):

@@ -72,6 +72,10 @@ class ChatCompletionRequest(Wire):
     function_call: str | dict[str, Any] | None | UnsetType = UNSET
     stream: bool | None | UnsetType = UNSET
     stream_options: dict[str, Any] | None | UnsetType = UNSET
+    # Read by Chorus, never forwarded: ``store: true`` keeps the completion for
+    # ``GET /v1/chat/completions/{id}``; ``metadata`` is stored with it.
+    store: bool | None | UnsetType = UNSET
+    metadata: dict[str, str] | None | UnsetType = UNSET
     # Chorus's own extension (never forwarded upstream). Fields plugins read are declared by them
     # (the ``request_fields`` hook) and added by :func:`extend_request`.
     chorus_progress: bool | UnsetType = UNSET

@@ -27,6 +27,11 @@ from chorus.contract.secrets import Secret
 
 Recency = Literal["hour", "day", "week", "month", "year"]
 
+#: ``ctx.state`` key under which a request turns web search on for its target (a
+#: :class:`~chorus.contract.config.SearchOptions`): the Responses API's hosted ``web_search`` tool sets
+#: it, and the web search plugin uses it like a bot's ``search`` options when the bot has none.
+HOSTED_SEARCH_STATE = "web_search.hosted"
+
 
 class SearchEngineSettings(Strict):
     """Keys every ``[[search_engines]]`` table may use."""

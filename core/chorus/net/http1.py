@@ -14,7 +14,10 @@ read whole (:meth:`Response.read`) or streamed (:meth:`Response.aiter_bytes`, wi
 decoded; one deadline per request covering the wait for a connection, connecting, sending, and
 reading the whole response. A reused keep-alive connection that turns out to be closed before
 any byte of the answer arrives is retried on another connection (the server never saw the
-request), as urllib3 does. Not supported: redirects, cookies, proxies, HTTP/2, ``HEAD``.
+request), as urllib3 does. An HTTP proxy (``proxy=``, a :class:`~chorus.net.proxy.Proxy`) is used
+as curl uses one: ``https://`` origins through a ``CONNECT`` tunnel (TLS end to end, the proxy
+sees only the host and port), ``http://`` origins with absolute-form request targets; without a
+proxy nothing on the request path changes. Not supported: redirects, cookies, HTTP/2, ``HEAD``.
 
 Failures are :class:`HTTPError` subclasses: :class:`ConnectError`, :class:`RequestTimeout`
 (also a :class:`TimeoutError`), :class:`RemoteProtocolError` (:class:`ConnectionLost` when the
@@ -25,6 +28,7 @@ given to :meth:`Response.read`) and :class:`PoolClosed`.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl as _ssl
 import zlib
 from collections import deque
@@ -33,6 +37,8 @@ from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from chorus.net.proxy import Proxy
 
 __all__ = [
     "ConnectError",
@@ -50,6 +56,7 @@ _PAUSE_ABOVE = 256 * 1024  # buffered bytes of a streamed body before reading pa
 _DRAIN_SECONDS = 5.0  # how long a released response may take to finish in the background
 _MAX_RETRIES = 2  # stale keep-alive connections skipped per request
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+_MAX_TUNNEL_HEAD = 64 * 1024  # largest answer head a proxy may send to CONNECT
 
 
 class HTTPError(Exception):
@@ -382,7 +389,8 @@ class HTTPPool:
     Create it inside the running event loop that will use it (e.g. in a driver's ``start``) and
     :meth:`aclose` it there. ``headers`` are sent with every request; ``timeout`` is the default
     deadline of a whole request, ``connect_timeout`` bounds opening a connection, idle connections
-    older than ``keepalive_expiry`` seconds are not reused.
+    older than ``keepalive_expiry`` seconds are not reused. ``proxy``: go through this HTTP proxy
+    (see the module docstring); its credentials never appear in errors.
     """
 
     def __init__(
@@ -395,6 +403,7 @@ class HTTPPool:
         connect_timeout: float = 10.0,
         keepalive_expiry: float = 15.0,
         ssl_context: _ssl.SSLContext | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -418,6 +427,13 @@ class HTTPPool:
         for name, value in (headers or {}).items():
             _check_header(name, value)
             merged[name.lower()] = value
+        self.proxy = proxy
+        # a plain-http origin through a proxy: absolute-form targets, credentials on every request
+        self._target_prefix = ""
+        if proxy is not None and not self.tls:
+            self._target_prefix = f"http://{authority}"
+            if proxy.authorization:
+                merged["proxy-authorization"] = proxy.authorization
         self._headers = "".join(f"{name}: {value}\r\n" for name, value in merged.items())
         self._idle: deque[_Connection] = deque()
         self._slot_waiters: deque[asyncio.Future[_Connection | None]] = deque()
@@ -445,7 +461,8 @@ class HTTPPool:
         if not target.startswith("/") or any(c in target for c in " \r\n"):
             raise ValueError(f"invalid request path {target!r}")
         payload = (
-            f"{method} {target} HTTP/1.1\r\n{self._headers}{extra}content-length: {len(body)}\r\n\r\n".encode("latin-1")
+            f"{method} {self._target_prefix}{target} HTTP/1.1\r\n{self._headers}{extra}"
+            f"content-length: {len(body)}\r\n\r\n".encode("latin-1")
             + body
         )
         loop = self._loop
@@ -527,30 +544,93 @@ class HTTPPool:
     async def _connect(self, deadline: float) -> _Connection:
         """Open a connection; the caller has already counted it in ``_active``."""
         loop = self._loop
+        proxy = self.proxy
+        where = f"{self.host}:{self.port}" if proxy is None else f"{self.host}:{self.port} through proxy {proxy.address}"
         try:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise RequestTimeout("the upstream did not answer in time")
             try:
                 async with asyncio.timeout(min(self.connect_timeout, remaining)):
-                    _, conn = await loop.create_connection(
-                        lambda: _Connection(self),
-                        self.host,
-                        self.port,
-                        ssl=self._ssl,
-                        server_hostname=self.host if self._ssl is not None else None,
-                    )
+                    if proxy is None:
+                        _, conn = await loop.create_connection(
+                            lambda: _Connection(self),
+                            self.host,
+                            self.port,
+                            ssl=self._ssl,
+                            server_hostname=self.host if self._ssl is not None else None,
+                        )
+                    elif self._ssl is None:  # plain http: talk HTTP to the proxy itself
+                        _, conn = await loop.create_connection(lambda: _Connection(self), proxy.host, proxy.port)
+                    else:  # https: a CONNECT tunnel, then TLS with the origin inside it
+                        sock = await self._tunnel(proxy)
+                        try:
+                            _, conn = await loop.create_connection(
+                                lambda: _Connection(self), sock=sock, ssl=self._ssl, server_hostname=self.host
+                            )
+                        except BaseException:
+                            sock.close()
+                            raise
             except TimeoutError:
-                raise RequestTimeout(f"connecting to {self.host}:{self.port} timed out") from None
+                raise RequestTimeout(f"connecting to {where} timed out") from None
             except _ssl.SSLError as exc:
-                raise ConnectError(f"TLS handshake with {self.host}:{self.port} failed ({exc.reason})") from None
+                raise ConnectError(f"TLS handshake with {where} failed ({exc.reason})") from None
             except OSError as exc:
-                raise ConnectError(f"cannot connect to {self.host}:{self.port} ({exc.strerror or exc})") from None
+                raise ConnectError(f"cannot connect to {where} ({exc.strerror or exc})") from None
         except BaseException:
             self._active -= 1
             self._hand_slot()
             raise
         return conn
+
+    async def _tunnel(self, proxy: Proxy) -> socket.socket:
+        """A socket connected to the proxy with a ``CONNECT`` tunnel to the origin established."""
+        loop = self._loop
+        infos = await loop.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
+        sock: socket.socket | None = None
+        failure: OSError | None = None
+        for family, kind, proto, _, address in infos:
+            candidate = socket.socket(family, kind, proto)
+            candidate.setblocking(False)
+            try:
+                await loop.sock_connect(candidate, address)
+            except OSError as exc:
+                candidate.close()
+                failure = exc
+                continue
+            except BaseException:
+                candidate.close()
+                raise
+            sock = candidate
+            break
+        if sock is None:
+            raise failure or OSError("no address")
+        try:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            authority = f"{host}:{self.port}"
+            head = f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n"
+            if proxy.authorization:
+                head += f"proxy-authorization: {proxy.authorization}\r\n"
+            await loop.sock_sendall(sock, (head + "\r\n").encode("latin-1"))
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                data = await loop.sock_recv(sock, 4096)
+                if not data:
+                    raise ConnectError(f"proxy {proxy.address} closed the connection instead of opening a tunnel")
+                answer += data
+                if len(answer) > _MAX_TUNNEL_HEAD:
+                    raise ConnectError(f"proxy {proxy.address} sent an oversized answer to CONNECT")
+            status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = status_line.split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or parts[1] != "200":
+                shown = status_line[:100].replace("\r", " ")
+                raise ConnectError(f"proxy {proxy.address} refused the tunnel to {authority} ({shown})")
+            if not answer.endswith(b"\r\n\r\n"):
+                raise ConnectError(f"proxy {proxy.address} sent data after opening the tunnel")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _put(self, conn: _Connection) -> None:
         """A connection is free again: hand it to a waiting request, or keep it idle."""

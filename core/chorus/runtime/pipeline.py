@@ -29,6 +29,7 @@ from chorus.plugins.manager import PluginManager
 from chorus.runtime import legacy
 from chorus.runtime.agent import AgentLoop, ModelCall, Prepared, Turn, spend, tool_name
 from chorus.runtime.answers import check_chunk, check_completion
+from chorus.runtime.failover import Failover
 from chorus.runtime.layering import layer_messages
 from chorus.runtime.registry import Registry
 from chorus.runtime.resume import restore_messages, resumed_call_ids
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("chorus.pipeline")
 
 _NO_EVENTS: tuple[bytes, ...] = ()  # what a non-streaming model call relays
+#: ``ctx.state`` key: the selector the answer's ``model`` echoes when it is not the resolved one
+#: (the ``conversation/id=`` selector names a conversation whose target answers).
+ECHO_SELECTOR = "selector.echo"
 
 _encode = msgspec.json.Encoder().encode
 
@@ -107,6 +111,7 @@ class Pipeline:
                  turns: TurnStore | None = None) -> None:
         self.pm = pm
         self.registry = registry
+        self.failover = registry.failover
         self.server = server
         self.turns = turns if turns is not None else MemoryTurnStore(server.parked_turns_ttl_seconds)
         self.fields = declared_fields(pm)
@@ -148,7 +153,11 @@ class Pipeline:
         ctx.runtime = self
         if ctx.depth == 0 and self.access is not None:
             self.access.check_model(ctx, request.model)
-        target = ctx.target = self.resolve(request.model, ctx.workspace)
+        target = self.resolve(request.model, ctx.workspace)
+        echo = ctx.state.get(ECHO_SELECTOR) if ctx.state else None
+        if echo is not None:  # e.g. conversation/id=...: the response names what the client addressed
+            target = msgspec.structs.replace(target, selector=echo)
+        ctx.target = target
         if ctx.budget is None and target.bot is not None:
             ctx.budget = CallBudget(target.bot.max_model_calls)
         parts: list[str] = []
@@ -180,6 +189,8 @@ class Pipeline:
         messages = layer_messages(messages, backstory=backstory, parts=parts, sources=ctx.sources)
 
         changes: dict[str, Any] = {"model": target.model, "messages": messages, "chorus_progress": UNSET}
+        if request.store is not UNSET or request.metadata is not UNSET:  # read by Chorus, never forwarded
+            changes["store"] = changes["metadata"] = UNSET
         if type(request) is self.request_type and self._unset_fields:
             changes.update(self._unset_fields)  # plugin-owned fields never reach the upstream
         if target.bot is not None:
@@ -284,11 +295,11 @@ class Pipeline:
         steps = 0
         if not prepared.server_tools:
             spend(ctx)
-            response = check_completion(await target.provider.complete(prepared.body, ctx), target.provider.id)
+            response = check_completion(await self.failover.complete(target, prepared.body, ctx), target.provider.id)
             account(ctx, target, response.get("usage"))
         else:
             agent = self._agent(ctx, prepared, None)
-            async for _ in agent.run(self._complete_call(ctx, target)):
+            async for _ in agent.run(self._complete_call(ctx, target, self.failover)):
                 pass
             turn, steps = agent.turn, agent.steps
             response = turn.response
@@ -307,9 +318,9 @@ class Pipeline:
         return response
 
     @staticmethod
-    def _complete_call(ctx: RequestContext, target: Target) -> ModelCall:
+    def _complete_call(ctx: RequestContext, target: Target, failover: Failover) -> ModelCall:
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
-            response = check_completion(await target.provider.complete(body, ctx), target.provider.id)
+            response = check_completion(await failover.complete(target, body, ctx), target.provider.id)
             account(ctx, target, response.get("usage"))
             turn.response = response
             choices = response.get("choices") or []
@@ -369,7 +380,7 @@ class Pipeline:
         if not prepared.server_tools:  # the plain relay: every chunk with choices, shaped and sent
             spend(ctx)
             provider = target.provider.id
-            async for chunk in target.provider.stream(prepared.body, ctx):
+            async for chunk in self.failover.stream(target, prepared.body, ctx):
                 check_chunk(chunk, provider)
                 usage = chunk.get("usage")
                 if usage:
@@ -378,7 +389,7 @@ class Pipeline:
                     yield await emit(chunk)
         else:
             agent = self._agent(ctx, prepared, self.server.keepalive_seconds)
-            async for event in agent.run(self._stream_call(ctx, target, emit)):
+            async for event in agent.run(self._stream_call(ctx, target, emit, self.failover)):
                 yield event
             turn = agent.turn
             for index, call in enumerate(turn.client_calls):
@@ -394,14 +405,14 @@ class Pipeline:
             yield sse(final)
 
     @staticmethod
-    def _stream_call(ctx: RequestContext, target: Target, emit: Emit) -> ModelCall:
+    def _stream_call(ctx: RequestContext, target: Target, emit: Emit, failover: Failover) -> ModelCall:
         """A model call that relays content as it streams and holds back tool calls and the finish."""
 
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
             fragments: dict[int, dict[str, Any]] = {}
             content: list[str] = []
             provider = target.provider.id
-            async for chunk in target.provider.stream(body, ctx):
+            async for chunk in failover.stream(target, body, ctx):
                 check_chunk(chunk, provider)
                 usage = chunk.get("usage")
                 if usage:

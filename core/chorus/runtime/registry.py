@@ -12,6 +12,7 @@ from chorus.contract.config import BotConfig, Config, WorkspaceConfig
 from chorus.contract.context import Workspace
 from chorus.contract.errors import ConfigError
 from chorus.contract.providers import ProviderDriver
+from chorus.runtime.failover import Failover, GuardedProvider
 from chorus.runtime.keys import KeyRing
 
 if TYPE_CHECKING:
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 
 
 class Registry:
-    """Read-only lookups used on the hot path. All lookups of tenant objects take a workspace."""
+    """Read-only lookups used on the hot path. All lookups of tenant objects take a workspace.
+
+    Providers are handed out guarded (:class:`~chorus.runtime.failover.GuardedProvider`: retries and
+    circuit breaker per their failover policy); ``failover`` runs fallbacks and keeps the counters.
+    """
 
     def __init__(
         self,
@@ -32,8 +37,10 @@ class Registry:
         bots: Iterable[BotConfig],
         keyring: KeyRing,
         skillsets: Iterable[Skillset] = (),
+        failover: Failover | None = None,
     ) -> None:
-        self.providers: dict[str, ProviderDriver] = {p.id: p for p in providers}
+        self.failover = failover = failover or Failover()
+        self.providers: dict[str, GuardedProvider] = {p.id: failover.guard(p) for p in providers}
         self._skillsets: dict[tuple[str, str], Skillset] = {(s.config.workspace, s.id): s for s in skillsets}
         self.workspaces: dict[str, Workspace] = {w.id: Workspace(id=w.id, name=w.name) for w in workspaces}
         self._bots: dict[tuple[str, str], BotConfig] = {(b.workspace, b.id): b for b in bots}
@@ -56,9 +63,15 @@ class Registry:
                     f"bots[{i}].model {bot.model!r} matches no provider "
                     f"(use '<provider id>/<model>' or a model a provider lists)"
                 )
+            for j, name in enumerate(bot.fallback_models):
+                if "," in name or registry.find_model(name) is None:
+                    raise ConfigError(
+                        f"bots[{i}].fallback_models[{j}] {name!r} matches no provider "
+                        f"(use '<provider id>/<model>' or a model a provider lists, one per list entry)"
+                    )
         return registry
 
-    def find_model(self, name: str) -> tuple[ProviderDriver, str] | None:
+    def find_model(self, name: str) -> tuple[GuardedProvider, str] | None:
         """Resolve ``<provider>/<model>`` or a bare model name to ``(provider, upstream model)``."""
         head, sep, rest = name.partition("/")
         if sep and head in self.providers:

@@ -2,7 +2,7 @@
 
 :class:`Services` is what the HTTP edge serves and what ``chorus datasets`` uses without a server:
 provider drivers, skillsets, search engines, the knowledge service (catalog + vector store +
-embedder), the parked-turn store, the registry and the pipeline. Building validates every driver's
+embedder), the parked-turn store, the registry, the pipeline and the Responses API on it. Building validates every driver's
 settings and every reference (a :class:`ConfigError` names the key); nothing touches the network
 until :meth:`Services.start`.
 """
@@ -22,6 +22,7 @@ from chorus.runtime.keys import KeyRing
 from chorus.runtime.knowledge.service import Embedder, IngestSummary, Knowledge
 from chorus.runtime.pipeline import Pipeline
 from chorus.runtime.registry import Registry
+from chorus.runtime.responses.service import Responses
 from chorus.runtime.skillsets import Skillset, build_skillsets
 from chorus.storage.catalog import Catalog
 from chorus.storage.state import State, open_state
@@ -117,6 +118,9 @@ class Services:
         self.knowledge = self.registry.knowledge = build_knowledge(config, pm, self.registry, self.state.catalog)
         self.search_engines = self.registry.search_engines = build_search_engines(config, pm)
         self.pipeline = Pipeline(pm, self.registry, config.server, self.state.turns)
+        #: retries, fallbacks and circuits per provider (for metrics)
+        self.failover_stats = self.registry.failover.stats
+        self.responses = Responses(self.pipeline, self.state.responses, self.knowledge)
         self.access = self.registry.access = self.pipeline.access = Access(
             config, self.registry.keyring, self.registry.workspaces, self.state.access, self.state.signals)
 

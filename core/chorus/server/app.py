@@ -17,10 +17,13 @@ from chorus.server.errors import EXCEPTION_HANDLERS, error_response
 from chorus.server.requestid import add_request_id_header
 from chorus.server.routes.admin import AdminController
 from chorus.server.routes.chat import chat_completions
+from chorus.server.routes.chat_store import StoredChatsController
+from chorus.server.routes.conversations import ConversationsController
 from chorus.server.routes.embeddings import EmbeddingsController
 from chorus.server.routes.files import FilesController
 from chorus.server.routes.models import ModelsController
 from chorus.server.routes.playground import playground_routes
+from chorus.server.routes.responses import ResponsesController, create_response
 from chorus.server.routes.vector_stores import VectorStoresController
 
 __all__ = ["create_app", "error_response"]
@@ -44,6 +47,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
 
     handlers: list[ControllerRouterHandler] = [
         chat_completions, ModelsController, EmbeddingsController, FilesController, VectorStoresController, health,
+        create_response, ResponsesController, ConversationsController, StoredChatsController,
         AdminController,
     ]
     if config.server.playground:
@@ -55,6 +59,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None) -> Litestar:
             {
                 "services": services,
                 "pipeline": services.pipeline,
+                "responses": services.responses,
                 "registry": services.registry,
                 "knowledge": services.knowledge,
                 "plugin_manager": services.pm,

@@ -1,14 +1,14 @@
 """The one state layer: everything Chorus stores, behind typed stores, on one of two backends.
 
 * Embedded (no ``[state] url``): SQLite files in the data dir (``catalog.sqlite3``, ``files/``,
-  ``turns.sqlite3``) and file locks. Zero setup; every worker of one machine shares them.
+  ``turns.sqlite3``, ``responses.sqlite3``) and file locks. Zero setup; every worker of one machine shares them.
 * ``[state] url = "postgresql://..."``: one PostgreSQL schema shared by every instance of a
   deployment (asyncpg pool, migrations under an advisory lock, advisory locks).
 
 * ``[state] redis_url`` (optional, either backend): shared counters and notifications through
   Redis first (:mod:`chorus.storage.redis_signals`), the backend's own signals when it is down.
 
-Features reach storage only through :class:`State` (``catalog``, ``turns``, ``access``, ``signals``,
+Features reach storage only through :class:`State` (``catalog``, ``turns``, ``responses``, ``access``, ``signals``,
 ``try_lock``), so a new store is added once here, with both implementations.
 """
 
@@ -22,6 +22,7 @@ from chorus.contract.config import Config
 from chorus.storage.access import AccessStore, SqliteAccessStore
 from chorus.storage.catalog import Catalog
 from chorus.storage.locks import FileLocks
+from chorus.storage.responses import ResponseStore, SqliteResponseStore
 from chorus.storage.signals import Signals, SqliteSignals
 from chorus.storage.turns import MemoryTurnStore, SqliteTurnStore, TurnStore
 
@@ -37,11 +38,13 @@ class State:
     """The stores of one deployment and their lifecycle (start in order, close in reverse)."""
 
     def __init__(self, *, backend: Literal["sqlite", "postgresql"], catalog: Catalog, turns: TurnStore, locks: Locks,
-                 signals: Signals, where: str, access: AccessStore, database: Database | None = None) -> None:
+                 signals: Signals, where: str, responses: ResponseStore, access: AccessStore,
+                 database: Database | None = None) -> None:
         self.backend = backend
         self.access = access
         self.catalog = catalog
         self.turns = turns
+        self.responses = responses
         self.signals = signals
         self.locks = locks
         self.where = where
@@ -57,11 +60,13 @@ class State:
             await self.database.start()
         await self.catalog.start()
         await self.turns.start()
+        await self.responses.start()
         await self.access.start()
         await self.signals.start()
 
     async def aclose(self) -> None:
         await self.signals.aclose()
+        await self.responses.aclose()
         await self.access.aclose()
         await self.turns.aclose()
         await self.catalog.aclose()
@@ -83,6 +88,7 @@ def open_state(config: Config, data_dir: Path) -> State:
         from chorus.storage.postgres.catalog import PgCatalog
         from chorus.storage.postgres.database import Database
         from chorus.storage.postgres.locks import AdvisoryLocks
+        from chorus.storage.postgres.responses import PgResponseStore
         from chorus.storage.postgres.signals import PgSignals
         from chorus.storage.postgres.turns import PgTurnStore
 
@@ -91,13 +97,15 @@ def open_state(config: Config, data_dir: Path) -> State:
                       migrate=settings.migrate == "auto")
         turns: TurnStore = MemoryTurnStore(ttl) if server.parked_turns == "memory" else PgTurnStore(db, ttl)
         return State(backend="postgresql", catalog=PgCatalog(db), turns=turns, locks=AdvisoryLocks(db),
-                     signals=_with_redis(config, PgSignals(db)), where=db.where, access=PgAccessStore(db),
+                     signals=_with_redis(config, PgSignals(db)), where=db.where, responses=PgResponseStore(db),
+                     access=PgAccessStore(db),
                      database=db)
     from chorus.storage.sqlite_catalog import SqliteCatalog
 
     turns = MemoryTurnStore(ttl) if server.parked_turns == "memory" else SqliteTurnStore(data_dir / "turns.sqlite3", ttl)
     return State(backend="sqlite", catalog=SqliteCatalog(data_dir), turns=turns, locks=FileLocks(data_dir / "locks"),
                  signals=_with_redis(config, SqliteSignals(data_dir / "signals.sqlite3")), where=str(data_dir),
+                 responses=SqliteResponseStore(data_dir / "responses.sqlite3"),
                  access=SqliteAccessStore(data_dir / "access.sqlite3"))
 
 

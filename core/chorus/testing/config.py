@@ -23,7 +23,10 @@ What the template holds (use these names in the TOML you append):
 * bots ``support`` (workspace ``acme``, ``up/gpt-test``, a backstory and params) and ``rival``
   (workspace ``globex``);
 * ``[server] max_body_bytes = 200000`` plus ``server_extra``, and a fresh temporary
-  ``data_dir`` unless one is given.
+  ``data_dir`` unless one is given;
+* failover off, so a scripted fault reaches the client as scripted: every provider table (the
+  template's and yours) gets ``retries = 0`` and ``breaker_failures = 0`` unless it sets them
+  (tests of retries and the circuit breaker set them).
 
 :mod:`chorus.testing.gateway` builds and serves an app from such a config; the
 ``serve_chorus`` fixture of :mod:`chorus.testing.fixtures` does both against a scripted upstream.
@@ -128,6 +131,7 @@ STATE_ENV = "CHORUS_TEST_STATE"
 def make_config(upstream_url: str, extra: str = "", server_extra: str = "", data_dir: str | None = None) -> Config:
     """The test configuration with its providers on ``upstream_url`` (e.g. ``ScriptedUpstream.base_url``).
 
+    Failover is off unless a provider table turns it on (see the module docstring).
     ``extra`` is TOML appended at the end (more tables: ``[[skillsets]]``, ``[[bots]]``,
     ``[knowledge]``...); ``server_extra`` is TOML lines inside ``[server]``. ``data_dir`` defaults
     to a new temporary directory. Raises :class:`chorus.errors.ConfigError` as ``chorus serve``
@@ -142,7 +146,12 @@ def make_config(upstream_url: str, extra: str = "", server_extra: str = "", data
     ) + extra
     if os.environ.get(STATE_ENV) == "postgresql" and "[state]" not in extra:
         text += state_table(key=str(data_dir))
-    return parse_config(tomllib.loads(text), env={UPSTREAM_KEY_VARIABLE: UPSTREAM_SECRET})
+    data = tomllib.loads(text)
+    for provider in data.get("providers") or []:
+        if isinstance(provider, dict):
+            provider.setdefault("retries", 0)
+            provider.setdefault("breaker_failures", 0)
+    return parse_config(data, env={UPSTREAM_KEY_VARIABLE: UPSTREAM_SECRET})
 
 
 def state_table(url: str | None = None, key: str | None = None) -> str:

@@ -23,6 +23,12 @@ Response kinds: `Reply` (JSON or SSE, depending on the request's ``"stream"``),
 `Error`, `Hang`, `Drop` (also mid-body), `RawStream` and `RawBody` (any bytes as the
 answer: garbage, the wrong shape, a huge body).
 
+Failover scripts: ``push(Error(503), Reply("ok"))`` is a 503 then a success;
+``Error(429, headers={"retry-after": "1"})`` a rate limit with ``Retry-After``; ``Hang(30)`` an
+upstream that hangs before its first byte; a provider on :func:`chorus.testing.server.free_port`
+is a refused connection. Each request's `Recorded.at` (a monotonic time) proves when it came.
+``ScriptedUpstream(ssl_certfile=..., ssl_keyfile=...)`` serves HTTPS (e.g. with a ``trustme`` CA).
+
 Minimal answers: ``Reply(minimal=True)``, or ``ScriptedUpstream(minimal=True)`` for every
 reply and embedding, leaves out every field the OpenAI spec marks optional and the required
 ones that Ollama, vLLM or llama.cpp servers omit (``id``, ``object``, ``created``,
@@ -187,7 +193,11 @@ ScriptedResponse = Reply | Error | Hang | Drop | RawStream | RawBody
 
 @dataclass(frozen=True)
 class Recorded:
-    """One request as the upstream received it (``headers`` keys are lowercase)."""
+    """One request as the upstream received it (``headers`` keys are lowercase).
+
+    ``at`` is :func:`time.monotonic` when its body had arrived (the clock every process of the machine
+    shares): compare two requests' ``at`` to prove an order or a wait without timing the test itself.
+    """
 
     method: str
     path: str
@@ -195,6 +205,7 @@ class Recorded:
     json: Any
     body: bytes = b""
     query: str = ""
+    at: float = 0.0
 
 
 def _error_body(message: str, type_: str = "invalid_request_error", code: str | None = None,
@@ -233,8 +244,12 @@ class ScriptedUpstream:
     may be used from the test thread while the server thread serves requests.
     """
 
-    def __init__(self, host: str = "127.0.0.1", graceful_shutdown: float = 1.0, *, minimal: bool = False) -> None:
+    def __init__(self, host: str = "127.0.0.1", graceful_shutdown: float = 1.0, *, minimal: bool = False,
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
         self.host = host
+        #: serve HTTPS with this certificate and key (``base_url`` is then ``https://``)
+        self.ssl_certfile = ssl_certfile
+        self.ssl_keyfile = ssl_keyfile
         self.graceful_shutdown = graceful_shutdown
         #: Render every `Reply` and embedding minimal (see the module docstring); may be changed any time.
         self.minimal = minimal
@@ -265,7 +280,8 @@ class ScriptedUpstream:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{self.host}:{self.port}/v1"
 
     def start(self, timeout: float = 10.0) -> ScriptedUpstream:
         if self._thread is not None:
@@ -277,6 +293,7 @@ class ScriptedUpstream:
         config = uvicorn.Config(
             self._app, interface="asgi3", lifespan="off", log_config=None, access_log=False, ws="none",
             timeout_graceful_shutdown=self.graceful_shutdown,  # type: ignore[arg-type]  # seconds, a float is fine
+            ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"scripted-upstream:{self._port}", daemon=True)
@@ -432,7 +449,8 @@ class ScriptedUpstream:
             payload = None
         method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        record = Recorded(method, path, headers, payload, bytes(body), scope.get("query_string", b"").decode())
+        record = Recorded(method, path, headers, payload, bytes(body), scope.get("query_string", b"").decode(),
+                          time.monotonic())
         with self._lock:
             self.requests.append(record)
 

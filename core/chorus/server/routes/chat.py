@@ -12,6 +12,8 @@ keeps what the ``@post`` handler did, byte for byte:
 * methods other than ``POST`` get the same 405 envelope, and ``OPTIONS`` the same 204 with
   ``allow: OPTIONS, POST``, as Litestar's router gives ``@post`` routes;
 * a ``Content-Type`` that is not JSON is a 415 (none at all is read as JSON);
+* ``x-chorus-upstream: <provider>/<model>`` names the upstream that answered (a fallback, when the
+  primary failed), streamed or not;
 * a client that disconnects cancels the upstream work at every stage: while its body arrives
   (:class:`~chorus.server.body.ClientGone`, 499), while the answer is prepared, before the first
   event of a stream and during one (the stream stops and the upstream connection is closed),
@@ -33,6 +35,7 @@ from litestar.handlers import asgi
 
 from chorus.contract.context import RequestContext
 from chorus.runtime.pipeline import Pipeline
+from chorus.runtime.responses.chats import ChatFollowUp
 from chorus.server.auth import RATE_LIMIT_HEADERS, identify
 from chorus.server.body import ClientGone, check_json_type, read_body
 from chorus.server.requestid import request_id
@@ -47,6 +50,7 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
     (b"content-type", b"text/event-stream; charset=utf-8"),
 ]
+_UPSTREAM = b"x-chorus-upstream"  # which upstream answered: "<provider>/<model>"
 _OPTIONS_START: dict[str, Any] = {"type": "http.response.start", "status": 204, "headers": [(b"allow", b"OPTIONS, POST")]}
 _EMPTY_END: dict[str, Any] = {"type": "http.response.body", "body": b"", "more_body": False}
 _TRUTHY = ("1", "true", "yes")
@@ -128,40 +132,49 @@ async def chat_completions(scope: Any, receive: Receive, send: Send) -> None:
     check_json_type(found.get(b"content-type"))
     body = await read_body(receive, content_length, state.max_body_bytes)
     chat = pipeline.decode(body)
-    ctx = RequestContext(request_id=request_id(scope), workspace=caller.workspace, registry=pipeline.registry,
-                         request=chat)
+    follow: ChatFollowUp | None = None
+    if chat.store is True or chat.model.startswith("conversation/"):  # opt-in: the only chat requests that touch the store
+        chat, follow = await ChatFollowUp.open(state.responses.store, chat, caller.workspace)
+    ctx = RequestContext(request_id=request_id(scope), workspace=caller.workspace, registry=pipeline.registry, request=chat)
     ctx.key_id = caller.key_id
     if chat.chorus_progress is True or (progress_header is not None and progress_header.lower() in _TRUTHY):
         ctx.state["progress"] = True
+    if follow is not None:
+        follow.bind(ctx)
     if not ctx.stream:
         with DisconnectWatch(receive) as watch:
             try:
-                content = await pipeline.complete_json(ctx)
+                content = await (pipeline.complete_json(ctx) if follow is None else follow.complete_json(pipeline, ctx))
             except asyncio.CancelledError:
                 if not watch.gone:
                     raise
                 watch.absorb()
                 raise ClientGone("while its answer was prepared; upstream work cancelled") from None
-        await send({
-            "type": "http.response.start", "status": 200,
-            "headers": [_JSON_HEADER, (b"content-length", str(len(content)).encode())],
-        })
+        headers = [_JSON_HEADER, (b"content-length", str(len(content)).encode())]
+        if ctx.upstream is not None:
+            headers.append((_UPSTREAM, ctx.upstream.encode("latin-1", "replace")))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content, "more_body": False})
         return
-    await stream_response(pipeline, ctx, receive, send)
+    await stream_response(pipeline, ctx, receive, send, None if follow is None else follow.stream(pipeline, ctx))
 
 
-async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Receive, send: Send) -> None:
-    """Relay the pipeline's SSE events; errors before the first event become a normal HTTP error.
+async def stream_response(pipeline: Pipeline, ctx: RequestContext, receive: Receive, send: Send,
+                          events: AsyncGenerator[bytes, None] | None = None) -> None:
+    """Relay the pipeline's SSE events (or ``events``); errors before the first event become a normal HTTP error.
 
     The client is watched from the start: one that leaves while the model thinks (before the first
     event) cancels the upstream request as surely as one that leaves mid-stream.
     """
-    events = pipeline.stream(ctx)
+    if events is None:
+        events = pipeline.stream(ctx)
     with DisconnectWatch(receive) as watch:
         try:
             first = await anext(events)
-            await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
+            headers = list(_SSE_HEADERS)
+            if ctx.upstream is not None:
+                headers.append((_UPSTREAM, ctx.upstream.encode("latin-1", "replace")))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": first, "more_body": True})
             await relay(events, send)
             watch.stop()

@@ -68,7 +68,13 @@ class EmbeddingsController(Controller):
         body = decode_body(await json_body(request), _decoder)
         if not body.model.startswith(MODEL_PREFIX):
             raise unknown_target(body.model)
-        found = registry.find_model(body.model[len(MODEL_PREFIX):])
+        name = body.model[len(MODEL_PREFIX):]
+        if "," in name:
+            raise InvalidRequest(
+                "Fallback chains ('model/name=a/x,b/y') are for chat completions; name one embedding model.",
+                param="model", code="invalid_value",
+            )
+        found = registry.find_model(name)
         if found is None:
             raise unknown_target(body.model)
         inputs = [body.input] if isinstance(body.input, str) else body.input

@@ -65,8 +65,27 @@ CREATE TABLE counters (
 );
 CREATE INDEX counters_expiry ON counters (expires);
 """),
-    # 4, not 3: the Responses API work appends its own migration 3 (gaps are fine: missing versions
-    # are applied in list order)
+    (3, "responses, conversations, stored chat completions", """
+CREATE TABLE responses (
+    workspace TEXT NOT NULL, id TEXT NOT NULL, created_at BIGINT NOT NULL,
+    response TEXT NOT NULL, input_items TEXT NOT NULL, context TEXT NOT NULL,
+    PRIMARY KEY (workspace, id)
+);
+CREATE TABLE conversations (
+    workspace TEXT NOT NULL, id TEXT NOT NULL, created_at BIGINT NOT NULL, metadata TEXT NOT NULL,
+    PRIMARY KEY (workspace, id)
+);
+CREATE TABLE conversation_items (
+    seq BIGSERIAL PRIMARY KEY, workspace TEXT NOT NULL, conversation_id TEXT NOT NULL,
+    id TEXT NOT NULL, item TEXT NOT NULL
+);
+CREATE INDEX conversation_items_by_conversation ON conversation_items (workspace, conversation_id, seq);
+CREATE TABLE chat_completions (
+    workspace TEXT NOT NULL, id TEXT NOT NULL, created_at BIGINT NOT NULL, model TEXT NOT NULL,
+    metadata TEXT NOT NULL, completion TEXT NOT NULL, messages TEXT NOT NULL,
+    PRIMARY KEY (workspace, id)
+);
+"""),
     (4, "managed API keys, usage records", """
 CREATE TABLE api_keys (
     id TEXT PRIMARY KEY, workspace TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE,

@@ -148,14 +148,14 @@
     ui.caps.append(h("dl", {}, ...rows));
   }
 
-  // The switch to the Responses API. The hook: the page asks `GET v1/responses`; a server without
-  // the API answers 404 (or 405 when it serves only other methods there) and the switch stays
-  // disabled with its tooltip. Any other answer (401 without a key, 200, ...) enables it.
+  // The switch to the Responses API. The hook: the page asks `OPTIONS v1/responses` (no key
+  // needed); a server that serves `POST v1/responses` answers with an `allow` header naming POST.
+  // A server without the API answers 404 and the switch stays disabled with its tooltip.
   async function detectResponses() {
     let available = false;
     try {
-      const response = await fetch("v1/responses", { method: "GET" });
-      available = response.status !== 404 && response.status !== 405;
+      const response = await fetch("v1/responses", { method: "OPTIONS" });
+      available = response.ok && (response.headers.get("allow") || "").toUpperCase().includes("POST");
     } catch { /* offline: leave it disabled */ }
     ui.responses.disabled = !available;
     ui.responsesChoice.title = available ? "" : "Responses API coming";
@@ -440,8 +440,14 @@
     else if (event.type === "response.output_text.annotation.added") {
       addAnnotations(turn, [{ type: "url_citation", url_citation: event.annotation }]);
       scheduleRender(turn);
-    } else if (event.type === "response.completed" && event.response) turn.usage = event.response.usage || null;
-    else if (event.type === "response.failed") {
+    } else if (event.type === "chorus.progress" && event.progress) addProgress(turn, event.progress);
+    else if (event.type === "response.output_item.done" && event.item && event.item.type === "function_call") {
+      turn.toolCalls = [turn.toolCalls, event.item.name].filter(Boolean).join(", ");
+    } else if (event.type === "response.completed" && event.response) {
+      const usage = event.response.usage;
+      turn.usage = usage ? { prompt_tokens: usage.input_tokens, completion_tokens: usage.output_tokens,
+        total_tokens: usage.total_tokens } : null;
+    } else if (event.type === "response.failed") {
       throw new Error((event.response && event.response.error && event.response.error.message) || "the response failed");
     }
   }
