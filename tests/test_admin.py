@@ -290,3 +290,16 @@ def test_the_responses_api_is_limited_and_accounted_like_chat(ops: LiveServer, a
     row = usage(admin, "key", start=since)[created["id"]]
     assert row["requests"] == 2 and row["input_tokens"] == 26 and row["output_tokens"] == 6
     assert row["cost"] == pytest.approx((26 * 1000 + 6 * 2000) / 1e6)
+
+
+def test_a_fallback_that_answers_is_priced_and_recorded_as_itself(ops: LiveServer, admin: httpx.Client,
+                                                                  up: ScriptedUpstream) -> None:
+    created = create_key(admin)
+    since = time.time() - 1
+    up.push(Reply(content="from the fallback"))
+    with sdk(ops, created["key"]) as client:
+        answer = client.chat.completions.create(model="model/name=dead/dead-model,priced/gpt-priced", messages=USER)
+    assert answer.choices[0].message.content == "from the fallback"
+    by_model = usage(admin, "model", start=since, workspace="acme")
+    assert by_model["priced/gpt-priced"]["cost"] == pytest.approx(0.02)
+    assert "dead/dead-model" not in by_model

@@ -68,10 +68,15 @@ def account(ctx: RequestContext, target: Target, usage: Any) -> None:
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     cached = cached if isinstance(cached, int) else 0
-    provider = target.provider
-    price = provider.price(target.model)
+    provider, model = target.provider, target.model
+    if target.fallbacks and ctx.upstream and ctx.upstream != f"{provider.id}/{model}":
+        for candidate, name in target.fallbacks:  # a fallback answered: its usage, its price
+            if ctx.upstream == f"{candidate.id}/{name}":
+                provider, model = candidate, name
+                break
+    price = provider.price(model)
     cost = price.cost_nanos(input_tokens, output_tokens, cached) if price is not None else 0
-    ctx.ledger.add(provider.id, target.model, input_tokens, output_tokens, cached, cost)
+    ctx.ledger.add(provider.id, model, input_tokens, output_tokens, cached, cost)
 
 
 def outcome(exc: BaseException) -> str:
