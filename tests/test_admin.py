@@ -295,7 +295,7 @@ def test_the_responses_api_is_limited_and_accounted_like_chat(ops: LiveServer, a
 def test_a_fallback_that_answers_is_priced_and_recorded_as_itself(ops: LiveServer, admin: httpx.Client,
                                                                   up: ScriptedUpstream) -> None:
     created = create_key(admin)
-    since = time.time() - 1
+    since = time.time()  # this test's records only
     up.push(Reply(content="from the fallback"))
     with sdk(ops, created["key"]) as client:
         answer = client.chat.completions.create(model="model/name=dead/dead-model,priced/gpt-priced", messages=USER)
