@@ -7,8 +7,10 @@
 Wall-clock and CPU-time figures on a shared 2-core machine move with whatever else runs. This
 script runs one Chorus server under ``valgrind --tool=callgrind`` with instrumentation off during
 startup, warms it up, zeroes the counters, sends ``--requests`` requests per scenario one at a time
-(a plain ``model/name=`` request, a ``bot/id=`` request with a backstory, and a streamed
-``model/name=`` request of 64 chunks) and reads the instructions the server executed. The upstream
+(a plain ``model/name=`` request, a ``bot/id=`` request with a backstory, a streamed
+``model/name=`` request of 64 chunks, and the plain request with a managed key that has limits and a
+budget, ``limited``, created through the admin API first) and reads the instructions the server
+executed. ``limited`` minus ``model`` is what limits add per request. The upstream
 is ``benchmarks/mock_upstream.py`` outside valgrind. Counts are repeatable to a fraction of a
 percent for the same code, so two checkouts (``--python`` of each one's venv) compare exactly.
 
@@ -24,6 +26,7 @@ the same with 10 % of traces sampled (``OTEL_TRACES_SAMPLER=parentbased_traceidr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -43,11 +46,18 @@ from constants import API_KEY, BACKSTORY, MESSAGES, UPSTREAM_KEY
 from procs import free_port
 
 SCHEMA = f"bench_instructions_{os.getpid()}"
+ADMIN_KEY = "sk-chorus-bench-admin"
+ADMIN_DIGEST = "sha256:" + hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
 SCENARIOS = {
     "model": {"model": "model/name=fast/gpt-4o-mini", "messages": MESSAGES},
     "bot": {"model": "bot/id=ada", "messages": MESSAGES},
     "stream": {"model": "model/name=fast/gpt-4o-mini", "messages": MESSAGES, "stream": True},
+    "limited": {"model": "model/name=fast/gpt-4o-mini", "messages": MESSAGES},  # with the managed, limited key
 }
+IDLE_SECONDS = 10.0
+#: limits a benchmark never reaches: every check and count runs, no request is refused
+LIMITED_KEY = {"name": "bench", "rpm": 1_000_000_000, "tpm": 1_000_000_000_000,
+               "budget": {"amount": 1_000_000_000, "period": "month"}}
 
 
 def config(path: Path, upstream: int, state_url: str | None = None, extra: str = "") -> None:
@@ -57,12 +67,16 @@ def config(path: Path, upstream: int, state_url: str | None = None, extra: str =
     path.write_text(f"""
 data_dir = "{path.parent / 'data'}"
 
+[server]
+admin_keys = ["{ADMIN_DIGEST}"]
+
 [[providers]]
 id = "fast"
 driver = "openai"
 base_url = "http://127.0.0.1:{upstream}/v1"
 api_key = "{UPSTREAM_KEY}"
 models = ["gpt-4o-mini"]
+prices = {{ "gpt-4o-mini" = {{ input = 0.15, output = 0.6 }} }}
 
 [[workspaces]]
 id = "bench"
@@ -78,15 +92,16 @@ params = {{ temperature = 0.2, max_tokens = 400 }}
 """ + state + extra)
 
 
-def send(port: int, body: dict[str, object]) -> None:
+def send(port: int, body: dict[str, object], key: str = API_KEY, path: str = "/v1/chat/completions") -> bytes:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
-        conn.request("POST", "/v1/chat/completions", json.dumps(body).encode(),
-                     {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+        conn.request("POST", path, json.dumps(body).encode(),
+                     {"authorization": f"Bearer {key}", "content-type": "application/json"})
         response = conn.getresponse()
         data = response.read()
-        if response.status != 200:
+        if response.status not in (200, 201):
             raise RuntimeError(f"{response.status}: {data[:200]!r}")
+        return data
     finally:
         conn.close()
 
@@ -139,18 +154,30 @@ def measure(python: str, requests: int, warmup: int, state_url: str | None = Non
     results: dict[str, float] = {}
     try:
         wait_health(port, server, 600)
+        limited = json.loads(send(port, LIMITED_KEY, ADMIN_KEY, "/admin/v1/workspaces/bench/keys"))["key"]
         control(server.pid, "-i", "on")
         for name, body in SCENARIOS.items():
+            key = limited if name == "limited" else API_KEY
             for _ in range(warmup):
-                send(port, body)
+                send(port, body, key)
             time.sleep(settle)
             before = total_instructions(out)
             control(server.pid, "-z")  # zero, so the next dump holds only this scenario
+            started = time.monotonic()
             for _ in range(requests):
-                send(port, body)
+                send(port, body, key)
             time.sleep(settle)
             control(server.pid, "-d")
             results[name] = (total_instructions(out) - before) / requests
+            results[f"{name} (seconds per request under valgrind)"] = (time.monotonic() - started) / requests
+        # What the server runs with no request at all (timers: usage flush, limits sync, signals
+        # poll), per second: under valgrind a request takes tens of milliseconds, so time-driven work
+        # shows up in the per-request counts above in proportion (far less at real request rates).
+        before = total_instructions(out)
+        control(server.pid, "-z")
+        time.sleep(IDLE_SECONDS)
+        control(server.pid, "-d")
+        results["idle per second"] = (total_instructions(out) - before) / IDLE_SECONDS
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -191,7 +218,8 @@ def main() -> int:
     for backend, url in runs:
         results = measure(args.python, args.requests, args.warmup, url, settle=args.settle or 0.0)
         print(json.dumps({"label": args.label, "state": backend,
-                          "instructions_per_request": {k: round(v) for k, v in results.items()}}))
+                          "instructions_per_request": {k: round(v, 4) if "seconds" in k else round(v)
+                                                       for k, v in results.items()}}))
     return 0
 
 

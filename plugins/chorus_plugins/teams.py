@@ -116,6 +116,8 @@ async def _ask(ctx: RequestContext, member: BotConfig, call: dict[str, Any]) -> 
     member_ctx = RequestContext(request_id=ctx.request_id, workspace=ctx.workspace, registry=ctx.registry, request=request,
                                 observation=observation)
     member_ctx.budget = ctx.budget
+    member_ctx.ledger = ctx.ledger  # the member's calls are the request's usage and cost
+    member_ctx.key_id = ctx.key_id
     member_ctx.depth = ctx.depth + 1
     member_ctx.state["progress"] = False
     attributes = None

@@ -242,6 +242,8 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     """Print a fresh key and the ``sha256:`` form to put in configuration."""
     key = new_key()
     print(f"key:    {key}\nconfig: {digest(key)}")
+    where = "[server] admin_keys (opens /admin/v1)" if args.admin else "a workspace's api_keys"
+    print(f"put the config line's value in {where}", file=sys.stderr)
     return 0
 
 
@@ -305,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API key utilities").add_subparsers(dest="keys_command", required=True)
-    keys.add_parser("new", help="print a new random key and its sha256: form").set_defaults(func=cmd_keys_new)
+    new = keys.add_parser("new", help="print a new random key and its sha256: form (for a workspace's api_keys or, "
+                          "with --admin, for [server] admin_keys)")
+    new.add_argument("--admin", action="store_true",
+                     help="an admin key: put its sha256: form in [server] admin_keys to open /admin/v1 "
+                     "(the same kind of key; only where it is configured differs)")
+    new.set_defaults(func=cmd_keys_new)
     keys.add_parser("reset-default", help="replace the embedded default workspace's key (a lost key cannot be shown "
                     "again); prints the new key once").set_defaults(func=cmd_keys_reset_default)
 

@@ -51,6 +51,10 @@ class ServerConfig(Strict):
     #: "text": lines with time, level and logger; "json": one JSON object per line, plus one line per
     #: request (``chorus serve --log-format`` overrides it).
     log_format: Literal["text", "json"] = "text"
+    # keys of the admin API (``/admin/v1``), in ``sha256:<hex>`` form only (``chorus keys new --admin``)
+    admin_keys: list[Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]] = []
+    # the window of ``rpm``/``tpm`` limits in seconds (60: per minute; tests and trials shorten it)
+    limit_window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 
 
 class MetricsConfig(Strict):
@@ -71,12 +75,47 @@ class TracingConfig(Strict):
     record_content: bool = False
 
 
+class Limits(Strict, omit_defaults=True):
+    """Requests and tokens per limit window (``[server] limit_window_seconds``, a minute by default)."""
+
+    rpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+#: Budget periods: fixed UTC windows from the Unix epoch ("month" is 30 days, not a calendar month).
+BUDGET_PERIODS: dict[str, int] = {"hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30 * 86400}
+
+
+class Budget(Strict):
+    """A spend budget in USD per period (``hour``, ``day``, ``week``, ``month`` = 30 days)."""
+
+    amount: Annotated[float, msgspec.Meta(ge=0)]
+    period: Literal["hour", "day", "week", "month"] = "month"
+
+
+class Price(Strict):
+    """What a model costs, in USD per million tokens (``cached_input`` defaults to ``input``)."""
+
+    input: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    output: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    cached_input: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+    def cost_nanos(self, input_tokens: int, output_tokens: int, cached_tokens: int) -> int:
+        """The cost of one call in nano-USD (USD per million tokens = nano-USD per thousandth token)."""
+        cached = min(max(cached_tokens, 0), input_tokens)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        return round((input_tokens - cached) * self.input * 1000 + cached * cached_price * 1000
+                     + output_tokens * self.output * 1000)
+
+
 class WorkspaceConfig(Strict):
     """``[[workspaces]]``: a tenant. Its keys select it; everything it owns is invisible to others."""
 
     id: str
     name: str = ""
     api_keys: list[str] = []
+    limits: Limits = Limits()     # requests / tokens per window for the whole workspace (every key)
+    budget: Budget | None = None  # spend budget of the whole workspace
 
 
 class BotParams(Strict, omit_defaults=True):

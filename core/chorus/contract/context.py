@@ -24,7 +24,7 @@ from chorus.contract.observe import Observation
 if TYPE_CHECKING:
     import httpx
 
-    from chorus.contract.config import BotConfig, SkillsetConfig
+    from chorus.contract.config import BotConfig, Price, SkillsetConfig
     from chorus.contract.documents import SearchHit
     from chorus.contract.schemas import ChatCompletionRequest
     from chorus.contract.search import SearchEngineDriver
@@ -40,6 +40,8 @@ class Provider(Protocol):
     def advertised_models(self) -> list[str]: ...
 
     def serves(self, model: str) -> bool: ...
+
+    def price(self, model: str) -> Price | None: ...
 
     async def embed(self, inputs: list[str], model: str, *, dimensions: int | None = None) -> dict[str, Any]: ...
 
@@ -197,12 +199,64 @@ class CallBudget:
         self.used += 1
 
 
+class LedgerEntry:
+    """Token usage and cost of the model calls of one request to one ``provider/model``."""
+
+    __slots__ = ("cached_tokens", "calls", "cost_nanos", "input_tokens", "model", "output_tokens", "provider")
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
+        self.model = model
+        self.calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cached_tokens = 0
+        self.cost_nanos = 0  # USD x 1e9
+
+
+class Ledger:
+    """Every model call of one client request, hidden tool steps and team members included.
+
+    The runtime adds each upstream call's usage here once (team members share their parent's
+    ledger); when the request ends it becomes the request's usage records, its token and spend
+    counts. Metrics, traces and logs read the same totals.
+    """
+
+    __slots__ = ("entries", "started")
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.entries: dict[tuple[str, str], LedgerEntry] = {}
+
+    def add(self, provider: str, model: str, input_tokens: int, output_tokens: int, cached_tokens: int,
+            cost_nanos: int) -> None:
+        entry = self.entries.get((provider, model))
+        if entry is None:
+            entry = self.entries[(provider, model)] = LedgerEntry(provider, model)
+        entry.calls += 1
+        entry.input_tokens += input_tokens
+        entry.output_tokens += output_tokens
+        entry.cached_tokens += cached_tokens
+        entry.cost_nanos += cost_nanos
+
+    @property
+    def tokens(self) -> int:
+        return sum(e.input_tokens + e.output_tokens for e in self.entries.values())
+
+    @property
+    def cost_nanos(self) -> int:
+        return sum(e.cost_nanos for e in self.entries.values())
+
+
 class RequestContext:
     """Everything known about one request while it runs.
 
     Plugins may read every attribute and keep their own per-request data in :attr:`state`
     (namespaced by plugin name). :attr:`usage` accumulates token usage across every model call.
     :attr:`observation` collects the facts metrics, logs and traces report (:mod:`chorus.contract.observe`).
+    :attr:`ledger` holds every model call's usage and cost per ``provider/model`` (a plugin that
+    runs sub-requests gives them the parent's ledger, as teams do); :attr:`key_id` is the API key's
+    id (``key_...`` for managed keys, ``cfg_...`` for config-file keys).
     """
 
     __slots__ = (
@@ -212,6 +266,8 @@ class RequestContext:
         "deadline",
         "depth",
         "include_usage",
+        "key_id",
+        "ledger",
         "legacy_functions",
         "observation",
         "registry",
@@ -261,6 +317,8 @@ class RequestContext:
         #: Headers provider drivers send with this request's upstream calls (W3C trace context when
         #: tracing is on; set by the runtime before each model call). ``None``: none.
         self.upstream_headers: dict[str, str] | None = None
+        self.key_id: str | None = None     # the API key's id (managed keys, or "cfg_..." for config keys)
+        self.ledger = Ledger()             # every model call's usage and cost (team members share it)
 
     def field(self, name: str) -> Any:
         """The value of a request field a plugin declared (``request_fields``); ``None`` when not sent."""

@@ -156,6 +156,30 @@ class BudgetExhausted(ChorusError):
     default_code = "model_call_budget_exhausted"
 
 
+class PermissionDenied(ChorusError):
+    """Authenticated, but this key may not do this (403): an admin endpoint, a model not allowed."""
+
+    status_code = 403
+    error_type = "invalid_request_error"
+    default_code = "permission_denied"
+
+
+class RateLimited(ChorusError):
+    """A key's or workspace's requests or tokens per window are used up (429, type ``requests``/``tokens``)."""
+
+    status_code = 429
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(ChorusError):
+    """A key's or workspace's spend budget for the period is used up (429)."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
 class StateUnavailable(ChorusError):
     """The state store (PostgreSQL) cannot be reached right now; the client may retry."""
 

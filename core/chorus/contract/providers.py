@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
+from chorus.contract.config import Price
 from chorus.contract.retry import FailoverPolicy
 from chorus.contract.secrets import Secret
 from chorus.net.proxy import Proxy, ProxyURLError, environment_proxies
@@ -42,6 +43,8 @@ class ProviderSettings(FailoverPolicy, kw_only=True):
     # non-streamed body, and one event of a stream
     max_response_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024 * 1024
     max_event_bytes: Annotated[int, msgspec.Meta(ge=1)] = 8 * 1024 * 1024
+    # USD per million tokens by upstream model name (the cost recorded with every request's usage)
+    prices: dict[str, Price] = {}
     #: The HTTP proxy to reach the upstream through: unset, the ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
     #: ``NO_PROXY`` environment (read once at startup); ``""``, none; else ``http://[user:pass@]host:port``.
     #: A secret, as it may carry credentials. :meth:`proxy_for` resolves it for drivers.
@@ -90,6 +93,11 @@ class ProviderDriver(abc.ABC):
     def advertised_models(self) -> list[str]:
         """Model names shown in ``/v1/models`` (``"*"`` entries are never advertised)."""
         return [m for m in self.settings.models if m != "*"]
+
+    def price(self, model: str) -> Price | None:
+        """What ``model`` (the upstream name) costs (``prices`` in the provider's table), if configured."""
+        prices = self.settings.prices
+        return prices.get(model) if prices else None
 
     def serves(self, model: str) -> bool:
         """Whether a bare model name is served by this provider."""

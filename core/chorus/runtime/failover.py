@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from chorus.contract.config import Price
 from chorus.contract.context import Provider, RequestContext, Target
 from chorus.contract.errors import UpstreamCircuitOpen, UpstreamError
 from chorus.contract.providers import ProviderDriver, ProviderSettings
@@ -178,6 +179,9 @@ class GuardedProvider:
 
     def advertised_models(self) -> list[str]:
         return self.driver.advertised_models()
+
+    def price(self, model: str) -> Price | None:
+        return self.driver.price(model)
 
     def serves(self, model: str) -> bool:
         return self.driver.serves(model)

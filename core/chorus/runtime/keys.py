@@ -46,7 +46,10 @@ class KeyRing:
 
     def workspace_for(self, presented: str) -> str | None:
         """The workspace the presented key belongs to, or ``None``. Constant time in the key."""
-        wanted = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        return self.workspace_for_digest(hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest())
+
+    def workspace_for_digest(self, wanted: bytes) -> str | None:
+        """:meth:`workspace_for` of a key already hashed (raw SHA-256 bytes)."""
         found: str | None = None
         for stored, workspace in self._entries:
             if hmac.compare_digest(stored, wanted):

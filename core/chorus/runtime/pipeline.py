@@ -37,6 +37,7 @@ from chorus.runtime.streaming import DONE, Emit, accumulate, chunk_emitter, sse,
 from chorus.storage.turns import MemoryTurnStore, TurnStore
 
 if TYPE_CHECKING:
+    from chorus.runtime.access import Access
     from chorus.runtime.tracing import OtelTracing
 
 log = logging.getLogger("chorus.pipeline")
@@ -54,6 +55,38 @@ async def await_me_maybe(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def account(ctx: RequestContext, target: Target, usage: Any) -> None:
+    """One upstream call's ``usage``: into the client-visible total and, priced, into the request's ledger."""
+    if not usage or not isinstance(usage, dict):
+        return
+    ctx.add_usage(usage)
+    input_tokens = usage.get("prompt_tokens")
+    output_tokens = usage.get("completion_tokens")
+    input_tokens = input_tokens if isinstance(input_tokens, int) else 0
+    output_tokens = output_tokens if isinstance(output_tokens, int) else 0
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    cached = cached if isinstance(cached, int) else 0
+    provider, model = target.provider, target.model
+    if target.fallbacks and ctx.upstream and ctx.upstream != f"{provider.id}/{model}":
+        for candidate, name in target.fallbacks:  # a fallback answered: its usage, its price
+            if ctx.upstream == f"{candidate.id}/{name}":
+                provider, model = candidate, name
+                break
+    price = provider.price(model)
+    cost = price.cost_nanos(input_tokens, output_tokens, cached) if price is not None else 0
+    ctx.ledger.add(provider.id, model, input_tokens, output_tokens, cached, cost)
+
+
+def outcome(exc: BaseException) -> str:
+    """The status a failed request is recorded with: the error's code (or type), ``cancelled``, ``error``."""
+    if isinstance(exc, ChorusError):
+        return exc.code or exc.error_type
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return "cancelled"
+    return "error"
 
 
 def declared_fields(pm: PluginManager) -> list[RequestField]:
@@ -100,6 +133,7 @@ class Pipeline:
         self._run_tools = pm.runner("run_tools") if pm.implements("run_tools") else None
         self._post = pm.runner("post_process") if pm.implements("post_process") else None
         self._bot_defaults: dict[tuple[str, str], dict[str, Any]] = {}
+        self.access: Access | None = None  # usage records, limits, allow-lists (set by Services)
 
     @property
     def max_team_depth(self) -> int:
@@ -124,6 +158,8 @@ class Pipeline:
         """Resolve the target and build the upstream request."""
         request = ctx.request
         ctx.runtime = self
+        if ctx.depth == 0 and self.access is not None:
+            self.access.check_model(ctx, request.model)
         target = self.resolve(request.model, ctx.workspace)
         echo = ctx.state.get(ECHO_SELECTOR) if ctx.state else None
         if echo is not None:  # e.g. conversation/id=...: the response names what the client addressed
@@ -270,8 +306,35 @@ class Pipeline:
         """Run a non-streaming request and return the encoded ``chat.completion``."""
         return _encode(await self.complete(ctx))
 
+    def finish(self, ctx: RequestContext, status: str) -> None:
+        """The client's request ended: record its usage (hidden steps and team members included).
+
+        Called once per client request by :meth:`complete` and :meth:`stream`, so every API that
+        runs requests through them (chat completions, the Responses API) is accounted the same way.
+        """
+        if self.access is not None:
+            try:
+                self.access.finish(ctx, status)
+            except Exception:  # accounting must never turn an answer into an error
+                log.exception("request %s: recording its usage failed", ctx.request_id)
+
     async def complete(self, ctx: RequestContext) -> dict[str, Any]:
-        """Run a non-streaming request; the ``chat.completion`` as a dict (team members use this)."""
+        """Run a non-streaming request; the ``chat.completion`` as a dict (team members use this).
+
+        The client's own request (``ctx.depth == 0``, whichever API it came through) has its usage
+        recorded when it ends (:meth:`finish`); a team member's calls are in its parent's ledger.
+        """
+        if ctx.depth:
+            return await self._complete(ctx)
+        try:
+            response = await self._complete(ctx)
+        except BaseException as exc:
+            self.finish(ctx, outcome(exc))
+            raise
+        self.finish(ctx, "ok")
+        return response
+
+    async def _complete(self, ctx: RequestContext) -> dict[str, Any]:
         prepared = await self.prepare(ctx)
         target = ctx.target
         assert target is not None
@@ -279,7 +342,7 @@ class Pipeline:
         if not prepared.server_tools:
             spend(ctx)
             response = check_completion(await self._upstream_complete(ctx, target, prepared.body), target.provider.id)
-            ctx.add_usage(response.get("usage"))
+            account(ctx, target, response.get("usage"))
         else:
             agent = self._agent(ctx, prepared, None)
             async for _ in agent.run(self._complete_call(ctx, target, self._upstream_complete)):
@@ -304,7 +367,7 @@ class Pipeline:
     def _complete_call(ctx: RequestContext, target: Target, upstream: Any) -> ModelCall:
         async def call(body: ChatCompletionRequest, turn: Turn) -> AsyncIterator[bytes]:
             response = check_completion(await upstream(ctx, target, body), target.provider.id)
-            ctx.add_usage(response.get("usage"))
+            account(ctx, target, response.get("usage"))
             turn.response = response
             choices = response.get("choices") or []
             choice = turn.choice = choices[0] if choices and isinstance(choices[0], dict) else {}
@@ -326,13 +389,15 @@ class Pipeline:
         Errors before the first event propagate (the caller turns them into an HTTP status);
         errors after it end the stream with an ``error`` event and no ``[DONE]``.
         """
-        prepared = await self.prepare(ctx)
+        status = "cancelled"
         started = False
         try:
+            prepared = await self.prepare(ctx)
             async for event in self._stream_events(ctx, prepared):
                 started = True
                 yield event
         except ChorusError as exc:
+            status = outcome(exc)
             if not started:
                 raise
             log.warning("request %s: stream failed after start: %s", ctx.request_id, exc.message)
@@ -343,6 +408,7 @@ class Pipeline:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception:
+            status = "error"
             if not started:
                 raise
             log.exception("request %s: stream failed after start", ctx.request_id)
@@ -351,6 +417,10 @@ class Pipeline:
             error = ChorusError(f"The stream failed (request id {ctx.request_id}).")
             yield sse(error.to_dict())
             return
+        else:
+            status = "ok"
+        finally:
+            self.finish(ctx, status)
         yield DONE
 
     async def _stream_events(self, ctx: RequestContext, prepared: Prepared) -> AsyncIterator[bytes]:
@@ -369,7 +439,7 @@ class Pipeline:
                     check_chunk(chunk, provider)
                     usage = chunk.get("usage")
                     if usage:
-                        ctx.add_usage(usage)
+                        account(ctx, target, usage)
                     if chunk.get("choices"):
                         yield await emit(chunk)
             except BaseException as exc:
@@ -410,7 +480,7 @@ class Pipeline:
                     check_chunk(chunk, provider)
                     usage = chunk.get("usage")
                     if usage:
-                        ctx.add_usage(usage)
+                        account(ctx, target, usage)
                     choices = chunk.get("choices")
                     if not choices:
                         continue

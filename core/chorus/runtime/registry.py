@@ -17,6 +17,7 @@ from chorus.runtime.keys import KeyRing
 
 if TYPE_CHECKING:
     from chorus.contract.search import SearchEngineDriver
+    from chorus.runtime.access import Access
     from chorus.runtime.knowledge.service import Knowledge
     from chorus.runtime.skillsets import Skillset
 
@@ -46,6 +47,7 @@ class Registry:
         self.keyring = keyring
         self.knowledge: Knowledge | None = None
         self.search_engines: dict[str, SearchEngineDriver] = {}
+        self.access: Access | None = None  # managed keys, limits, usage (set by Services)
 
     @classmethod
     def from_config(

@@ -17,6 +17,7 @@ from chorus.contract.errors import ChorusError, ConfigError, PluginError
 from chorus.contract.providers import ProviderDriver
 from chorus.contract.search import SearchEngineDriver
 from chorus.plugins.manager import PluginManager
+from chorus.runtime.access import Access
 from chorus.runtime.defaults import data_dir as resolve_data_dir
 from chorus.runtime.keys import KeyRing
 from chorus.runtime.knowledge.service import Embedder, IngestSummary, Knowledge
@@ -127,6 +128,8 @@ class Services:
         self.failover_stats = self.registry.failover.stats
         self.responses = Responses(self.pipeline, self.state.responses, self.knowledge)
         self.observer.circuit_states = self.failover_stats.circuits
+        self.access = self.registry.access = self.pipeline.access = Access(
+            config, self.registry.keyring, self.registry.workspaces, self.state.access, self.state.signals)
 
     async def start(self) -> None:
         """Start providers, skillsets, engines, knowledge and the turn store; sync config datasets."""
@@ -141,6 +144,7 @@ class Services:
         for engine in self.search_engines.values():
             await engine.start()
         await self.state.start()
+        await self.access.start()
         await self.knowledge.start()
         for dataset in self.config.datasets:
             await self.sync_dataset(dataset)
@@ -163,6 +167,7 @@ class Services:
         """Stop everything in reverse order; a failing provider close is logged, the rest still close."""
         self.observer.close()
         await self.knowledge.aclose()
+        await self.access.aclose()
         await self.state.aclose()
         for engine in self.search_engines.values():
             await engine.aclose()

@@ -13,10 +13,12 @@ from litestar.types import ControllerRouterHandler
 from chorus.contract.config import Config
 from chorus.plugins.manager import PluginManager
 from chorus.runtime.services import Services
+from chorus.server.auth import add_rate_limit_headers
 from chorus.server.errors import EXCEPTION_HANDLERS, error_response
 from chorus.server.metrics_port import SUPERVISED_ENV, MetricsServer
 from chorus.server.observed import observed
 from chorus.server.requestid import add_request_id_header
+from chorus.server.routes.admin import AdminController
 from chorus.server.routes.chat import chat_completions
 from chorus.server.routes.chat_store import StoredChatsController
 from chorus.server.routes.conversations import ConversationsController
@@ -66,7 +68,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None, tracer_provid
         *(Router(path="/", route_handlers=[controller], middleware=[observed(route)]) for route, controller in (
             ("models", ModelsController), ("embeddings", EmbeddingsController), ("files", FilesController),
             ("vector_stores", VectorStoresController), ("responses", ResponsesController),
-            ("conversations", ConversationsController), ("chat_store", StoredChatsController))),
+            ("conversations", ConversationsController), ("chat_store", StoredChatsController), ("admin", AdminController))),
     ]
     if config.server.playground:
         handlers += playground_routes()
@@ -91,7 +93,7 @@ def create_app(config: Config, *, pm: PluginManager | None = None, tracer_provid
         ),
         on_startup=[start],
         on_shutdown=[stop],
-        before_send=[add_request_id_header],
+        before_send=[add_request_id_header, add_rate_limit_headers],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=config.server.max_body_bytes,
         openapi_config=None,

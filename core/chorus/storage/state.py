@@ -8,7 +8,7 @@
 * ``[state] redis_url`` (optional, either backend): shared counters and notifications through
   Redis first (:mod:`chorus.storage.redis_signals`), the backend's own signals when it is down.
 
-Features reach storage only through :class:`State` (``catalog``, ``turns``, ``responses``, ``signals``,
+Features reach storage only through :class:`State` (``catalog``, ``turns``, ``responses``, ``access``, ``signals``,
 ``try_lock``), so a new store is added once here, with both implementations.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from chorus.contract.config import Config
+from chorus.storage.access import AccessStore, SqliteAccessStore
 from chorus.storage.catalog import Catalog
 from chorus.storage.locks import FileLocks
 from chorus.storage.responses import ResponseStore, SqliteResponseStore
@@ -37,8 +38,10 @@ class State:
     """The stores of one deployment and their lifecycle (start in order, close in reverse)."""
 
     def __init__(self, *, backend: Literal["sqlite", "postgresql"], catalog: Catalog, turns: TurnStore, locks: Locks,
-                 signals: Signals, where: str, responses: ResponseStore, database: Database | None = None) -> None:
+                 signals: Signals, where: str, responses: ResponseStore, access: AccessStore,
+                 database: Database | None = None) -> None:
         self.backend = backend
+        self.access = access
         self.catalog = catalog
         self.turns = turns
         self.responses = responses
@@ -58,11 +61,13 @@ class State:
         await self.catalog.start()
         await self.turns.start()
         await self.responses.start()
+        await self.access.start()
         await self.signals.start()
 
     async def aclose(self) -> None:
         await self.signals.aclose()
         await self.responses.aclose()
+        await self.access.aclose()
         await self.turns.aclose()
         await self.catalog.aclose()
         if self.database is not None:
@@ -79,6 +84,7 @@ def open_state(config: Config, data_dir: Path) -> State:
     ttl = server.parked_turns_ttl_seconds
     settings = config.state
     if settings.url is not None:
+        from chorus.storage.postgres.access import PgAccessStore
         from chorus.storage.postgres.catalog import PgCatalog
         from chorus.storage.postgres.database import Database
         from chorus.storage.postgres.locks import AdvisoryLocks
@@ -92,13 +98,15 @@ def open_state(config: Config, data_dir: Path) -> State:
         turns: TurnStore = MemoryTurnStore(ttl) if server.parked_turns == "memory" else PgTurnStore(db, ttl)
         return State(backend="postgresql", catalog=PgCatalog(db), turns=turns, locks=AdvisoryLocks(db),
                      signals=_with_redis(config, PgSignals(db)), where=db.where, responses=PgResponseStore(db),
+                     access=PgAccessStore(db),
                      database=db)
     from chorus.storage.sqlite_catalog import SqliteCatalog
 
     turns = MemoryTurnStore(ttl) if server.parked_turns == "memory" else SqliteTurnStore(data_dir / "turns.sqlite3", ttl)
     return State(backend="sqlite", catalog=SqliteCatalog(data_dir), turns=turns, locks=FileLocks(data_dir / "locks"),
                  signals=_with_redis(config, SqliteSignals(data_dir / "signals.sqlite3")), where=str(data_dir),
-                 responses=SqliteResponseStore(data_dir / "responses.sqlite3"))
+                 responses=SqliteResponseStore(data_dir / "responses.sqlite3"),
+                 access=SqliteAccessStore(data_dir / "access.sqlite3"))
 
 
 def _with_redis(config: Config, signals: Signals) -> Signals:

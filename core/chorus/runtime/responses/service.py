@@ -98,8 +98,11 @@ class Responses:
     # -- preparation -----------------------------------------------------------------------------
 
     async def prepare(self, request: ResponsesRequest, workspace: Workspace, request_id: str,
-                      observation: Observation | None = None) -> Turn:
-        """Load the history, translate the request, run the hosted tools that run before the model."""
+                      key_id: str | None = None, observation: Observation | None = None) -> Turn:
+        """Load the history, translate the request, run the hosted tools that run before the model.
+
+        ``key_id``: the caller's API key (its usage record and limits, :mod:`chorus.runtime.access`);
+        ``observation``: the request's metrics/log/trace record (:mod:`chorus.contract.observe`)."""
         store = request.store is not False
         check_metadata(request.metadata)
         if not isinstance(request.input, str | list):
@@ -141,6 +144,7 @@ class Responses:
                             bool(request.stream))
         ctx = RequestContext(request_id=request_id, workspace=workspace, registry=self.pipeline.registry, request=chat,
                              observation=observation)
+        ctx.key_id = key_id
         if request.chorus_progress is True:
             ctx.state["progress"] = True
         if FILE_SEARCH in hosted:

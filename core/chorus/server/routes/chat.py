@@ -40,7 +40,7 @@ from chorus.contract.observe import Observation
 from chorus.runtime.observe import Observer
 from chorus.runtime.pipeline import Pipeline
 from chorus.runtime.responses.chats import ChatFollowUp
-from chorus.server.auth import authenticate
+from chorus.server.auth import RATE_LIMIT_HEADERS, identify
 from chorus.server.body import ClientGone, check_json_type, read_body
 from chorus.server.requestid import request_id
 
@@ -155,10 +155,16 @@ async def observed_call(scope: Any, route: str, found: dict[bytes, str],
         observer.finish(observation)
 
 
+#: Limit errors as the observation's ``rejection`` (chorus_rejections_total and the request log).
+_REJECTIONS = {"rate_limit_exceeded": "rate_limit", "insufficient_quota": "budget"}
+
+
 def _failed(observation: Observation, exc: BaseException) -> None:
     """The status and error code a request that raised ``exc`` is answered with (the app's handlers)."""
     if isinstance(exc, ChorusError):
         observation.status, observation.error = exc.status_code, exc.code or exc.error_type
+        if exc.code in _REJECTIONS:
+            observation.rejection = _REJECTIONS[exc.code]
     elif isinstance(exc, ClientGone | asyncio.CancelledError):
         observation.status, observation.error = 499, "client_gone"
     elif isinstance(exc, HTTPException):
@@ -173,17 +179,22 @@ async def _chat(scope: Any, receive: Receive, send: Send, pipeline: Pipeline, fo
     authorization = found.get(b"authorization")
     content_length = found.get(b"content-length")
     progress_header = found.get(b"x-chorus-progress")
-    workspace = authenticate(pipeline.registry, authorization)
-    observation.workspace = workspace.id
+    caller = await identify(pipeline.registry, authorization)
+    observation.workspace, observation.key_id = caller.workspace.id, caller.key_id
+    if caller.subjects:  # a limited key: counted now, its x-ratelimit-* headers on whatever answer it gets
+        access = pipeline.access
+        assert access is not None
+        scope[RATE_LIMIT_HEADERS] = await access.admit(caller)
     check_json_type(found.get(b"content-type"))
     body = await read_body(receive, content_length, state.max_body_bytes)
     chat = pipeline.decode(body)
     follow: ChatFollowUp | None = None
     if chat.store is True or chat.model.startswith("conversation/"):  # opt-in: the only chat requests that touch the store
-        chat, follow = await ChatFollowUp.open(state.responses.store, chat, workspace)
+        chat, follow = await ChatFollowUp.open(state.responses.store, chat, caller.workspace)
     observation.selector = chat.model
-    ctx = RequestContext(request_id=observation.request_id, workspace=workspace, registry=pipeline.registry, request=chat,
-                         observation=observation)
+    ctx = RequestContext(request_id=observation.request_id, workspace=caller.workspace, registry=pipeline.registry,
+                         request=chat, observation=observation)
+    ctx.key_id = caller.key_id
     observation.stream = ctx.stream
     made.append(ctx)
     if chat.chorus_progress is True or (progress_header is not None and progress_header.lower() in _TRUTHY):

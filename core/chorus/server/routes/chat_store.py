@@ -20,7 +20,7 @@ from chorus.storage.responses import StoredChat
 
 async def _stored(request: Request[Any, Any, Any]) -> StoredChat:
     responses: Responses = request.app.state.responses
-    workspace = authenticate(responses.pipeline.registry, request.headers.get("authorization"))
+    workspace = await authenticate(responses.pipeline.registry, request.headers.get("authorization"))
     completion_id = request.path_params["completion_id"]
     record = await responses.store.get_chat(workspace.id, completion_id)
     if record is None:

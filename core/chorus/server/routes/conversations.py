@@ -25,9 +25,9 @@ from chorus.storage.responses import StoredConversation
 MAX_ITEMS = 20  # items per create or add call, as OpenAI
 
 
-def _service(request: Request[Any, Any, Any]) -> tuple[str, Responses]:
+async def _service(request: Request[Any, Any, Any]) -> tuple[str, Responses]:
     responses: Responses = request.app.state.responses
-    workspace = authenticate(responses.pipeline.registry, request.headers.get("authorization"))
+    workspace = await authenticate(responses.pipeline.registry, request.headers.get("authorization"))
     return workspace.id, responses
 
 
@@ -55,7 +55,7 @@ class ConversationsController(Controller):
 
     @post(["/v1/conversations", "/conversations"], status_code=200)
     async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         body: CreateConversation = decode(await json_body(request), CreateConversation, empty_ok=True)
         record = StoredConversation(workspace=workspace, id=new_id("conv_"), created_at=int(time.time()),
                                     metadata=check_metadata(body.metadata))
@@ -64,13 +64,13 @@ class ConversationsController(Controller):
 
     @get(["/v1/conversations/{conversation_id:str}", "/conversations/{conversation_id:str}"])
     async def retrieve(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         return json_response(conversation_object(
             await _conversation(responses, workspace, request.path_params["conversation_id"])))
 
     @post(["/v1/conversations/{conversation_id:str}", "/conversations/{conversation_id:str}"], status_code=200)
     async def update(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         conversation_id = request.path_params["conversation_id"]
         await _conversation(responses, workspace, conversation_id)
         body: UpdateConversation = decode(await json_body(request), UpdateConversation)
@@ -80,7 +80,7 @@ class ConversationsController(Controller):
 
     @delete(["/v1/conversations/{conversation_id:str}", "/conversations/{conversation_id:str}"], status_code=200)
     async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         conversation_id = request.path_params["conversation_id"]
         if not await responses.store.delete_conversation(workspace, conversation_id):
             raise conversation_not_found(conversation_id, "conversation_id")
@@ -88,7 +88,7 @@ class ConversationsController(Controller):
 
     @get(["/v1/conversations/{conversation_id:str}/items", "/conversations/{conversation_id:str}/items"])
     async def list_items(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         conversation_id = request.path_params["conversation_id"]
         await _conversation(responses, workspace, conversation_id)
         return json_response(paginate(await responses.store.list_items(workspace, conversation_id), request))
@@ -96,7 +96,7 @@ class ConversationsController(Controller):
     @post(["/v1/conversations/{conversation_id:str}/items", "/conversations/{conversation_id:str}/items"],
           status_code=200)
     async def add_items(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         conversation_id = request.path_params["conversation_id"]
         await _conversation(responses, workspace, conversation_id)
         body: AddItems = decode(await json_body(request), AddItems)
@@ -109,7 +109,7 @@ class ConversationsController(Controller):
     @get(["/v1/conversations/{conversation_id:str}/items/{item_id:str}",
           "/conversations/{conversation_id:str}/items/{item_id:str}"])
     async def get_item(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         conversation_id, item_id = request.path_params["conversation_id"], request.path_params["item_id"]
         await _conversation(responses, workspace, conversation_id)
         item = await responses.store.get_item(workspace, conversation_id, item_id)
@@ -120,7 +120,7 @@ class ConversationsController(Controller):
     @delete(["/v1/conversations/{conversation_id:str}/items/{item_id:str}",
              "/conversations/{conversation_id:str}/items/{item_id:str}"], status_code=200)
     async def delete_item(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         conversation_id, item_id = request.path_params["conversation_id"], request.path_params["item_id"]
         record = await _conversation(responses, workspace, conversation_id)
         if not await responses.store.delete_item(workspace, conversation_id, item_id):

@@ -64,7 +64,7 @@ class EmbeddingsController(Controller):
     async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Embed text with a provider's model; the response echoes the selector as ``model``."""
         registry: Registry = request.app.state.registry
-        authenticate(registry, request.headers.get("authorization"))
+        await authenticate(registry, request.headers.get("authorization"))
         body = decode_body(await json_body(request), _decoder)
         if not body.model.startswith(MODEL_PREFIX):
             raise unknown_target(body.model)

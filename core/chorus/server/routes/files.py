@@ -33,10 +33,10 @@ def json_response(payload: Any, status: int = 200) -> Response[bytes]:
     return Response(content=_encode(payload), media_type=JSON, status_code=status)
 
 
-def services(request: Request[Any, Any, Any]) -> tuple[str, Knowledge]:
+async def services(request: Request[Any, Any, Any]) -> tuple[str, Knowledge]:
     """Authenticate; the workspace id and the knowledge service."""
     registry: Registry = request.app.state.registry
-    workspace = authenticate(registry, request.headers.get("authorization"))
+    workspace = await authenticate(registry, request.headers.get("authorization"))
     return workspace.id, request.app.state.knowledge
 
 
@@ -69,7 +69,7 @@ class FilesController(Controller):
     @post(["/v1/files", "/files"], status_code=200, request_max_body_size=None)
     async def upload(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Multipart upload (``file``, ``purpose``). Stored by generated id, never by client name."""
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         limit = knowledge.config.max_file_bytes
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit + FORM_OVERHEAD:
@@ -93,18 +93,18 @@ class FilesController(Controller):
 
     @get(["/v1/files", "/files"])
     async def list_files(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         records = await knowledge.catalog.list_files(workspace, request.query_params.get("purpose"))
         return json_response(paginate([file_object(r) for r in records], request))
 
     @get(["/v1/files/{file_id:str}", "/files/{file_id:str}"])
     async def retrieve(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         return json_response(file_object(await _file(knowledge, workspace, request.path_params["file_id"])))
 
     @get(["/v1/files/{file_id:str}/content", "/files/{file_id:str}/content"])
     async def content(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         record = await _file(knowledge, workspace, request.path_params["file_id"])
         data = await knowledge.catalog.read_file(workspace, record.id)
         # Served as an attachment with a neutral type: uploaded HTML/SVG is never rendered inline.
@@ -113,7 +113,7 @@ class FilesController(Controller):
 
     @delete(["/v1/files/{file_id:str}", "/files/{file_id:str}"], status_code=200)
     async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         record = await _file(knowledge, workspace, request.path_params["file_id"])
         for store_id in await knowledge.catalog.stores_with_file(workspace, record.id):
             store = await knowledge.catalog.get_store(workspace, store_id)

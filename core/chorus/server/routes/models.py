@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import msgspec
@@ -11,7 +12,7 @@ from chorus.contract.context import Registry, Workspace
 from chorus.contract.errors import ChorusError
 from chorus.contract.targets import BOT_PREFIX, MODEL_PREFIX, Target
 from chorus.runtime.pipeline import Pipeline
-from chorus.server.auth import authenticate
+from chorus.server.auth import authenticate, identify
 
 JSON = "application/json"
 _encode = msgspec.json.Encoder().encode
@@ -49,9 +50,11 @@ class ModelsController(Controller):
 
     @get(["/v1/models", "/models"])
     async def list_models(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Every ``model/name=<provider>/<model>`` and every ``bot/id=<id>`` of the workspace."""
+        """Every ``model/name=<provider>/<model>`` and every ``bot/id=<id>`` of the workspace (those the
+        key's ``allowed_models`` match, for a managed key with an allow-list)."""
         pipeline: Pipeline = request.app.state.pipeline
-        workspace = authenticate(pipeline.registry, request.headers.get("authorization"))
+        caller = await identify(pipeline.registry, request.headers.get("authorization"))
+        workspace = caller.workspace
         created: int = request.app.state.started_at
         data: list[dict[str, Any]] = []
         for provider in pipeline.registry.providers.values():
@@ -62,13 +65,15 @@ class ModelsController(Controller):
         for bot in pipeline.registry.bots(workspace.id):
             target = pipeline.resolve(f"{BOT_PREFIX}{bot.id}", workspace)
             data.append(model_object(target, created, workspace, pipeline.registry))
+        if caller.allowed is not None:
+            data = [m for m in data if any(fnmatch.fnmatchcase(m["id"], p) for p in caller.allowed)]
         return Response(content=_encode({"object": "list", "data": data}), media_type=JSON)
 
     @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"])
     async def retrieve_model(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """One selector, resolved exactly as a chat request would resolve it."""
         pipeline: Pipeline = request.app.state.pipeline
-        workspace = authenticate(pipeline.registry, request.headers.get("authorization"))
+        workspace = await authenticate(pipeline.registry, request.headers.get("authorization"))
         selector = str(request.path_params["model_id"]).lstrip("/")
         if not selector:
             raise ChorusError("A model id is required.", status_code=404, error_type="invalid_request_error")

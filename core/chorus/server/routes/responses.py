@@ -23,7 +23,7 @@ from chorus.contract.errors import NotFound
 from chorus.contract.observe import Observation
 from chorus.runtime.responses.service import Responses
 from chorus.runtime.responses.wire import ResponsesRequest, decode
-from chorus.server.auth import authenticate
+from chorus.server.auth import RATE_LIMIT_HEADERS, authenticate, identify
 from chorus.server.body import ClientGone, check_json_type, read_body
 from chorus.server.requestid import request_id
 from chorus.server.routes.chat import _SSE_HEADERS, DisconnectWatch, Receive, Send, observed_call, relay
@@ -61,7 +61,12 @@ async def _create(scope: Any, receive: Receive, send: Send, found: dict[bytes, s
                   made: list[RequestContext]) -> None:
     state = scope["app"].state
     responses: Responses = state.responses
-    workspace = authenticate(responses.pipeline.registry, found.get(b"authorization"))
+    caller = await identify(responses.pipeline.registry, found.get(b"authorization"))
+    observation.workspace, observation.key_id = caller.workspace.id, caller.key_id
+    if caller.subjects:  # a limited key: counted now, its x-ratelimit-* headers on whatever answer it gets
+        access = responses.pipeline.access
+        assert access is not None
+        scope[RATE_LIMIT_HEADERS] = await access.admit(caller)
     check_json_type(found.get(b"content-type"))
     body = await read_body(receive, found.get(b"content-length"), state.max_body_bytes)
     request: ResponsesRequest = decode(body, ResponsesRequest)
@@ -70,8 +75,8 @@ async def _create(scope: Any, receive: Receive, send: Send, found: dict[bytes, s
         request = msgspec.structs.replace(request, chorus_progress=True)
     with DisconnectWatch(receive) as watch:
         try:
-            observation.workspace, observation.selector = workspace.id, request.model if isinstance(request.model, str) else ""
-            turn = await responses.prepare(request, workspace, request_id(scope), observation)
+            observation.selector = request.model if isinstance(request.model, str) else ""
+            turn = await responses.prepare(request, caller.workspace, request_id(scope), caller.key_id, observation)
             made.append(turn.ctx)
             observation.stream = bool(request.stream)
             if not request.stream:
@@ -105,9 +110,9 @@ async def _create(scope: Any, receive: Receive, send: Send, found: dict[bytes, s
             await events.aclose()
 
 
-def _service(request: Request[Any, Any, Any]) -> tuple[str, Responses]:
+async def _service(request: Request[Any, Any, Any]) -> tuple[str, Responses]:
     responses: Responses = request.app.state.responses
-    workspace = authenticate(responses.pipeline.registry, request.headers.get("authorization"))
+    workspace = await authenticate(responses.pipeline.registry, request.headers.get("authorization"))
     return workspace.id, responses
 
 
@@ -122,7 +127,7 @@ class ResponsesController(Controller):
 
     @get(["/v1/responses/{response_id:str}", "/responses/{response_id:str}"])
     async def retrieve(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         response_id = request.path_params["response_id"]
         stored = await responses.store.get_response(workspace, response_id)
         if stored is None:
@@ -131,7 +136,7 @@ class ResponsesController(Controller):
 
     @delete(["/v1/responses/{response_id:str}", "/responses/{response_id:str}"], status_code=200)
     async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         response_id = request.path_params["response_id"]
         if not await responses.store.delete_response(workspace, response_id):
             raise response_not_found(response_id)
@@ -139,7 +144,7 @@ class ResponsesController(Controller):
 
     @get(["/v1/responses/{response_id:str}/input_items", "/responses/{response_id:str}/input_items"])
     async def input_items(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = _service(request)
+        workspace, responses = await _service(request)
         response_id = request.path_params["response_id"]
         stored = await responses.store.get_response(workspace, response_id)
         if stored is None:

@@ -104,7 +104,7 @@ class VectorStoresController(Controller):
 
     @post(["/v1/vector_stores", "/vector_stores"], status_code=200)
     async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         body: CreateStore = _decode(await json_body(request), CreateStore)
         file_ids = body.file_ids if isinstance(body.file_ids, list) else []
         files = [await _file_of(knowledge, workspace, f) for f in file_ids]
@@ -116,18 +116,18 @@ class VectorStoresController(Controller):
 
     @get(["/v1/vector_stores", "/vector_stores"])
     async def list_stores(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         stores = [await store_object(knowledge, r) for r in await knowledge.catalog.list_stores(workspace)]
         return json_response(paginate(stores, request))
 
     @get(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"])
     async def retrieve(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         return json_response(await store_object(knowledge, await _store(knowledge, workspace, request.path_params["store_id"])))
 
     @post(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"], status_code=200)
     async def update(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         body: UpdateStore = _decode(await json_body(request), UpdateStore)
         await knowledge.catalog.update_store(
@@ -137,14 +137,14 @@ class VectorStoresController(Controller):
 
     @delete(["/v1/vector_stores/{store_id:str}", "/vector_stores/{store_id:str}"], status_code=200)
     async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         await knowledge.delete_dataset(workspace, record.id)
         return json_response({"id": record.id, "object": "vector_store.deleted", "deleted": True})
 
     @post(["/v1/vector_stores/{store_id:str}/files", "/vector_stores/{store_id:str}/files"], status_code=200)
     async def add_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         body: CreateStoreFile = _decode(await json_body(request), CreateStoreFile)
         file = await _file_of(knowledge, workspace, body.file_id)
@@ -154,7 +154,7 @@ class VectorStoresController(Controller):
 
     @get(["/v1/vector_stores/{store_id:str}/files", "/vector_stores/{store_id:str}/files"])
     async def list_files(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         files = [store_file_object(f) for f in await knowledge.catalog.list_store_files(workspace, record.id)]
         status = request.query_params.get("filter")
@@ -164,7 +164,7 @@ class VectorStoresController(Controller):
 
     @get(["/v1/vector_stores/{store_id:str}/files/{file_id:str}", "/vector_stores/{store_id:str}/files/{file_id:str}"])
     async def get_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         found = await knowledge.catalog.get_store_file(workspace, record.id, request.path_params["file_id"])
         if found is None:
@@ -176,7 +176,7 @@ class VectorStoresController(Controller):
         status_code=200,
     )
     async def remove_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"], change=True)
         file_id = request.path_params["file_id"]
         if await knowledge.catalog.get_store_file(workspace, record.id, file_id) is None:
@@ -186,7 +186,7 @@ class VectorStoresController(Controller):
 
     @post(["/v1/vector_stores/{store_id:str}/search", "/vector_stores/{store_id:str}/search"], status_code=200)
     async def search(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, knowledge = services(request)
+        workspace, knowledge = await services(request)
         record = await _store(knowledge, workspace, request.path_params["store_id"])
         body: SearchStore = _decode(await json_body(request), SearchStore)
         queries = [body.query] if isinstance(body.query, str) else list(body.query)

@@ -86,6 +86,21 @@ CREATE TABLE chat_completions (
     PRIMARY KEY (workspace, id)
 );
 """),
+    (4, "managed API keys, usage records", """
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY, workspace TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT, revoked_at BIGINT,
+    allowed_models TEXT, rpm BIGINT, tpm BIGINT, budget_amount DOUBLE PRECISION, budget_period TEXT
+);
+CREATE INDEX api_keys_by_workspace ON api_keys (workspace, created_at);
+CREATE TABLE usage_records (
+    id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, request_id TEXT NOT NULL, workspace TEXT NOT NULL,
+    key_id TEXT NOT NULL, target_kind TEXT NOT NULL, bot TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    calls INTEGER NOT NULL, input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL, cost_nanos BIGINT NOT NULL, status TEXT NOT NULL
+);
+CREATE INDEX usage_records_at ON usage_records (at);
+"""),
 ]
 
 #: What asyncpg raises when the server cannot be used right now (as opposed to a bad query).
