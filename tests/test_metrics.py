@@ -377,3 +377,17 @@ def test_responses_and_conversations_are_observed(server: LiveServer, scripted_u
     # retrieve (200 and 404) and the conversation go through the routes' observation middleware
     assert value(text, "chorus_requests_total", status="404") == 1
     assert value(text, "chorus_requests_total", route="conversations", status="200") == 1
+
+
+def test_limit_rejections_are_counted(scripted_upstream: ScriptedUpstream) -> None:
+    """A 429 from a workspace's request limit shows in ``chorus_rejections_total{reason="rate_limit"}``."""
+    config = make_config(scripted_upstream.base_url, '[[workspaces]]\nid = "tight"\napi_keys = ["sk-tight-key"]\n'
+                                                     'limits = { rpm = 1 }\n')
+    scripted_upstream.push(Reply("one"))
+    with LiveServer(create_app(config)) as live, live.openai_client("sk-tight-key") as client:
+        client.chat.completions.create(model="model/name=up/gpt-test", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="model/name=up/gpt-test", messages=[{"role": "user", "content": "hi"}])
+        text = scrape(live.url)
+    assert value(text, "chorus_rejections_total", reason="rate_limit") == 1
+    assert value(text, "chorus_requests_total", route="chat", status="429") == 1
