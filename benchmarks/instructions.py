@@ -243,7 +243,8 @@ def observability(args: argparse.Namespace) -> int:
                 continue
             results = measure(args.python, args.requests, args.warmup, None, extra, environ, settle)
             print(json.dumps({"label": args.label, "variant": name,
-                              "instructions_per_request": {k: round(v) for k, v in results.items()}}), flush=True)
+                              "instructions_per_request": {k: round(v, 4) if "seconds" in k else round(v)
+                                                           for k, v in results.items()}}), flush=True)
         print(json.dumps({"otlp_exports": len(collector.exports),
                           "otlp_bytes": sum(size for _, _, size in collector.exports)}), flush=True)
     return 0
