@@ -429,23 +429,34 @@ def exact_cosine(size: int, queries: list[tuple[str, str, str, list[float]]]) ->
     return out
 
 
-async def run_qdrant(size: int, query_count: int, workdir: Path, notes: list[str]) -> list[dict[str, object]]:
-    """The ``qdrant`` store at ``size`` chunks, embedded (qdrant-client local mode persisted in a
-    directory): the same corpus, queries and measurements as ``sqlite``."""
+async def run_qdrant(size: int, query_count: int, workdir: Path, notes: list[str],
+                     url: str | None = None) -> list[dict[str, object]]:
+    """The ``qdrant`` store at ``size`` chunks: the same corpus, queries and measurements as
+    ``sqlite``. Embedded (qdrant-client local mode persisted in a directory), or on the Qdrant
+    server at ``url`` (in a collection of its own, dropped before and after)."""
     from chorus_vectorstore_qdrant import QdrantVectorStore
     from chorus_vectorstore_qdrant.settings import QdrantVectorStoreSettings
 
     rows: list[dict[str, object]] = []
+    scan = "HNSW" if url else "exact scan"
     for vectors in (False, True):
-        data = workdir / f"qdrant-{size}-{'dense' if vectors else 'lexical'}"
+        name = f"qdrant-{size}-{'dense' if vectors else 'lexical'}"
+        data = workdir / name
         shutil.rmtree(data, ignore_errors=True)
-        store = QdrantVectorStore(QdrantVectorStoreSettings(path="qdrant"), data)
+        settings = (QdrantVectorStoreSettings(url=url, collection=f"bench_{name.replace('-', '_')}") if url
+                    else QdrantVectorStoreSettings(path="qdrant"))
+        store = QdrantVectorStore(settings, data)
+        if url:
+            await store.start()
+            await store._call("delete_collection")
+            await store.aclose()
+            store = QdrantVectorStore(settings, data)
         await store.start()
         try:
             rate = await ingest(store, size, vectors=vectors)
-            footprint = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
-            print(f"  qdrant: {size} chunks {'with' if vectors else 'without'} vectors: {rate:,.0f} chunks/s,"
-                  f" {footprint / 2**20:,.0f} MiB", flush=True)
+            footprint = 0 if url else sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
+            print(f"  qdrant: {size} chunks {'with' if vectors else 'without'} vectors: {rate:,.0f} chunks/s"
+                  + ("" if url else f", {footprint / 2**20:,.0f} MiB"), flush=True)
             queries = corpus_queries(size, query_count, vectors=vectors)
             if not vectors:
                 latencies, _, found = await measure(store, queries, hybrid=False)
@@ -457,7 +468,8 @@ async def run_qdrant(size: int, query_count: int, workdir: Path, notes: list[str
                 rows.append(dict(store="qdrant", size=size, mode="lexical, all queries", ingest=rate,
                                  p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
                                  recall=1.0, source=found))
-                notes.append(f"qdrant, {size:,} chunks without vectors: {footprint / 2**20:,.0f} MiB on disk.")
+                if not url:
+                    notes.append(f"qdrant, {size:,} chunks without vectors: {footprint / 2**20:,.0f} MiB on disk.")
             else:
                 latencies, _, found = await measure(store, queries, hybrid=True)
                 rows.append(dict(store="qdrant", size=size, mode=f"hybrid, {DIM}-dim (lexical + dense, RRF)",
@@ -465,15 +477,18 @@ async def run_qdrant(size: int, query_count: int, workdir: Path, notes: list[str
                                  source=found))
                 dense_queries = [(k, "", r, v) for k, _, r, v in queries]
                 latencies, rankings, found = await measure(store, dense_queries, hybrid=True)
-                rows.append(dict(store="qdrant", size=size, mode=f"dense only, {DIM}-dim (exact scan)", ingest=None,
+                rows.append(dict(store="qdrant", size=size, mode=f"dense only, {DIM}-dim ({scan})", ingest=None,
                                  p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
                                  recall=recall(rankings, exact_cosine(size, queries)), source=found))
                 writes, write_latencies = await measure_while_writing(store, queries, size)
                 rows.append(dict(store="qdrant", size=size, mode=f"hybrid while files are being replaced ({writes} writes)",
                                  ingest=None, p50=percentile(write_latencies, 0.5),
                                  p95=percentile(write_latencies, 0.95)))
-                notes.append(f"qdrant, {size:,} chunks with {DIM}-dim vectors: {footprint / 2**20:,.0f} MiB on disk.")
+                if not url:
+                    notes.append(f"qdrant, {size:,} chunks with {DIM}-dim vectors: {footprint / 2**20:,.0f} MiB on disk.")
         finally:
+            if url:
+                await store._call("delete_collection")
             await store.aclose()
             shutil.rmtree(data, ignore_errors=True)
     return rows
@@ -575,10 +590,11 @@ term frequencies computed by the server, per-workspace statistics upserted, HNSW
 
 QDRANT_METHOD = """
 The `qdrant` store (`contrib/chorus-vectorstore-qdrant`, default settings: `candidates = 50`,
-`rrf_k = 60`, `batch_size = 256`, English stemming) runs embedded: qdrant-client's local mode,
-persisted in a directory (`path`), in this process, since no Qdrant server is available here. It
-gets the same corpus through the same `replace_file` calls and the first `--qdrant-queries` of the
-same queries (regenerated from the deterministic corpus with the same random sequence). Local mode
+`rrf_k = 60`, `batch_size = 256`, English stemming) runs embedded unless `--qdrant-url` names a
+server: qdrant-client's local mode, persisted in a directory (`path`), in this process. It gets
+the same corpus through the same `replace_file` calls and the first `--qdrant-queries` (default:
+50 embedded, all on a server) of the same queries (regenerated from the deterministic corpus with
+the same random sequence). Local mode
 is qdrant-client's pure-Python reference implementation: every search scores every point (payload
 filters, the sparse BM25 dot products, the dense cosines) in Python and numpy, on the driver's one
 worker thread, so its latency grows linearly with the collection and says nothing about a Qdrant
@@ -606,8 +622,9 @@ def write(rows: list[dict[str, object]], notes: list[str], args: argparse.Namesp
         f" every store{qdrant_share}); 1-minute load average {load[0]:.2f} before and {load[1]:.2f} after (other work on"
         " the machine shows up in p95)."
         + (f" `pgvector`: {args.postgres}, on the same machine, over loopback TCP." if "pgvector" in stores else "")
-        + (f" `qdrant`: embedded (qdrant-client {qdrant_version()} local mode, persisted in a directory),"
-           " in this process." if "qdrant" in stores else "")
+        + ((f" `qdrant`: the server at --qdrant-url (qdrant-client {qdrant_version()})." if args.qdrant_url else
+            f" `qdrant`: embedded (qdrant-client {qdrant_version()} local mode, persisted in a directory),"
+            " in this process.") if "qdrant" in stores else "")
         + f"\n\n{body}\n" + "".join(f"- {note}\n" for note in notes) + "\n" + METHOD.format(
             budget=defaults.match_budget, candidates=defaults.candidates, rrf_k=defaults.rrf_k,
             readers=defaults.readers)
@@ -641,16 +658,17 @@ def main() -> None:
     parser.add_argument("--workdir", help="where the databases go (default: a temporary directory)")
     parser.add_argument("--stores", default="sqlite,pgvector", help="which stores (default: sqlite,pgvector)")
     parser.add_argument("--pgvector-url", help="a PostgreSQL server with pgvector (default: a throwaway embedded one)")
+    parser.add_argument("--qdrant-url", help="a Qdrant server (default: embedded, qdrant-client's local mode)")
     parser.add_argument("--qdrant-queries", type=int,
-                        help="queries per size for qdrant (default 50: embedded Qdrant is a brute-force scan in Python;"
-                             " the first of the same queries the other stores get)")
+                        help="queries per size for qdrant, the first of the same queries the other stores get (default:"
+                             " 50 embedded, a brute-force scan in Python; --queries with --qdrant-url)")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     args = parser.parse_args()
     stores = [name.strip() for name in args.stores.split(",") if name.strip()]
     default_sizes = [2_000, 10_000] if args.quick else [10_000, 100_000]
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else default_sizes
     args.queries = args.queries or (100 if args.quick else 200)
-    args.qdrant_queries = min(args.queries, args.qdrant_queries or 50)
+    args.qdrant_queries = min(args.queries, args.qdrant_queries or (args.queries if args.qdrant_url else 50))
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="chorus-retrieval-"))
     rows: list[dict[str, object]] = []
     notes: list[str] = []
@@ -690,7 +708,7 @@ def main() -> None:
             if "pgvector" in stores:
                 rows.extend(asyncio.run(run_pgvector(size, args.queries, args.pgvector_url, notes)))
             if "qdrant" in stores:
-                rows.extend(asyncio.run(run_qdrant(size, args.qdrant_queries, workdir, notes)))
+                rows.extend(asyncio.run(run_qdrant(size, args.qdrant_queries, workdir, notes, args.qdrant_url)))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
