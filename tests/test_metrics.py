@@ -391,3 +391,15 @@ def test_limit_rejections_are_counted(scripted_upstream: ScriptedUpstream) -> No
         text = scrape(live.url)
     assert value(text, "chorus_rejections_total", reason="rate_limit") == 1
     assert value(text, "chorus_requests_total", route="chat", status="429") == 1
+
+
+def test_cost_from_configured_prices_is_exported(scripted_upstream: ScriptedUpstream) -> None:
+    """``chorus_cost_usd_total`` moves by what the usage costs at the provider's configured prices."""
+    config = make_config(scripted_upstream.base_url, '[[providers]]\nid = "priced"\ndriver = "openai"\n'
+                         f'base_url = "{scripted_upstream.base_url}"\nmodels = ["gpt-test"]\nretries = 0\n'
+                         'prices = { "gpt-test" = { input = 2.0, output = 8.0 } }\n')
+    scripted_upstream.push(Reply("hi", usage={"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}))
+    with LiveServer(create_app(config)) as live, live.openai_client(ACME_KEY) as client:
+        client.chat.completions.create(model="model/name=priced/gpt-test", messages=[{"role": "user", "content": "hi"}])
+        text = scrape(live.url)
+    assert abs(value(text, "chorus_cost_usd_total", provider="priced") - (1000 * 2.0 + 500 * 8.0) / 1e6) < 1e-12

@@ -147,9 +147,14 @@ async def observed_call(scope: Any, route: str, found: dict[bytes, str],
         _failed(observation, exc)
         raise
     finally:
-        if made and made[0].usage is not None:
-            observation.input_tokens = made[0].usage["prompt_tokens"]
-            observation.output_tokens = made[0].usage["completion_tokens"]
+        if made:
+            ctx = made[0]
+            if ctx.usage is not None:
+                observation.input_tokens = ctx.usage["prompt_tokens"]
+                observation.output_tokens = ctx.usage["completion_tokens"]
+            cost = ctx.ledger.cost_nanos  # priced calls only (hidden steps and team members included)
+            if cost:
+                observation.cost = cost / 1e9
         if span is not None and tracing is not None:
             tracing.end(observation, span)
         observer.finish(observation)
