@@ -225,27 +225,13 @@ class GuardedProvider:
     async def open_stream(self, body: ChatCompletionRequest, ctx: RequestContext) -> tuple[AsyncIterator[Chunk], Any]:
         """Open the driver's stream and read its first chunk, retrying per the policy; ``(stream, first)``
         (``first`` is :data:`_END` for a stream without chunks)."""
-        breaker = self.breaker
-        retry = 0
-        while True:
-            trial = breaker.admit() if breaker is not None else False
-            stream = self.driver.stream(body, ctx)
-            try:
-                first = await anext(stream, _END)
-            except UpstreamError as exc:
-                delay = self._after_failure(exc, retry, ctx)
-                if delay is None:
-                    raise
-                retry += 1
-                await asyncio.sleep(delay)
-                continue
-            except BaseException:
-                if trial and breaker is not None:
-                    breaker.release()
-                raise
-            if breaker is not None:
-                breaker.success()
-            return stream, first
+        driver = self.driver
+
+        async def attempt() -> tuple[AsyncIterator[Chunk], Any]:
+            stream = driver.stream(body, ctx)
+            return stream, await anext(stream, _END)
+
+        return await self._call(attempt, ctx)
 
     def _after_failure(self, error: UpstreamError, retry: int, ctx: RequestContext | None) -> float | None:
         """Count the failure (also in the request's observation); the seconds to wait before retrying,
