@@ -84,7 +84,7 @@ async def test_sqlite_store_prunes_expired_and_excess_rows(tmp_path: Path) -> No
         store.ttl = 3600.0
         for i in range(14):
             await store.park("acme", [f"u{i}"], turn(str(i)))
-        rows = await store._run(lambda: store._db.execute("SELECT call_id FROM parked_turns").fetchall())  # type: ignore[union-attr]
+        rows = await store._sqlite.run(lambda db: db.execute("SELECT call_id FROM parked_turns").fetchall())
         # pruned on the 5th, 10th and 15th park: the expired row and the oldest beyond 10 are gone
         assert sorted(r[0] for r in rows) == sorted(f"u{i}" for i in range(4, 14))
     finally:
@@ -94,18 +94,18 @@ async def test_sqlite_store_prunes_expired_and_excess_rows(tmp_path: Path) -> No
 async def test_sqlite_store_works_off_the_event_loop(tmp_path: Path) -> None:
     store = SqliteTurnStore(tmp_path / "t.sqlite3")
     await store.start()
-    real = store._db
+    real = store._sqlite._db
     assert real is not None
     probe = OffLoop()
 
     # sqlite3.Connection's methods cannot be patched: stand in for the connection
-    store._db = SimpleNamespace(execute=probe.wrap(real.execute), executemany=probe.wrap(real.executemany))  # type: ignore[assignment]
+    store._sqlite._db = SimpleNamespace(execute=probe.wrap(real.execute), executemany=probe.wrap(real.executemany))  # type: ignore[assignment]
     try:
         await store.park("acme", ["u1"], turn("a"))
         assert await store.take_many("acme", ["u1"]) == {"u1": turn("a")}
         assert probe.calls >= 4 and not probe.failures
     finally:
-        store._db = real
+        store._sqlite._db = real
         await store.aclose()
 
 
@@ -181,7 +181,7 @@ async def test_a_broken_database_is_logged_and_never_fails_the_request(tmp_path:
     store = SqliteTurnStore(tmp_path / "t.sqlite3")
     await store.start()
     try:
-        await store._run(lambda: store._db.execute("DROP TABLE parked_turns"))  # type: ignore[union-attr]
+        await store._sqlite.run(lambda db: db.execute("DROP TABLE parked_turns"))
         await store.park("acme", ["u1"], turn("a"))
         assert await store.take_many("acme", ["u1"]) == {}
     finally:

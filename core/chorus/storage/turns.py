@@ -20,22 +20,17 @@ parked steps (the answer is still sent; a resume then sees only the client's cop
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 
 from chorus.contract.schemas import Message
-from chorus.storage.sqlitedb import connect_wal, immediate
+from chorus.storage.sqlitedb import SqliteThread, immediate
 
-T = TypeVar("T")
 log = logging.getLogger("chorus.turns")
 
 
@@ -127,47 +122,16 @@ class SqliteTurnStore(TurnStore):
     def __init__(self, path: Path, ttl: float = 3600.0, max_entries: int = 100_000) -> None:
         super().__init__(ttl, max_entries)
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._sqlite = SqliteThread("the parked-turn store", thread_name="chorus-turns")
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(ParkedTurn).decode
         self._parks = 0
 
     async def start(self) -> None:
-        if self._pool is not None:
-            return
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chorus-turns")
-        try:
-            await self._run(self._open)
-        except BaseException:
-            self._pool.shutdown(wait=False)
-            self._pool = None
-            raise
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = connect_wal(self.path, timeout=30)
-        db.executescript(_SCHEMA)
-        self._db = db
+        await self._sqlite.open(self.path, lambda db: db.executescript(_SCHEMA))
 
     async def aclose(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(pool, self._close)
-        finally:
-            pool.shutdown(wait=False)
-
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        if self._pool is None:
-            raise RuntimeError("the parked-turn store is not started")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        await self._sqlite.close()
 
     async def park(self, workspace: str, call_ids: list[str], turn: ParkedTurn) -> None:
         blob = self._encode(turn)
@@ -175,9 +139,7 @@ class SqliteTurnStore(TurnStore):
         self._parks += 1
         prune = self._parks % self.prune_every == 0
 
-        def write() -> None:
-            db = self._db
-            assert db is not None
+        def write(db: sqlite3.Connection) -> None:
             with immediate(db):
                 db.executemany(
                     "INSERT OR REPLACE INTO parked_turns (workspace, call_id, expires, turn) VALUES (?, ?, ?, ?)",
@@ -187,7 +149,7 @@ class SqliteTurnStore(TurnStore):
                     self._prune(db)
 
         try:
-            await self._run(write)
+            await self._sqlite.run(write)
         except sqlite3.Error as exc:  # the answer still goes out; its resume will lack the hidden steps
             log.error("parked turn of workspace %s not stored in %s: %s", workspace, self.path, exc)
 
@@ -202,9 +164,7 @@ class SqliteTurnStore(TurnStore):
             )
 
     async def take_many(self, workspace: str, call_ids: list[str]) -> dict[str, ParkedTurn]:
-        def read() -> list[tuple[str, bytes]]:
-            db = self._db
-            assert db is not None
+        def read(db: sqlite3.Connection) -> list[tuple[str, bytes]]:
             rows: list[tuple[str, bytes]] = []
             now = time.time()
             for start in range(0, len(call_ids), 500):  # under SQLite's limit on bound parameters
@@ -217,7 +177,7 @@ class SqliteTurnStore(TurnStore):
             return rows
 
         try:
-            rows = await self._run(read)
+            rows = await self._sqlite.run(read)
         except sqlite3.Error as exc:  # serve the request with the client's copy of the history
             log.error("parked turns of workspace %s not read from %s: %s", workspace, self.path, exc)
             return {}
