@@ -26,16 +26,13 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 
-from chorus.storage.sqlitedb import connect_wal, immediate
+from chorus.storage.sqlitedb import SqliteThread, immediate
 
 log = logging.getLogger("chorus.state")
-T = TypeVar("T")
 Callback = Callable[[str], None]
 
 
@@ -102,48 +99,28 @@ class SqliteSignals(Signals):
         self.path = path
         self.poll_interval = poll_interval
         self.keep_messages = keep_messages
-        self._db: sqlite3.Connection | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._sqlite = SqliteThread("the signals store", thread_name="chorus-signals")
         self._poller: asyncio.Task[None] | None = None
         self._last_id = 0
         self._writes = 0
         self._polls = 0
 
     async def start(self) -> None:
-        if self._pool is not None:
+        if self._sqlite.started:
             return
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chorus-signals")
-        await self._run(self._open)
+        await self._sqlite.open(self.path, self._setup)
         self._poller = asyncio.create_task(self._poll(), name="chorus-signals-poll")
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = connect_wal(self.path, timeout=30)
+    def _setup(self, db: sqlite3.Connection) -> None:
         db.executescript(_SCHEMA)
         self._last_id = db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
-        self._db = db
 
     async def aclose(self) -> None:
         poller, self._poller = self._poller, None
         if poller is not None:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await asyncio.get_running_loop().run_in_executor(pool, self._close)
-            finally:
-                pool.shutdown(wait=False)
-
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        if self._pool is None:
-            raise RuntimeError("the signals store is not started")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        await self._sqlite.close()
 
     async def count(self, key: str, amount: int, window: float) -> Count:
         now = time.time()
@@ -151,9 +128,7 @@ class SqliteSignals(Signals):
         self._writes += 1
         prune = self._writes % 256 == 0
 
-        def add() -> int:
-            db = self._db
-            assert db is not None
+        def add(db: sqlite3.Connection) -> int:
             with immediate(db):
                 (total,) = db.execute(
                     "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT (key, window_start) "
@@ -163,16 +138,14 @@ class SqliteSignals(Signals):
                     db.execute("DELETE FROM counters WHERE expires < ?", (now,))
             return int(total)
 
-        return Count(await self._run(add), start + window - now)
+        return Count(await self._sqlite.run(add), start + window - now)
 
     async def publish(self, channel: str, message: str) -> None:
-        def insert() -> None:
-            db = self._db
-            assert db is not None
+        def insert(db: sqlite3.Connection) -> None:
             with immediate(db):
                 db.execute("INSERT INTO messages (channel, message, at) VALUES (?, ?, ?)", (channel, message, time.time()))
 
-        await self._run(insert)
+        await self._sqlite.run(insert)
 
     async def _poll(self) -> None:
         while True:
@@ -183,9 +156,7 @@ class SqliteSignals(Signals):
             self._polls += 1
             prune = self._polls % 240 == 0  # about once a minute
 
-            def read(channels: list[str] = channels, prune: bool = prune) -> list[tuple[int, str, str]]:
-                db = self._db
-                assert db is not None
+            def read(db: sqlite3.Connection, channels: list[str] = channels, prune: bool = prune) -> list[tuple[int, str, str]]:
                 rows = db.execute(
                     f"SELECT id, channel, message FROM messages WHERE id > ? AND channel IN ({','.join('?' * len(channels))}) "
                     "ORDER BY id", (self._last_id, *channels)).fetchall()
@@ -195,7 +166,7 @@ class SqliteSignals(Signals):
                 return rows
 
             try:
-                rows = await self._run(read)
+                rows = await self._sqlite.run(read)
             except sqlite3.Error as exc:
                 log.warning("signals: reading %s failed: %s", self.path, exc)
                 continue
