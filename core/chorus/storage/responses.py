@@ -20,17 +20,15 @@ follow-up sent right after a turn always finds it.
 from __future__ import annotations
 
 import abc
-import asyncio
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
 from chorus.contract.errors import StateUnavailable
-from chorus.storage.sqlitedb import connect_wal, immediate
+from chorus.storage.sqlitedb import SqliteThread, immediate
 
 T = TypeVar("T")
 
@@ -166,49 +164,21 @@ class SqliteResponseStore(ResponseStore):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._sqlite = SqliteThread("the response store", thread_name="chorus-responses")
 
     async def start(self) -> None:
-        if self._pool is not None:
-            return
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chorus-responses")
-        try:
-            await self._run(self._open)
-        except BaseException:
-            self._pool.shutdown(wait=False)
-            self._pool = None
-            raise
-
-    def _open(self, _: sqlite3.Connection | None = None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = connect_wal(self.path, timeout=30)
-        db.executescript(SCHEMA)
-        self._db = db
+        await self._unavailable_on_error(self._sqlite.open(self.path, lambda db: db.executescript(SCHEMA)))
 
     async def aclose(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
+        await self._sqlite.close()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._unavailable_on_error(self._sqlite.run(fn))
+
+    @staticmethod
+    async def _unavailable_on_error(work: Awaitable[T]) -> T:
         try:
-            await asyncio.get_running_loop().run_in_executor(pool, self._close)
-        finally:
-            pool.shutdown(wait=False)
-
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    async def _run(self, fn: Callable[[sqlite3.Connection | None], T]) -> T:
-        if self._pool is None:
-            raise RuntimeError("the response store is not started")
-
-        def call() -> T:
-            return fn(self._db)
-
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+            return await work
         except sqlite3.OperationalError as exc:  # locked past the timeout, disk full, unreadable file
             raise StateUnavailable(f"The response store is unavailable ({exc}); retry shortly.") from None
 
@@ -218,16 +188,14 @@ class SqliteResponseStore(ResponseStore):
         row = (record.workspace, record.id, record.created_at, _encode(record.response),
                _encode(record.input_items), _encode(record.context))
 
-        def write(db: sqlite3.Connection | None) -> None:
-            assert db is not None
+        def write(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO responses (workspace, id, created_at, response, input_items, context) "
                        "VALUES (?, ?, ?, ?, ?, ?)", row)
 
         await self._run(write)
 
     async def get_response(self, workspace: str, response_id: str) -> StoredResponse | None:
-        def read(db: sqlite3.Connection | None) -> Any:
-            assert db is not None
+        def read(db: sqlite3.Connection) -> Any:
             return db.execute("SELECT created_at, response, input_items, context FROM responses "
                               "WHERE workspace = ? AND id = ?", (workspace, response_id)).fetchone()
 
@@ -238,8 +206,7 @@ class SqliteResponseStore(ResponseStore):
                               input_items=_decode_list(row[2]), context=_decode_list(row[3]))
 
     async def delete_response(self, workspace: str, response_id: str) -> bool:
-        def delete(db: sqlite3.Connection | None) -> bool:
-            assert db is not None
+        def delete(db: sqlite3.Connection) -> bool:
             return db.execute("DELETE FROM responses WHERE workspace = ? AND id = ?",
                               (workspace, response_id)).rowcount > 0
 
@@ -248,8 +215,7 @@ class SqliteResponseStore(ResponseStore):
     # -- conversations ---------------------------------------------------------------------------
 
     async def create_conversation(self, record: StoredConversation, items: list[Item]) -> None:
-        def write(db: sqlite3.Connection | None) -> None:
-            assert db is not None
+        def write(db: sqlite3.Connection) -> None:
             with immediate(db):
                 db.execute("INSERT INTO conversations (workspace, id, created_at, metadata) VALUES (?, ?, ?, ?)",
                            (record.workspace, record.id, record.created_at, _encode(record.metadata)))
@@ -259,8 +225,7 @@ class SqliteResponseStore(ResponseStore):
         await self._run(write)
 
     async def get_conversation(self, workspace: str, conversation_id: str) -> StoredConversation | None:
-        def read(db: sqlite3.Connection | None) -> Any:
-            assert db is not None
+        def read(db: sqlite3.Connection) -> Any:
             return db.execute("SELECT created_at, metadata FROM conversations WHERE workspace = ? AND id = ?",
                               (workspace, conversation_id)).fetchone()
 
@@ -270,16 +235,14 @@ class SqliteResponseStore(ResponseStore):
         return StoredConversation(workspace=workspace, id=conversation_id, created_at=row[0], metadata=_decode_dict(row[1]))
 
     async def update_conversation(self, workspace: str, conversation_id: str, metadata: dict[str, Any]) -> bool:
-        def write(db: sqlite3.Connection | None) -> bool:
-            assert db is not None
+        def write(db: sqlite3.Connection) -> bool:
             return db.execute("UPDATE conversations SET metadata = ? WHERE workspace = ? AND id = ?",
                               (_encode(metadata), workspace, conversation_id)).rowcount > 0
 
         return await self._run(write)
 
     async def delete_conversation(self, workspace: str, conversation_id: str) -> bool:
-        def delete(db: sqlite3.Connection | None) -> bool:
-            assert db is not None
+        def delete(db: sqlite3.Connection) -> bool:
             with immediate(db):
                 db.execute("DELETE FROM conversation_items WHERE workspace = ? AND conversation_id = ?",
                            (workspace, conversation_id))
@@ -289,8 +252,7 @@ class SqliteResponseStore(ResponseStore):
         return await self._run(delete)
 
     async def add_items(self, workspace: str, conversation_id: str, items: list[Item]) -> bool:
-        def write(db: sqlite3.Connection | None) -> bool:
-            assert db is not None
+        def write(db: sqlite3.Connection) -> bool:
             with immediate(db):
                 found = db.execute("SELECT 1 FROM conversations WHERE workspace = ? AND id = ?",
                                    (workspace, conversation_id)).fetchone()
@@ -303,16 +265,14 @@ class SqliteResponseStore(ResponseStore):
         return await self._run(write)
 
     async def list_items(self, workspace: str, conversation_id: str) -> list[Item]:
-        def read(db: sqlite3.Connection | None) -> list[Any]:
-            assert db is not None
+        def read(db: sqlite3.Connection) -> list[Any]:
             return db.execute("SELECT item FROM conversation_items WHERE workspace = ? AND conversation_id = ? "
                               "ORDER BY seq", (workspace, conversation_id)).fetchall()
 
         return [_decode_dict(row[0]) for row in await self._run(read)]
 
     async def get_item(self, workspace: str, conversation_id: str, item_id: str) -> Item | None:
-        def read(db: sqlite3.Connection | None) -> Any:
-            assert db is not None
+        def read(db: sqlite3.Connection) -> Any:
             return db.execute("SELECT item FROM conversation_items WHERE workspace = ? AND conversation_id = ? AND id = ?",
                               (workspace, conversation_id, item_id)).fetchone()
 
@@ -320,8 +280,7 @@ class SqliteResponseStore(ResponseStore):
         return None if row is None else _decode_dict(row[0])
 
     async def delete_item(self, workspace: str, conversation_id: str, item_id: str) -> bool:
-        def delete(db: sqlite3.Connection | None) -> bool:
-            assert db is not None
+        def delete(db: sqlite3.Connection) -> bool:
             return db.execute("DELETE FROM conversation_items WHERE workspace = ? AND conversation_id = ? AND id = ?",
                               (workspace, conversation_id, item_id)).rowcount > 0
 
@@ -333,16 +292,14 @@ class SqliteResponseStore(ResponseStore):
         row = (record.workspace, record.id, record.created_at, record.model, _encode(record.metadata),
                _encode(record.completion), _encode(record.messages))
 
-        def write(db: sqlite3.Connection | None) -> None:
-            assert db is not None
+        def write(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO chat_completions (workspace, id, created_at, model, metadata, completion, "
                        "messages) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
         await self._run(write)
 
     async def get_chat(self, workspace: str, completion_id: str) -> StoredChat | None:
-        def read(db: sqlite3.Connection | None) -> Any:
-            assert db is not None
+        def read(db: sqlite3.Connection) -> Any:
             return db.execute("SELECT created_at, model, metadata, completion, messages FROM chat_completions "
                               "WHERE workspace = ? AND id = ?", (workspace, completion_id)).fetchone()
 
