@@ -47,9 +47,10 @@ class SqliteThread:
     thread, one call at a time in the order submitted, so the event loop never blocks on SQLite.
 
     * :meth:`open` starts the thread; on it, creates ``path``'s folder, connects with
-      :func:`connect_wal` and calls ``setup(db)``. Opening a started helper does nothing. If opening
-      fails, the connection is closed, the thread stopped and the helper unstarted again; the
-      exception propagates.
+      :func:`connect_wal` (``timeout`` seconds of waiting on locks) and calls ``setup(db)``.
+      Opening a started helper does nothing. If opening raises or is cancelled, the thread is
+      stopped and the helper unstarted again (a connection that ``setup`` failed on is closed);
+      the exception propagates.
     * :meth:`run` calls ``fn(db)`` on the thread and returns its result; whatever ``fn`` raises
       propagates unchanged. Before :meth:`open` and after :meth:`close` it raises
       ``RuntimeError("<what> is not started")``.
