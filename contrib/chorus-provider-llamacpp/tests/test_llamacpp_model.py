@@ -20,7 +20,7 @@ from chorus_provider_llamacpp.model_file import bundled_model_path
 from litestar.testing import AsyncTestClient
 
 from chorus.config import convert, parse_config
-from chorus.context import RequestContext
+from chorus.context import RequestContext, Source
 from chorus.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from chorus.schemas import ChatCompletionRequest, Message
 from chorus.testing.gateway import load_driver, make_app
@@ -370,3 +370,71 @@ async def test_a_bot_on_the_local_model_streams_through_the_gateway(model_path: 
     streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert streamed == answer
     assert chunks[-1]["usage"] == plain["usage"]
+
+
+# -- answer_style = "quote" -----------------------------------------------------------------------
+
+HOURS_SOURCE = Source(
+    title="Acme › Support", url="https://acme.test/support",
+    text="Support is open Monday to Friday, 9am to 5pm.\n\nRefunds take five working days to arrive.",
+)
+OPEN = Message(role="user", content="When is support open?")
+
+
+def sourced(request: ChatCompletionRequest, *sources: Source) -> RequestContext:
+    context = ctx(request)
+    context.sources = list(sources)
+    return context
+
+
+async def test_quote_style_answers_with_the_passage_stream_or_not(model_path: str) -> None:
+    p = make_provider(model_path, answer_style="quote")
+    await p.start()
+    try:
+        request = body(OPEN, stream_options={"include_usage": True})
+        completion = await p.complete(request, sourced(request, HOURS_SOURCE))
+        chunks = [c async for c in p.stream(request, sourced(request, HOURS_SOURCE))]
+        cut = body(OPEN, max_tokens=3)
+        short = await p.complete(cut, sourced(cut, HOURS_SOURCE))
+        stopped = body(OPEN, stop=[" to "])
+        before_stop = await p.complete(stopped, sourced(stopped, HOURS_SOURCE))
+        plain = await p.complete(body(NAME, max_tokens=8), ctx(body(NAME)))  # no sources: generated
+    finally:
+        await p.aclose()
+    answer = completion["choices"][0]["message"]["content"]
+    assert answer == "Support is open Monday to Friday, 9am to 5pm."
+    assert completion["choices"][0]["finish_reason"] == "stop"
+    usage = completion["usage"]
+    assert usage["prompt_tokens"] == 0 and usage["completion_tokens"] > 3  # nothing evaluated, the quote counted
+    assert content_of(chunks) == answer and len([c for c in chunks if c["choices"]]) > 3  # streamed piece by piece
+    assert chunks[-1]["usage"] == usage
+    assert short["choices"][0]["finish_reason"] == "length"
+    assert short["usage"]["completion_tokens"] == 3 and answer.startswith(short["choices"][0]["message"]["content"])
+    assert before_stop["choices"][0]["message"]["content"] == "Support is open Monday"
+    assert plain["usage"]["prompt_tokens"] > 0  # the model answered
+
+
+async def test_a_quoting_bot_cites_the_passage_through_the_gateway(model_path: str, tmp_path: Path) -> None:
+    (tmp_path / "support.md").write_text(
+        "# Support\n\nSupport is open Monday to Friday, 9am to 5pm.\n\n"
+        "# Refunds\n\nRefunds take five working days to arrive.\n", encoding="utf-8")
+    config = parse_config(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "providers": [{"id": "local", "driver": "llamacpp", "model_path": model_path, "answer_style": "quote"}],
+            "workspaces": [{"id": "acme", "api_keys": ["sk-acme-local"]}],
+            "datasets": [{"id": "help", "workspace": "acme", "sources": [str(tmp_path / "*.md")]}],
+            "bots": [{"id": "ada", "workspace": "acme", "model": "local/gemma-3-270m", "datasets": ["help"],
+                      "backstory": "You are Ada, Acme's support agent.", "citations": {"attribute": True}}],
+        }
+    )
+    payload = {"model": "bot/id=ada", "messages": [{"role": "user", "content": "How long do refunds take?"}]}
+    async with AsyncTestClient(app=make_app(config)) as client:
+        response = await client.post("/v1/chat/completions", json=payload,
+                                     headers={"authorization": "Bearer sk-acme-local"})
+    assert response.status_code == 200, response.text
+    message = response.json()["choices"][0]["message"]
+    assert message["content"] == "Refunds take five working days to arrive."
+    annotations = message["annotations"]
+    assert annotations and annotations[0]["type"] == "url_citation"
+    assert annotations[0]["url_citation"]["url"].startswith("chorus://datasets/help/files/")

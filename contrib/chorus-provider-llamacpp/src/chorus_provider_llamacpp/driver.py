@@ -25,10 +25,11 @@ from typing import Any
 from chorus.context import RequestContext
 from chorus.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from chorus.providers import ProviderDriver, ProviderSettings
-from chorus.schemas import ChatCompletionRequest
+from chorus.schemas import ChatCompletionRequest, text_of
 from chorus_provider_llamacpp.engine import ContextOverflow, Engine, EngineError, Outcome, Sampling
 from chorus_provider_llamacpp.model_file import ModelFileError, resolve_model_path
 from chorus_provider_llamacpp.prompt import render_completion, render_prompt, stop_sequences
+from chorus_provider_llamacpp.quote import best_passage
 from chorus_provider_llamacpp.settings import LlamaCppSettings
 
 log = logging.getLogger("chorus_provider_llamacpp")
@@ -182,7 +183,8 @@ class LlamaCppProvider(ProviderDriver):
         flag; the lock is released only once the worker has returned.
         """
         sampling = self._sampling(body)
-        prompt = self.render(body, ctx)
+        quoted = self.quote(body, ctx)
+        prompt = self.render(body, ctx) if quoted is None else ""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.timeout
         queue: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
@@ -198,8 +200,10 @@ class LlamaCppProvider(ProviderDriver):
         def job(engine: Engine) -> None:
             began = time.perf_counter()
             try:
-                outcome = engine.generate(
-                    prompt, sampling, cancel=cancel, on_start=lambda n: push(Started(n)), on_text=push
+                run = engine.generate if quoted is None else engine.recite
+                outcome = run(
+                    prompt if quoted is None else quoted, sampling, cancel=cancel,
+                    on_start=lambda n: push(Started(n)), on_text=push,
                 )
             except Exception as exc:  # handed to the request, which maps it to an UpstreamError
                 push(exc)
@@ -251,6 +255,19 @@ class LlamaCppProvider(ProviderDriver):
             return render_prompt(body.messages)
         sources = getattr(ctx, "sources", None) or []
         return render_completion(body.messages, sources)
+
+    def quote(self, body: ChatCompletionRequest, ctx: RequestContext | None = None) -> str | None:
+        """With ``answer_style = "quote"``: the passage of ``ctx.sources`` answering the last user
+        message, or ``None`` (generate instead: another style, no sources, no passage shares a word,
+        or the conversation does not end with a user message)."""
+        sources = getattr(ctx, "sources", None) or []
+        if self.settings.answer_style != "quote" or not sources or not body.messages:
+            return None
+        last = body.messages[-1]
+        if last.role != "user":
+            return None
+        passage = best_passage(text_of(last.content), sources)
+        return passage.text if passage is not None else None
 
     def _sampling(self, body: ChatCompletionRequest) -> Sampling:
         """Map the request onto llama.cpp parameters; unsupported values raise a 400."""

@@ -173,6 +173,43 @@ class Engine:
                     finish = "stop"
         return Outcome(finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=produced)
 
+    def recite(
+        self,
+        text: str,
+        sampling: Sampling,
+        *,
+        cancel: threading.Event,
+        on_start: Callable[[int], None],
+        on_text: Callable[[str], None],
+    ) -> Outcome:
+        """Send ``text`` (a quoted answer) as if generated: no prompt is evaluated (0 prompt tokens).
+
+        The same limits as :meth:`generate` apply: cut at ``max_tokens`` tokens (``"length"``) and
+        before the first stop sequence; ``cancel`` is checked before every token.
+        """
+        tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        on_start(0)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopFilter(sampling.stop)
+        produced = 0
+        finish: str | None = "stop"
+        for token in tokens:
+            if cancel.is_set():
+                return Outcome(finish_reason=None, prompt_tokens=0, completion_tokens=produced)
+            if produced >= sampling.max_tokens:
+                finish = "length"
+                break
+            produced += 1
+            piece = stops.feed(decoder.decode(self._piece(token)))
+            if piece:
+                on_text(piece)
+            if stops.stopped:
+                break
+        tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
+        if tail:
+            on_text(tail)
+        return Outcome(finish_reason=finish, prompt_tokens=0, completion_tokens=produced)
+
     def _piece(self, token: int) -> bytes:
         """The bytes of one token (control tokens render as nothing)."""
         size = self._lib.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)

@@ -52,5 +52,11 @@ class LlamaCppSettings(ProviderSettings):
     #: ``"completion"``: a grounded Context / Question / Answer document answered in one line (what a
     #: small base model continues best); ``"chat"``: the chat as a User/Assistant transcript.
     prompt_style: Literal["completion", "chat"] = "completion"
+    #: ``"generate"``: the model writes every answer. ``"quote"``: a question that came with retrieved
+    #: sources (a bot's datasets) is answered with the passage of those sources that best matches it,
+    #: verbatim (a sentence, list item or table row, ranked by BM25): for a model too small to answer
+    #: from sources reliably. Requests without sources, and questions no passage shares a word with,
+    #: are still generated.
+    answer_style: Literal["generate", "quote"] = "generate"
     #: Chat style only: end the answer at the first blank line (keeps a base model from drifting).
     stop_at_blank_line: bool = True

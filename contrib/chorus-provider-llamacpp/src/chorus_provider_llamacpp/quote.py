@@ -1,0 +1,147 @@
+"""Quoted answers (``answer_style = "quote"``): the passage of the retrieved sources that answers.
+
+A model of a few hundred million parameters, handed the right source, still often copies the wrong
+span of it or invents a value. With ``answer_style = "quote"`` the driver answers a question that
+came with sources by quoting one **passage** of them verbatim, so the answer is always one the
+sources state and its citation is exact.
+
+* **Passages** (:func:`passages`): a source's text is cut into sentences of its paragraphs (hard-wrapped
+  lines joined first), list items, Markdown table rows (as ``a — b — c``; the header and rule rows dropped) and
+  single lines of code blocks. Headings are not passages.
+* **Ranking** (:func:`best_passage`): every passage of every source is scored against the question
+  with BM25 (``k1`` 1.2, ``b`` 0.5) over the passages themselves, after lower-casing, dropping stop
+  words and a light suffix stemming; the source's title counts with a third of the weight. A tie
+  keeps the earlier source (retrieval's order). A question none of whose informative words occurs
+  in any passage gets ``None``: the model answers it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chorus.context import Source
+
+#: BM25 parameters: ``b`` is below the usual 0.75 so a long sentence that names every term is not
+#: beaten by a short table row that names one.
+K1 = 1.2
+B = 0.5
+#: Weight of a term that occurs only in the source's title (``Configuration › [[bots]]``).
+TITLE_WEIGHT = 1 / 3
+#: Words that say nothing about which passage answers.
+STOP_WORDS = frozenset(
+    """a about after all also an and any are as at be been before being but by can could did do does
+    doing for from get gets got had has have how i if in into is it its may me might must my no not
+    of on one or our should so such than that the their them then there these they this those to
+    too us use used using was we were what when where which while who whom why will with would you
+    your""".split()
+)
+_WORD = re.compile(r"[a-z0-9_]+")
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "es", "ed", "s", "e")
+_BULLET = re.compile(r"^(?:[-*+]|\d+[.)])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`*(\[\"])")
+_TABLE_RULE = re.compile(r"^\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """One quotable passage: its text, the index of its source, and its score for the question."""
+
+    text: str
+    source: int
+    score: float
+
+
+def stem(word: str) -> str:
+    """``word`` without its inflection: *validates* and *validated* share ``validat``, *configure*
+    and *configuration* ``configur``."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
+def terms(text: str) -> list[str]:
+    """The informative words of ``text``, stemmed, in order (stop words and single letters dropped)."""
+    return [stem(w) for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in STOP_WORDS]
+
+
+def passages(text: str) -> list[str]:
+    """The quotable passages of one source's text, in order (see the module docstring)."""
+    out: list[str] = []
+    paragraph: list[str] = []
+    in_code = False
+    header: str | None = None  # the last table row, dropped if a rule row follows it
+
+    def flush() -> None:
+        if paragraph:
+            joined = " ".join(paragraph)
+            out.extend(s.strip() for s in _SENTENCE_END.split(joined) if s.strip())
+            paragraph.clear()
+
+    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = raw.strip()
+        if line.startswith("```"):
+            flush()
+            in_code = not in_code
+            continue
+        if in_code:
+            if line:
+                out.append(line)
+            continue
+        if not line or line.startswith("#"):
+            flush()
+            continue
+        if line.startswith("|") and line.endswith("|") and len(line) > 1:
+            flush()
+            if _TABLE_RULE.match(line) and "-" in line:
+                if out and out[-1] == header:
+                    out.pop()  # the row above the rule names the columns: nothing to quote
+            else:
+                cells = [c.strip() for c in line[1:-1].split("|")]
+                out.append(" — ".join(c for c in cells if c))
+                header = out[-1]
+            continue
+        header = None
+        if _BULLET.match(line):
+            flush()
+            line = _BULLET.sub("", line, count=1)
+        paragraph.append(line)
+    flush()
+    return [p for p in out if terms(p)]
+
+
+def best_passage(question: str, sources: Sequence[Source]) -> Passage | None:
+    """The passage of ``sources`` that best answers ``question``, or ``None`` when none shares a word."""
+    wanted = set(terms(question))
+    if not wanted:
+        return None
+    candidates: list[tuple[int, str, Counter[str], set[str]]] = []
+    for index, source in enumerate(sources):
+        title = set(terms(source.title))
+        for text in passages(source.text):
+            candidates.append((index, text, Counter(terms(text)), title))
+    if not candidates:
+        return None
+    count = len(candidates)
+    average = sum(sum(c[2].values()) for c in candidates) / count
+    frequency = {t: sum(1 for c in candidates if t in c[2]) for t in wanted}
+    idf = {t: math.log(1 + (count - n + 0.5) / (n + 0.5)) for t, n in frequency.items()}
+    best: Passage | None = None
+    for index, text, counts, title in candidates:
+        if wanted.isdisjoint(counts):
+            continue  # only the title matches: nothing here to quote
+        length = sum(counts.values())
+        score = 0.0
+        for term in wanted:
+            tf = counts.get(term, 0)
+            if tf:
+                score += idf[term] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / average))
+            elif term in title:
+                score += idf[term] * TITLE_WEIGHT
+        if best is None or score > best.score:
+            best = Passage(text, index, score)
+    return best
