@@ -33,11 +33,16 @@ B = 0.5
 TITLE_WEIGHT = 1 / 3
 #: Words that say nothing about which passage answers.
 STOP_WORDS = frozenset(
-    """a about after all also an and any are as at be been before being but by can could did do does
-    doing for from get gets got had has have how i if in into is it its may me might must my no not
-    of on one or our should so such than that the their them then there these they this those to
-    too us use used using was we were what when where which while who whom why will with would you
-    your""".split()
+    [
+        "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "be",
+        "been", "before", "being", "but", "by", "can", "could", "did", "do", "does", "doing",
+        "for", "from", "get", "gets", "got", "had", "has", "have", "how", "i", "if", "in",
+        "into", "is", "it", "its", "may", "me", "might", "must", "my", "no", "not", "of", "on",
+        "one", "or", "our", "should", "so", "such", "than", "that", "the", "their", "them",
+        "then", "there", "these", "they", "this", "those", "to", "too", "us", "use", "used",
+        "using", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom",
+        "why", "will", "with", "would", "you", "your",
+    ]
 )
 _WORD = re.compile(r"[a-z0-9_]+")
 _SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "es", "ed", "s", "e")
