@@ -388,7 +388,7 @@ def sourced(request: ChatCompletionRequest, *sources: Source) -> RequestContext:
 
 
 async def test_quote_style_answers_with_the_passage_stream_or_not(model_path: str) -> None:
-    p = make_provider(model_path, answer_style="quote")
+    p = make_provider(model_path, answer_style="quote", quote_ranking="bm25")
     await p.start()
     try:
         request = body(OPEN, stream_options={"include_usage": True})
@@ -438,3 +438,21 @@ async def test_a_quoting_bot_cites_the_passage_through_the_gateway(model_path: s
     annotations = message["annotations"]
     assert annotations and annotations[0]["type"] == "url_citation"
     assert annotations[0]["url_citation"]["url"].startswith("chorus://datasets/help/files/")
+
+
+async def test_hybrid_quote_ranking_loads_e5_at_start_and_quotes_what_answers_in_other_words(model_path: str) -> None:
+    help_page = Source(title="Help", text=(
+        "The refund form is on the support page.\n\n"
+        "Shipping is free above 50 euros.\n\n"
+        "Refunds reach your card within five working days."))
+    request = body(Message(role="user", content="How long until I get my money back after a refund?"))
+    words_only = make_provider(model_path, answer_style="quote", quote_ranking="bm25")
+    assert words_only.quote(request, sourced(request, help_page)) == "The refund form is on the support page."
+    p = make_provider(model_path, answer_style="quote")  # quote_ranking = "hybrid", the default
+    await p.start()
+    try:
+        completion = await p.complete(request, sourced(request, help_page))
+    finally:
+        await p.aclose()
+    assert completion["choices"][0]["message"]["content"] == "Refunds reach your card within five working days."
+    assert completion["usage"]["prompt_tokens"] == 0

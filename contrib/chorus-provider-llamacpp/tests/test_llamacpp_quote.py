@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from chorus_provider_llamacpp import LlamaCppProvider, LlamaCppSettings
-from chorus_provider_llamacpp.quote import best_passage, passages, stem, terms
+from chorus_provider_llamacpp.quote import RRF_K, best_passage, passages, stem, terms
 
 from chorus.config import convert
 from chorus.context import Source
@@ -75,6 +76,32 @@ def test_no_quote_without_informative_words_or_sources() -> None:
     assert best_passage("What is the default port?", []) is None
 
 
+CHECK = "`chorus config check` validates a file without serving."
+TOML = "The server reads one TOML file."
+
+
+def favouring(scores: dict[str, float]) -> Any:
+    def similarity(question: str, texts: Any) -> list[float]:
+        return [scores.get(t, 0.0) for t in texts]
+    return similarity
+
+
+def test_a_similarity_is_fused_with_bm25_by_reciprocal_rank() -> None:
+    question = "Which command validates a file?"
+    assert best_passage(question, [SERVER]).text == CHECK  # type: ignore[union-attr]  # BM25: first, TOML second
+    agreeing = best_passage(question, [SERVER], similarity=favouring({CHECK: 1.0}))
+    assert agreeing is not None and agreeing.text == CHECK
+    assert agreeing.score == pytest.approx(2 / (RRF_K + 1))
+    # the similarity puts the BM25 runner-up first and the BM25 winner last: the runner-up wins
+    disagreeing = best_passage(question, [SERVER], similarity=favouring({TOML: 1.0, CHECK: -1.0}))
+    assert disagreeing is not None and disagreeing.text == TOML
+    assert disagreeing.score == pytest.approx(1 / (RRF_K + 2) + 1 / (RRF_K + 1))
+
+
+def test_a_similarity_never_quotes_for_a_question_no_passage_shares_a_word_with() -> None:
+    assert best_passage("Who are you?", [SERVER], similarity=favouring({TOML: 1.0})) is None
+
+
 def settings(**extra: Any) -> LlamaCppSettings:
     result: LlamaCppSettings = convert({"id": "local", "driver": "llamacpp", **extra}, LlamaCppSettings, "providers[0]")
     return result
@@ -93,7 +120,7 @@ QUESTION = Message(role="user", content="When is support open?")
 
 
 def test_the_driver_quotes_only_in_quote_style_with_sources_and_a_user_question() -> None:
-    quoting = LlamaCppProvider(settings(answer_style="quote"))
+    quoting = LlamaCppProvider(settings(answer_style="quote", quote_ranking="bm25"))
     assert quoting.quote(body(QUESTION), Ctx(HOURS)) == HOURS.text  # type: ignore[arg-type]
     assert quoting.quote(body(QUESTION), Ctx()) is None  # type: ignore[arg-type]
     assert quoting.quote(body(QUESTION), None) is None
@@ -101,5 +128,5 @@ def test_the_driver_quotes_only_in_quote_style_with_sources_and_a_user_question(
     assert quoting.quote(body(QUESTION, tool_result), Ctx(HOURS)) is None  # type: ignore[arg-type]
     assert quoting.quote(body(Message(role="user", content="Hello there")), Ctx(HOURS)) is None  # type: ignore[arg-type]
     generating = LlamaCppProvider(settings())
-    assert generating.settings.answer_style == "generate"
+    assert (generating.settings.answer_style, generating.settings.quote_ranking) == ("generate", "hybrid")
     assert generating.quote(body(QUESTION), Ctx(HOURS)) is None  # type: ignore[arg-type]

