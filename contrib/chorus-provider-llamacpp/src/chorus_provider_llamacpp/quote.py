@@ -5,9 +5,9 @@ span of it or invents a value. With ``answer_style = "quote"`` the driver answer
 came with sources by quoting one **passage** of them verbatim, so the answer is always one the
 sources state and its citation is exact.
 
-* **Passages** (:func:`passages`): a source's text is cut into sentences of its paragraphs (hard-wrapped
-  lines joined first), list items, Markdown table rows (as ``a — b — c``; the header and rule rows dropped) and
-  single lines of code blocks. Headings are not passages.
+* **Passages** (:func:`passages`): a source's text is cut into sentences of its paragraphs
+  (hard-wrapped lines joined first), list items, Markdown table rows (as ``a — b — c``; the header
+  and rule rows dropped) and single lines of code blocks. Headings are not passages.
 * **Ranking** (:func:`best_passage`): every passage of every source is scored against the question
   with BM25 (``k1`` 1.2, ``b`` 0.5) over the passages themselves, after lower-casing, dropping stop
   words and a light suffix stemming; the source's title counts with a third of the weight. With a
@@ -154,7 +154,7 @@ def best_passage(question: str, sources: Sequence[Source], *, similarity: Simila
     lexical: list[float] = []
     for _, _, counts, title in candidates:
         score = 0.0
-        if not wanted.isdisjoint(counts):  # only the title matches: nothing here to quote
+        if not wanted.isdisjoint(counts):  # a passage sharing no word scores 0, whatever its title
             length = sum(counts.values())
             for term in wanted:
                 tf = counts.get(term, 0)
