@@ -3,13 +3,14 @@
 ``OtlpCollector`` answers every ``POST`` (``/v1/traces`` and the like) with ``200`` and an empty
 protobuf body, as a collector does, and records each export's path, content type and size. Point
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` at :attr:`OtlpCollector.endpoint` to trace into it (tests, the
-tracing benchmark). Standard library only.
+tracing benchmark). Needs nothing beyond the standard library (its server is :mod:`chorus.net.background_http`).
 """
 
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from chorus.net.background_http import BackgroundHTTPServer, QuietHandler
 
 __all__ = ["OtlpCollector"]
 
@@ -22,35 +23,25 @@ class OtlpCollector:
         self.bodies: list[bytes] = []
         collector = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 with collector._lock:
                     collector.exports.append((self.path, self.headers.get("content-type", ""), len(body)))
                     collector.bodies.append(body)
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
+                self.answer(200, b"", "application/x-protobuf")
 
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = BackgroundHTTPServer("127.0.0.1", 0, Handler, name="otlp-collector")
         #: What ``OTEL_EXPORTER_OTLP_ENDPOINT`` should be (the exporter appends ``/v1/traces``).
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-collector", daemon=True)
+        self.endpoint = f"http://127.0.0.1:{self._server.port}"
 
     def start(self) -> OtlpCollector:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def __enter__(self) -> OtlpCollector:
         return self.start()
