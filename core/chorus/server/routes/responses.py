@@ -28,6 +28,7 @@ from chorus.server.body import ClientGone, check_json_type, read_body
 from chorus.server.requestid import request_id
 from chorus.server.routes.chat import _SSE_HEADERS, DisconnectWatch, Receive, Send, observed_call, relay
 from chorus.server.routes.files import json_response, paginate
+from chorus.storage.responses import StoredResponse
 
 log = logging.getLogger("chorus")
 
@@ -116,6 +117,16 @@ async def _service(request: Request[Any, Any, Any]) -> tuple[str, Responses]:
     return workspace.id, responses
 
 
+async def _stored(request: Request[Any, Any, Any]) -> StoredResponse:
+    """The caller's stored response named by the path, or a 404 (another tenant's is a 404 too)."""
+    workspace, responses = await _service(request)
+    response_id = request.path_params["response_id"]
+    stored = await responses.store.get_response(workspace, response_id)
+    if stored is None:
+        raise response_not_found(response_id)
+    return stored
+
+
 def response_not_found(response_id: str) -> NotFound:
     return NotFound(f"No response found with id {response_id!r}.", param="response_id", code="response_not_found")
 
@@ -127,12 +138,7 @@ class ResponsesController(Controller):
 
     @get(["/v1/responses/{response_id:str}", "/responses/{response_id:str}"])
     async def retrieve(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = await _service(request)
-        response_id = request.path_params["response_id"]
-        stored = await responses.store.get_response(workspace, response_id)
-        if stored is None:
-            raise response_not_found(response_id)
-        return json_response(stored.response)
+        return json_response((await _stored(request)).response)
 
     @delete(["/v1/responses/{response_id:str}", "/responses/{response_id:str}"], status_code=200)
     async def remove(self, request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -144,9 +150,4 @@ class ResponsesController(Controller):
 
     @get(["/v1/responses/{response_id:str}/input_items", "/responses/{response_id:str}/input_items"])
     async def input_items(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        workspace, responses = await _service(request)
-        response_id = request.path_params["response_id"]
-        stored = await responses.store.get_response(workspace, response_id)
-        if stored is None:
-            raise response_not_found(response_id)
-        return json_response(paginate(list(stored.input_items), request))
+        return json_response(paginate(list((await _stored(request)).input_items), request))
