@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from chorus.context import Source, render_sources
@@ -83,16 +83,13 @@ _INSTRUCTION_ROLES = frozenset({"system", "developer"})
 
 def render_prompt(messages: Sequence[Message]) -> str:
     """The prompt text for ``messages``, ending with ``"Assistant:"`` (no trailing space)."""
-    leading = 0
-    while leading < len(messages) and messages[leading].role in _INSTRUCTION_ROLES:
-        leading += 1
+    instructions, conversation = _split_instructions(messages)
     blocks: list[str] = []
-    instructions = "\n\n".join(t for m in messages[:leading] if (t := _clean(text_of(m.content))))
     if instructions:
         blocks += [instructions, INTRO_AFTER_INSTRUCTIONS]
     else:
         blocks.append(INTRO_PLAIN)
-    turns = [_turn(m) for m in messages[leading:]]
+    turns = [_turn(m) for m in conversation]
     turns.append(f"{LABELS['assistant']}:")
     blocks.append("\n".join(turns))
     return "\n\n".join(blocks)
@@ -105,10 +102,7 @@ def render_completion(messages: Sequence[Message], sources: Sequence[Source] = (
     removed from the instructions and laid out as ``Context:``. Without sources the block is kept
     wherever it is (nothing to recognise it by) and no ``Context:`` is written.
     """
-    leading = 0
-    while leading < len(messages) and messages[leading].role in _INSTRUCTION_ROLES:
-        leading += 1
-    instructions = "\n\n".join(t for m in messages[:leading] if (t := _clean(text_of(m.content))))
+    instructions, conversation = _split_instructions(messages)
     blocks: list[str] = []
     context: list[str] = []
     if sources:
@@ -123,10 +117,19 @@ def render_completion(messages: Sequence[Message], sources: Sequence[Source] = (
         blocks.append(instructions)
     if context:
         blocks.append("Context:\n" + "\n\n".join(context))
-    turns = [_completion_turn(m) for m in messages[leading:]]
+    turns = [_completion_turn(m) for m in conversation]
     turns.append(f"{COMPLETION_LABELS['assistant']}:")
     blocks.append("\n".join(t for t in turns if t))
     return "\n\n".join(blocks)
+
+
+def _split_instructions(messages: Sequence[Message]) -> tuple[str, Sequence[Message]]:
+    """The text of the leading ``system``/``developer`` messages (blank-line joined), and the rest."""
+    leading = 0
+    while leading < len(messages) and messages[leading].role in _INSTRUCTION_ROLES:
+        leading += 1
+    instructions = "\n\n".join(t for m in messages[:leading] if (t := _clean(text_of(m.content))))
+    return instructions, messages[leading:]
 
 
 def stop_sequences(request_stop: str | Sequence[str] | None, *, blank_line: bool,
@@ -145,10 +148,7 @@ def _completion_turn(message: Message) -> str:
     label = COMPLETION_LABELS.get(message.role, "Question")
     text = _one_line(text_of(message.content))
     if message.role == "assistant":
-        if not text and isinstance(message.refusal, str):
-            text = _one_line(message.refusal)
-        calls = message.tool_calls if isinstance(message.tool_calls, list) else []
-        text = " ".join(p for p in (text, *(_describe_call(c) for c in calls)) if p)
+        text = _assistant_text(message, text, _one_line, " ")
         if not text:
             return ""
     return f"{label}: {text}" if text else f"{label}:"
@@ -157,18 +157,28 @@ def _completion_turn(message: Message) -> str:
 _TABLE_RULE = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
 
 
+def is_table_rule(line: str) -> bool:
+    """Whether the stripped ``line`` is a Markdown table's rule row (``| --- | :-: |``) or a rule."""
+    return "-" in line and _TABLE_RULE.match(line) is not None
+
+
+def table_row(line: str) -> str | None:
+    """The stripped ``line`` as a plain ``a — b — c`` line if it is a Markdown table row, else ``None``."""
+    if line.startswith("|") and line.endswith("|") and len(line) > 1:
+        return " — ".join(c for c in (cell.strip() for cell in line[1:-1].split("|")) if c)
+    return None
+
+
 def _plain_tables(text: str) -> str:
     """Markdown table rows as plain lines (``a — b — c``), rule rows dropped: a small model copies
     pipes and dashes into its answer otherwise."""
     lines: list[str] = []
     for line in text.split("\n"):
         stripped = line.strip()
-        if _TABLE_RULE.match(stripped) and "-" in stripped:
+        if is_table_rule(stripped):
             continue
-        if stripped.startswith("|") and stripped.endswith("|") and len(stripped) > 1:
-            cells = [c.strip() for c in stripped[1:-1].split("|")]
-            line = " — ".join(c for c in cells if c)
-        lines.append(line)
+        row = table_row(stripped)
+        lines.append(line if row is None else row)
     return "\n".join(lines)
 
 
@@ -181,12 +191,16 @@ def _turn(message: Message) -> str:
     label = LABELS.get(message.role, "User")
     text = _clean(text_of(message.content))
     if message.role == "assistant":
-        if not text and isinstance(message.refusal, str):
-            text = _clean(message.refusal)
-        calls = message.tool_calls if isinstance(message.tool_calls, list) else []
-        described = [_describe_call(c) for c in calls]
-        text = "\n".join(p for p in (text, *described) if p)
+        text = _assistant_text(message, text, _clean, "\n")
     return f"{label}: {text}" if text else f"{label}:"
+
+
+def _assistant_text(message: Message, text: str, normalize: Callable[[str], str], separator: str) -> str:
+    """An assistant turn's ``text`` (its refusal when it has none) and its tool calls, ``separator``-joined."""
+    if not text and isinstance(message.refusal, str):
+        text = normalize(message.refusal)
+    calls = message.tool_calls if isinstance(message.tool_calls, list) else []
+    return separator.join(p for p in (text, *(_describe_call(c) for c in calls)) if p)
 
 
 def _describe_call(call: Any) -> str:

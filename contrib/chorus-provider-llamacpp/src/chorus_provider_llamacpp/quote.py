@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chorus.context import Source
+from chorus_provider_llamacpp.prompt import is_table_rule, table_row
 
 #: BM25 parameters: ``b`` is below the usual 0.75 so a long sentence that names every term is not
 #: beaten by a short table row that names one.
@@ -56,7 +57,6 @@ _WORD = re.compile(r"[a-z0-9_]+")
 _SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "es", "ed", "s", "e")
 _BULLET = re.compile(r"^(?:[-*+]|\d+[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`*(\[\"])")
-_TABLE_RULE = re.compile(r"^\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +108,15 @@ def passages(text: str) -> list[str]:
         if not line or line.startswith("#"):
             flush()
             continue
-        if line.startswith("|") and line.endswith("|") and len(line) > 1:
+        row = table_row(line)
+        if row is not None:
             flush()
-            if _TABLE_RULE.match(line) and "-" in line:
+            if is_table_rule(line):
                 if out and out[-1] == header:
                     out.pop()  # the row above the rule names the columns: nothing to quote
             else:
-                cells = [c.strip() for c in line[1:-1].split("|")]
-                out.append(" — ".join(c for c in cells if c))
-                header = out[-1]
+                out.append(row)
+                header = row
             continue
         header = None
         if _BULLET.match(line):
