@@ -84,6 +84,11 @@ def terms(text: str) -> list[str]:
 
 def passages(text: str) -> list[str]:
     """The quotable passages of one source's text, in order (see the module docstring)."""
+    return [p for p in _pieces(text) if terms(p)]
+
+
+def _pieces(text: str) -> list[str]:
+    """Sentences, list items, table rows and code lines of ``text``, before dropping those without a word."""
     out: list[str] = []
     paragraph: list[str] = []
     in_code = False
@@ -124,7 +129,7 @@ def passages(text: str) -> list[str]:
             line = _BULLET.sub("", line, count=1)
         paragraph.append(line)
     flush()
-    return [p for p in out if terms(p)]
+    return out
 
 
 #: ``similarity(question, passages)``: one score per passage, higher is closer.
@@ -143,8 +148,9 @@ def best_passage(question: str, sources: Sequence[Source], *, similarity: Simila
     candidates: list[tuple[int, str, Counter[str], set[str]]] = []
     for index, source in enumerate(sources):
         title = set(terms(source.title))
-        for text in passages(source.text):
-            candidates.append((index, text, Counter(terms(text)), title))
+        for text in _pieces(source.text):
+            if words := terms(text):  # a passage is a piece with a word (passages()), tokenized once
+                candidates.append((index, text, Counter(words), title))
     if not any(not wanted.isdisjoint(c[2]) for c in candidates):
         return None
     count = len(candidates)
